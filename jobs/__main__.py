@@ -1,0 +1,41 @@
+"""``python -m jobs <job> --conf FILE [--set key=value ...]``: one entry point for every job."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# job name -> (module, one-line summary)
+JOBS = {
+    "generate": ("jobs.generate", "write synthetic telemetry or card transactions (labeled anomalies)"),
+    "features": ("jobs.build_features", "validate raw events (bad rows to quarantine) and write the feature table"),
+    "train": ("jobs.train", "train the RCF and/or logistic detectors, register a version, move the champion"),
+    "evaluate": ("jobs.evaluate", "evaluate the champion models on a test window (metrics, plots, HTML report)"),
+    "score": ("jobs.score", "nightly batch scoring of one date or a range into the scores table"),
+    "stream": ("jobs.stream", "Structured Streaming scoring of Kinesis / landing files with SNS alerts"),
+    "summary": ("jobs.summary", "daily summary, QuickSight export and manifest, HTML report"),
+    "replay": ("jobs.replay", "send a data set into a Kinesis stream (or landing folder) at a given rate"),
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs",
+        description="Anomaly and fraud detection jobs on Spark. Each job is also runnable as "
+                    "'spark-submit jobs/<file>.py --conf FILE ...'.",
+        epilog="jobs:\n" + "\n".join(f"  {name:<9} {summary}" for name, (_, summary) in JOBS.items())
+               + "\n\n'python -m jobs <job> --help' documents every option of a job.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("job", choices=list(JOBS), metavar="job", help="one of: " + ", ".join(JOBS))
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    args = parser.parse_args(argv[:1])
+    module = importlib.import_module(JOBS[args.job][0])
+    return module.main(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""What every job shares: the common options, config loading and progress with timings."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from typing import Callable, Iterator, Sequence
+
+from runtime.config import Config, ConfigError, load_config
+
+DATASETS = ("telemetry", "transactions")
+
+EPILOG = """\
+Configuration: runtime/defaults.yaml holds every key and its default; --conf FILE overrides it;
+each --set dotted.key=value overrides that (the value is read as YAML: 5 is a number,
+[1,2] a list). An unknown key or a wrong type stops the job with a message naming the key.
+Paths may be local folders or s3a:// URIs (aws.endpoint_url points s3a at any S3-compatible
+endpoint)."""
+
+
+def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser with the options every job takes."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--conf", required=True, metavar="FILE",
+                        help="YAML config file, e.g. conf/local.yaml (embedded default) or conf/emr.yaml")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one config key, e.g. --set spark.shuffle_partitions=4 (repeatable)")
+    parser.add_argument("--dataset", choices=DATASETS,
+                        help="which data set to work on (default: the config's 'dataset' key)")
+    parser.add_argument("--input", metavar="PATH",
+                        help="where to read from, local path or s3a:// URI (default: from the config's paths)")
+    parser.add_argument("--output", metavar="PATH",
+                        help="where to write to, local path or s3a:// URI (default: from the config's paths)")
+    return parser
+
+
+def load(args: argparse.Namespace) -> Config:
+    """The validated config for parsed ``args`` (``--dataset`` is applied as an override)."""
+    overrides = list(args.overrides)
+    if args.dataset:
+        overrides.append(f"dataset={args.dataset}")
+    return load_config(args.conf, overrides)
+
+
+def log(job: str, message: str) -> None:
+    print(f"[{job}] {message}", flush=True)
+
+
+@contextlib.contextmanager
+def step(job: str, what: str) -> Iterator[None]:
+    """Print what starts and how long it took, so long work shows progress."""
+    log(job, f"{what} ...")
+    started = time.perf_counter()
+    yield
+    log(job, f"{what}: done in {time.perf_counter() - started:.1f} s")
+
+
+def run_main(prog: str, parser_factory: Callable[[], argparse.ArgumentParser],
+             run: Callable[[argparse.Namespace, Config], int | None],
+             argv: Sequence[str] | None = None) -> int:
+    """Parse, load config, run; turn configuration and input errors into one clear line."""
+    parser = parser_factory()
+    args = parser.parse_args(argv)
+    try:
+        config = load(args)
+    except ConfigError as exc:
+        parser.exit(2, f"{prog}: error: {exc}\n")
+    started = time.perf_counter()
+    try:
+        code = run(args, config) or 0
+    except (ConfigError, InputError) as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
+        return 2
+    if code == 0:
+        log(prog.split()[-1], f"finished in {time.perf_counter() - started:.1f} s")
+    return code
+
+
+class InputError(RuntimeError):
+    """Input that cannot be used at all (a file that cannot be read, a bad date, ...)."""
+
+
+def not_built(job: str, issue: str) -> Callable[[argparse.Namespace, Config], int]:
+    def run(args: argparse.Namespace, config: Config) -> int:
+        print(f"{job}: not built yet ({issue}); nothing was done.", file=sys.stderr)
+        return 3
+    return run

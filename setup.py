@@ -1,0 +1,31 @@
+"""Anomaly and fraud detection on Spark: feature jobs, RCF and logistic detectors, batch and streaming scoring."""
+from setuptools import find_packages, setup
+
+setup(
+    name="zen-anomaly",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.10",
+    packages=find_packages(include=["runtime", "runtime.*", "features", "features.*", "models", "models.*",
+                                    "jobs", "jobs.*"]),
+    package_data={"runtime": ["defaults.yaml"]},
+    install_requires=[
+        # Spark 3.5 / Scala 2.12: what EMR 7.x runs and what sagemaker-pyspark 1.4.5 loads (not Spark 4).
+        "pyspark>=3.5.0,<3.6",
+        "pandas>=2.2,<3.2",
+        "pyarrow>=15,<27",
+        "numpy>=1.26,<2.5",
+        "pyyaml>=6,<7",
+        "boto3>=1.34,<2",
+        # The v2 SDK: image_uris.retrieve for the RCF image and RecordIO-protobuf helpers.
+        "sagemaker>=2.200,<3",
+        "matplotlib>=3.8,<4",
+    ],
+    extras_require={
+        # sagemaker_pyspark==1.4.5 pins pyspark==3.3.0, so the Makefile installs it with --no-deps.
+        "test": ["pytest>=8,<10", "pytest-timeout>=2.3", "moto[server]>=5.0,<6", "scikit-learn>=1.4,<2"],
+        "bench": ["duckdb>=1.0,<3", "scikit-learn>=1.4,<2", "rrcf>=0.4,<0.5", "psutil>=5.9"],
+        "delta": ["delta-spark>=3.3,<3.4"],
+        "lint": ["ruff>=0.5"],
+    },
+)
