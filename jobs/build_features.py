@@ -1,0 +1,131 @@
+"""The `features` job: validate raw events and write the feature table, partitioned by date.
+
+Reads the raw input (schema.<dataset>.format: parquet, csv or json lines; column names mapped by
+schema.<dataset>.columns), sends every row that fails validation to the quarantine table with a
+reason (unparseable time, missing id, non-numeric / negative / NaN / infinite values, duplicate
+ids), prints rows in = valid + quarantined, then builds the point-in-time features and writes them
+partitioned by `date`. With --from-date/--to-date only those dates are rebuilt (history before
+them is read as needed); other dates stay as they are.
+
+Submitted as `python -m jobs features --conf FILE` or `spark-submit jobs/build_features.py --conf FILE`.
+"""
+import datetime as dt
+import sys
+
+if __package__ in (None, ""):
+    import _bootstrap  # noqa: F401  (spark-submit runs this file as a script)
+
+from pyspark import StorageLevel
+from pyspark.sql import functions as F
+
+from features.validation import count_outcome, validate_telemetry, validate_transactions
+from jobs.common import InputError, base_parser, log, run_main, step
+from runtime.spark import build_session
+from runtime.storage import StorageError, read_raw, write_table
+
+PROG = "python -m jobs features"
+
+
+def build_parser():
+    parser = base_parser(PROG, __doc__)
+    parser.add_argument("--quarantine", metavar="PATH",
+                        help="where rejected rows go, with a reason column (default paths.quarantine)")
+    parser.add_argument("--from-date", metavar="YYYY-MM-DD",
+                        help="first date to rebuild (default features.from_date; none: every date)")
+    parser.add_argument("--to-date", metavar="YYYY-MM-DD",
+                        help="last date to rebuild, inclusive (default features.to_date or --from-date)")
+    return parser
+
+
+def parse_date(text, option):
+    if text is None:
+        return None
+    try:
+        return dt.date.fromisoformat(str(text))
+    except ValueError:
+        raise InputError(f"{option} must be a date like 2026-01-31, got {text!r}") from None
+
+
+def validate(raw_df, dataset, schema_conf):
+    if dataset == "telemetry":
+        return validate_telemetry(raw_df, columns=schema_conf["columns"], measures=schema_conf["measures"],
+                                  timestamp_format=schema_conf["timestamp_format"])
+    return validate_transactions(raw_df, columns=schema_conf["columns"],
+                                 timestamp_format=schema_conf["timestamp_format"])
+
+
+def feature_builder(dataset, config):
+    """(transform, history needed before the first rebuilt date, in days) from plain settings."""
+    if dataset == "telemetry":
+        from features.telemetry import build_telemetry_features, lookback_seconds
+
+        conf = config["features"]["telemetry"]
+        measures = config["schema"]["telemetry"]["measures"]
+
+        def transform(df):
+            return build_telemetry_features(df, measures=measures, **conf)
+
+        return transform, -(-lookback_seconds(conf["windows"]) // 86400)
+    from features.transactions import build_transaction_features, lookback_days
+
+    conf = config["features"]["transactions"]
+
+    def transform(df):
+        return build_transaction_features(df, windows_days=conf["windows_days"], delay_days=conf["delay_days"])
+
+    return transform, lookback_days(conf["windows_days"], conf["delay_days"])
+
+
+def run(args, config):
+    dataset = config["dataset"]
+    schema_conf = config["schema"][dataset]
+    source = args.input or config.path("raw")
+    output = args.output or config.path("features")
+    quarantine_path = args.quarantine or config.path("quarantine")
+    from_date = parse_date(args.from_date or config["features"]["from_date"], "--from-date")
+    to_date = parse_date(args.to_date or config["features"]["to_date"], "--to-date") or from_date
+    if to_date and not from_date:
+        raise InputError("--to-date needs --from-date")
+    if from_date and to_date < from_date:
+        raise InputError(f"--to-date {to_date} is before --from-date {from_date}")
+
+    spark = build_session(config)
+    try:
+        raw_df = read_raw(spark, source, schema_conf["format"])
+        validated = validate(raw_df, dataset, schema_conf)
+    except (StorageError, ValueError) as exc:
+        raise InputError(str(exc)) from None
+
+    validated.checked.persist(StorageLevel.MEMORY_AND_DISK)
+    with step("features", f"validating {source}"):
+        counts = count_outcome(validated)
+    log("features", f"rows in {counts['rows_in']:,} = valid {counts['valid']:,} + quarantined {counts['quarantined']:,}")
+    if counts["quarantined"]:
+        with step("features", f"writing {counts['quarantined']:,} quarantined rows to {quarantine_path}"):
+            write_table(validated.quarantine, quarantine_path, "parquet")
+        top = validated.quarantine.groupBy("reason").count().orderBy(F.desc("count")).limit(10).collect()
+        for row in top:
+            log("features", f"  quarantined {row['count']:>9,}  {row['reason']}")
+
+    transform, history_days = feature_builder(dataset, config)
+    valid_df = validated.valid
+    if from_date:
+        first_needed = from_date - dt.timedelta(days=history_days)
+        valid_df = valid_df.where((F.col("event_time") >= F.lit(str(first_needed)).cast("timestamp"))
+                                  & (F.col("event_time") < F.lit(str(to_date + dt.timedelta(days=1))).cast("timestamp")))
+    features_df = transform(valid_df)
+    if from_date:
+        features_df = features_df.where(F.col("date").between(F.lit(str(from_date)).cast("date"),
+                                                              F.lit(str(to_date)).cast("date")))
+    what = f"dates {from_date}..{to_date}" if from_date else "every date"
+    with step("features", f"writing features ({what}) to {output}"):
+        write_table(features_df, output, config["storage"]["format"], partition_by=["date"])
+    validated.checked.unpersist()
+
+
+def main(argv=None) -> int:
+    return run_main(PROG, build_parser, run, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
