@@ -1,0 +1,304 @@
+"""Unit tests for the Random Cut Forest core (numpy) and its Spark ML Estimator/Model."""
+import math
+
+import numpy as np
+import pytest
+
+from models.rcf import Forest, RandomCutForest, RandomCutForestModel, top_reasons
+
+LOG2_3 = math.log2(3.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# data helpers
+# ---------------------------------------------------------------------------------------------
+def two_clusters_with_outliers(n_per_cluster=1000, n_outliers=20, dim=4, seed=0):
+    """Two dense Gaussian clusters plus isolated points far from both; labels 1 = outlier."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(0.0, 1.0, (n_per_cluster, dim))
+    b = rng.normal(10.0, 1.0, (n_per_cluster, dim))
+    # isolated points: on a shell of radius 20..30 around the midpoint, away from both clusters
+    direction = rng.normal(size=(n_outliers, dim))
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    outliers = 5.0 + direction * rng.uniform(20.0, 30.0, (n_outliers, 1))
+    X = np.vstack([a, b, outliers])
+    y = np.r_[np.zeros(2 * n_per_cluster), np.ones(n_outliers)]
+    return X, y
+
+
+def auc(labels, scores):
+    """ROC AUC by the rank-sum formula (ties count one half)."""
+    labels = np.asarray(labels, bool)
+    pos, neg = scores[labels], scores[~labels]
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return (greater + 0.5 * ties) / (len(pos) * len(neg))
+
+
+def to_vector_df(spark, X, extra=None):
+    from pyspark.ml.linalg import Vectors
+
+    rows = [(i, Vectors.dense(x.tolist())) for i, x in enumerate(X)]
+    return spark.createDataFrame(rows, ["id", "features"])
+
+
+@pytest.fixture(scope="module")
+def clusters():
+    return two_clusters_with_outliers()
+
+
+@pytest.fixture(scope="module")
+def fitted(spark, clusters):
+    X, _ = clusters
+    source_df = to_vector_df(spark, X).cache()
+    rcf = RandomCutForest(numTrees=50, numSamplesPerTree=128, seed=7, attributionCol="rcf_attr")
+    model = rcf.fit(source_df)
+    model.estimator_uid = rcf.uid
+    return source_df, model
+
+
+# ---------------------------------------------------------------------------------------------
+# score definition (randomcutforest-by-aws AnomalyScoreVisitor)
+# ---------------------------------------------------------------------------------------------
+def test_two_point_tree_scores_match_hand_computation():
+    forest = Forest.from_samples([np.array([[0.0, 0.0], [1.0, 0.0]])], seed=0)
+    assert forest.num_nodes == 3 and forest.max_depth == 1
+    scores = forest.score([[2.0, 0.0], [1.0, 0.0], [0.5, 0.0]])
+    # unseen (2,0): leaf at depth 1 gives 1/2; root box [0,1]x[0,0] grown to [0,2]: p = 1/2
+    #   s = 1/2 * 1/(0+1) + 1/2 * 1/2 = 0.75, times log2(mass 2 + 1)
+    # seen (1,0): damp(1, 2) * 1/(1 + log2 2) = 0.75 * 0.5 = 0.375
+    # inside the root box (0.5,0): 1/(1+1) = 0.5, the root does not separate it
+    np.testing.assert_allclose(scores, np.array([0.75, 0.375, 0.5]) * LOG2_3, rtol=1e-12)
+
+
+def test_duplicate_leaf_uses_damp_and_mass():
+    forest = Forest.from_samples([np.array([[0.0], [0.0], [1.0]])], seed=0)
+    # leaf {0, 0} has mass 2 at depth 1, tree mass 3:
+    #   damp = 1 - 2/(2*3), scoreSeen = 1/(1 + log2(3)), normaliser log2(3 + 1) = 2
+    expected = (1 - 2 / 6) / (1 + LOG2_3) * 2.0
+    np.testing.assert_allclose(forest.score([[0.0]]), [expected], rtol=1e-12)
+
+
+def test_attribution_splits_the_score_by_dimension():
+    forest = Forest.from_samples([np.array([[0.0, 0.0], [1.0, 0.0]])], seed=0)
+    score, attr = forest.score_and_attribution([[2.0, 1.0]])
+    # leaf (1,0): gaps 1 and 1 -> 1/2 each of 1/2; root: gaps 1, 1, new ranges 2 + 1 -> p = 2/3
+    #   per dim: (1/3) * 1 + (1 - 2/3) * 1/4 = 5/12
+    np.testing.assert_allclose(attr[0], [5 / 12 * LOG2_3, 5 / 12 * LOG2_3], rtol=1e-12)
+    np.testing.assert_allclose(attr.sum(axis=1), score, rtol=1e-12)
+
+
+def test_attribution_rows_sum_to_score_on_a_real_forest(clusters):
+    X, _ = clusters
+    forest = Forest.fit(X, num_trees=50, samples=64, seed=3)
+    score, attr = forest.score_and_attribution(X[::10])
+    np.testing.assert_allclose(attr.sum(axis=1), score, rtol=1e-9)
+    np.testing.assert_array_equal(forest.score(X[::10]), score)
+
+
+def test_scores_are_on_the_aws_scale(clusters):
+    X, y = clusters
+    scores = Forest.fit(X, num_trees=100, samples=256, seed=1).score(X)
+    inlier_median = np.median(scores[y == 0])
+    assert 0.5 < inlier_median < 1.5
+    assert np.min(scores[y == 1]) > 2.0 * inlier_median
+
+
+def test_isolated_points_rank_above_dense_clusters(clusters):
+    X, y = clusters
+    scores = Forest.fit(X, num_trees=100, samples=256, seed=1).score(X)
+    assert auc(y, scores) >= 0.99
+
+
+def test_attribution_names_the_perturbed_dimension():
+    rng = np.random.default_rng(5)
+    X = rng.normal(0.0, 1.0, (3000, 4))
+    forest = Forest.fit(X, num_trees=60, samples=256, seed=2)
+    names = ["cpu", "mem", "bytes_in", "latency"]
+    for dim in range(4):
+        point = np.zeros(4)
+        point[dim] = 9.0
+        attr = forest.attribution(point[None, :])[0]
+        assert top_reasons(attr, names, k=1) == [names[dim]]
+
+
+def test_nonfinite_rows_score_nan_and_others_are_unaffected():
+    forest = Forest.fit(np.random.default_rng(0).normal(size=(500, 2)), 50, 64, seed=0)
+    X = np.array([[0.0, 0.0], [np.nan, 1.0], [3.0, 3.0]])
+    scores = forest.score(X)
+    assert np.isnan(scores[1]) and np.isfinite(scores[[0, 2]]).all()
+    np.testing.assert_array_equal(scores[[0, 2]], forest.score(X[[0, 2]]))
+    with pytest.raises(ValueError, match="2 features"):
+        forest.score(np.zeros((3, 3)))
+
+
+def test_forest_bytes_round_trip_and_seed_determinism(clusters):
+    X, _ = clusters
+    first = Forest.fit(X, 50, 128, seed=11)
+    again = Forest.fit(X, 50, 128, seed=11)
+    other = Forest.fit(X, 50, 128, seed=12)
+    np.testing.assert_array_equal(first.score(X), again.score(X))
+    assert not np.array_equal(first.score(X), other.score(X))
+    restored = Forest.from_bytes(first.to_bytes())
+    np.testing.assert_array_equal(restored.score(X), first.score(X))
+
+
+def test_top_reasons_orders_by_attribution():
+    assert top_reasons([0.1, 3.0, 0.5], ["a", "b", "c"], k=2) == ["b", "c"]
+    assert top_reasons(None, ["a"], k=2) == []
+    with pytest.raises(ValueError):
+        top_reasons([1.0, 2.0], ["a"], k=1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Spark ML Params
+# ---------------------------------------------------------------------------------------------
+def test_estimator_defaults():
+    rcf = RandomCutForest()
+    assert rcf.getFeaturesCol() == "features"
+    assert rcf.getScoreCol() == "rcf_score"
+    assert rcf.getPredictionCol() == "rcf_anomaly"
+    assert rcf.getAttributionCol() == ""
+    assert rcf.getNumTrees() == 100
+    assert rcf.getNumSamplesPerTree() == 256
+    assert rcf.getThresholdMethod() == "sigma"
+    assert rcf.getThresholdSigmas() == 3.0
+    assert rcf.getThresholdQuantile() == 0.99
+    assert RandomCutForest().getSeed() == rcf.getSeed()  # fixed default, not per-process hash
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"numTrees": 49}, "numTrees"),
+    ({"numTrees": 1001}, "numTrees"),
+    ({"numSamplesPerTree": 0}, "numSamplesPerTree"),
+    ({"numSamplesPerTree": 2049}, "numSamplesPerTree"),
+    ({"thresholdMethod": "iqr"}, "thresholdMethod"),
+    ({"thresholdQuantile": 1.0}, "thresholdQuantile"),
+    ({"thresholdSigmas": -1.0}, "thresholdSigmas"),
+])
+def test_out_of_range_params_raise_naming_the_param(kwargs, name):
+    with pytest.raises(ValueError, match=name):
+        RandomCutForest(**kwargs)
+    with pytest.raises(ValueError, match=name):
+        RandomCutForest().setParams(**kwargs)
+
+
+def test_setters_return_self_and_set_values():
+    rcf = RandomCutForest()
+    assert rcf.setNumTrees(500) is rcf and rcf.getNumTrees() == 500
+    assert rcf.setThresholdMethod("quantile").getThresholdMethod() == "quantile"
+
+
+def test_copy_keeps_the_original_unchanged():
+    rcf = RandomCutForest(numTrees=200)
+    copied = rcf.copy({rcf.numTrees: 300})
+    assert copied.uid == rcf.uid
+    assert copied.getNumTrees() == 300 and rcf.getNumTrees() == 200
+
+
+# ---------------------------------------------------------------------------------------------
+# Spark fit / transform / persistence
+# ---------------------------------------------------------------------------------------------
+def test_fitted_model_keeps_estimator_uid_and_params(fitted, clusters):
+    X, _ = clusters
+    _, model = fitted
+    assert model.uid == model.estimator_uid
+    assert model.getAttributionCol() == "rcf_attr" and model.getNumTrees() == 50
+    assert model.forest.num_trees == 50 and model.numFeatures == X.shape[1]
+    # 2020 rows < 50 * 128: every tree draws its own 128 rows
+    assert set(model.forest.tree_mass) == {128}
+
+
+def test_transform_matches_numpy_scores_and_flags_outliers(fitted, clusters):
+    X, y = clusters
+    source_df, model = fitted
+    actual_df = model.transform(source_df)
+    assert {"rcf_score", "rcf_anomaly", "rcf_attr"} <= set(actual_df.columns)
+    rows = sorted(actual_df.select("id", "rcf_score", "rcf_anomaly", "rcf_attr").collect())
+    scores = np.array([r.rcf_score for r in rows])
+    np.testing.assert_allclose(scores, model.forest.score(X), rtol=1e-12)
+    assert auc(y, scores) >= 0.99
+    flagged = np.array([r.rcf_anomaly for r in rows])
+    assert flagged[y == 1].all()
+    assert flagged[y == 0].mean() < 0.05
+    attr = np.array([r.rcf_attr for r in rows])
+    np.testing.assert_allclose(attr.sum(axis=1), scores, rtol=1e-9)
+
+
+def test_threshold_is_mean_plus_three_sigma_of_training_scores(fitted):
+    _, model = fitted
+    # the training pool is the whole input here (2020 rows < 50 * 128), so it is known
+    X_all = two_clusters_with_outliers()[0]
+    s = model.forest.score(X_all)
+    assert model.threshold == pytest.approx(s.mean() + 3 * s.std(), rel=1e-9)
+
+
+def test_quantile_threshold(spark, clusters):
+    X, _ = clusters
+    model = RandomCutForest(numTrees=50, numSamplesPerTree=16, thresholdMethod="quantile",
+                            thresholdQuantile=0.9, seed=3).fit(to_vector_df(spark, X[::4]))
+    # all 505 rows are the training pool (fewer than 50 * 16)
+    above = (model.forest.score(X[::4]) > model.threshold).mean()
+    assert 0.08 <= above <= 0.12
+
+
+def test_same_seed_gives_identical_models(spark, clusters, fitted):
+    source_df, model = fitted
+    again = RandomCutForest(numTrees=50, numSamplesPerTree=128, seed=7,
+                            attributionCol="rcf_attr").fit(source_df)
+    X, _ = clusters
+    np.testing.assert_array_equal(again.forest.score(X), model.forest.score(X))
+    assert again.threshold == model.threshold
+
+
+def test_array_features_column_and_null_rows(spark):
+    from pyspark.sql.types import ArrayType, DoubleType, LongType, StructField, StructType
+
+    rng = np.random.default_rng(0)
+    rows = [(i, [float(v) for v in rng.normal(size=3)]) for i in range(300)]
+    rows.append((300, None))
+    schema = StructType([StructField("id", LongType()),
+                         StructField("x", ArrayType(DoubleType()))])
+    source_df = spark.createDataFrame(rows, schema)
+    model = RandomCutForest(featuresCol="x", numTrees=50, numSamplesPerTree=64).fit(source_df)
+    out = {r.id: r for r in model.transform(source_df).collect()}
+    assert out[300].rcf_score is None and out[300].rcf_anomaly is None
+    assert out[0].rcf_score > 0
+
+
+def test_wrong_features_type_is_a_named_error(spark):
+    source_df = spark.createDataFrame([(1, "a")], ["id", "features"])
+    with pytest.raises(TypeError, match="features"):
+        RandomCutForest().fit(source_df)
+    with pytest.raises(ValueError, match="nope"):
+        RandomCutForest(featuresCol="nope").fit(source_df)
+
+
+def test_model_save_load_round_trip(fitted, tmp_path, clusters):
+    source_df, model = fitted
+    path = str(tmp_path / "rcf_model")
+    model.write().overwrite().save(path)
+    loaded = RandomCutForestModel.load(path)
+    assert loaded.uid == model.uid
+    assert loaded.threshold == model.threshold
+    assert loaded.getAttributionCol() == "rcf_attr" and loaded.getNumTrees() == 50
+    actual = sorted(loaded.transform(source_df).select("id", "rcf_score").collect())
+    np.testing.assert_array_equal([r.rcf_score for r in actual],
+                                  model.forest.score(clusters[0]))
+
+
+def test_estimator_save_load_round_trip(tmp_path):
+    rcf = RandomCutForest(numTrees=70, thresholdMethod="quantile", attributionCol="why")
+    path = str(tmp_path / "rcf_estimator")
+    rcf.save(path)
+    loaded = RandomCutForest.load(path)
+    assert loaded.uid == rcf.uid
+    assert loaded.getNumTrees() == 70 and loaded.getAttributionCol() == "why"
+    assert loaded.getThresholdMethod() == "quantile"
+
+
+def test_model_copy_shares_forest_and_threshold(fitted):
+    _, model = fitted
+    copied = model.copy({model.scoreCol: "other"})
+    assert copied.forest is model.forest and copied.threshold == model.threshold
+    assert copied.getScoreCol() == "other" and model.getScoreCol() == "rcf_score"
