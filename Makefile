@@ -20,11 +20,8 @@ $(STAMP): setup.py
 
 install: $(STAMP) ## install the project and its test/bench dependencies (pip)
 
-run: $(STAMP) ## run the whole pipeline on the embedded default (local Spark, files under ./lake)
-	$(PYTHON) -m jobs generate --conf $(CONF) --dataset telemetry
-	$(PYTHON) -m jobs features --conf $(CONF) --dataset telemetry
-	$(PYTHON) -m jobs generate --conf $(CONF) --dataset transactions --set generate.transactions.days=60
-	$(PYTHON) -m jobs features --conf $(CONF) --dataset transactions
+run: $(STAMP) ## run the whole pipeline on the embedded default (local Spark, files under ./lake), with timings
+	PYTHON=$(PYTHON) CONF=$(CONF) bash scripts/run_pipeline.sh
 
 test: $(STAMP) ## run unit and integration tests
 	$(PYTHON) -m pytest
@@ -38,8 +35,14 @@ test-integration: $(STAMP) ## run the integration tests only
 lint: $(STAMP) ## check style with ruff
 	$(PYTHON) -m ruff check .
 
-bench: $(STAMP) ## benchmarks (numbers, not pass/fail): 10M-row generate/features vs DuckDB, detectors vs peers
-	$(PYTHON) bench/bench_features.py --rows 10000000
+BENCH_ROWS ?= 10000000
+
+bench: $(STAMP) ## benchmarks (numbers, not pass/fail; JSON in bench/results/): features vs DuckDB, RCF vs peers, Handbook protocol, scoring, streaming
+	$(PYTHON) bench/bench_features.py --rows $(BENCH_ROWS)
+	$(PYTHON) bench/bench_rcf.py
+	$(PYTHON) bench/bench_handbook.py
+	$(PYTHON) bench/bench_scoring.py --rows $(BENCH_ROWS)
+	$(PYTHON) bench/bench_stream.py
 
 package: $(STAMP) ## build what spark-submit needs: dist/*.whl for --py-files and the conf files
 	rm -rf dist && $(PYTHON) -m pip wheel -q --no-deps -w dist .
@@ -48,3 +51,6 @@ package: $(STAMP) ## build what spark-submit needs: dist/*.whl for --py-files an
 
 clean: ## remove generated data and build output
 	rm -rf lake dist build *.egg-info .make spark-warehouse metastore_db
+
+report-check: ## screenshot the latest summary report (headless chromium) and check it is not blank; prints the PNG
+	$(PYTHON) -m models.daily_report check $(or $(REPORT),lake/reports)

@@ -20,6 +20,8 @@ setup(
         # The v2 SDK: image_uris.retrieve for the RCF image and RecordIO-protobuf helpers.
         "sagemaker>=2.200,<3",
         "matplotlib>=3.8,<4",
+        # Compiles the Random Cut Forest scoring kernels (IsolationForest speed, not pure Python).
+        "numba>=0.60",
     ],
     extras_require={
         # sagemaker_pyspark==1.4.5 pins pyspark==3.3.0, so the Makefile installs it with --no-deps.

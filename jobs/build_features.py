@@ -18,6 +18,7 @@ if __package__ in (None, ""):
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
+from features.catalog import feature_builder
 from features.validation import count_outcome, validate_telemetry, validate_transactions
 from jobs.common import InputError, base_parser, log, run_main, step
 from runtime.spark import build_session
@@ -27,7 +28,8 @@ PROG = "python -m jobs features"
 
 
 def build_parser():
-    parser = base_parser(PROG, __doc__)
+    parser = base_parser(PROG, __doc__, input_help="raw input (default paths.raw; format from schema.<dataset>.format)",
+                         output_help="the feature table (default paths.features), partitioned by date")
     parser.add_argument("--quarantine", metavar="PATH",
                         help="where rejected rows go, with a reason column (default paths.quarantine)")
     parser.add_argument("--from-date", metavar="YYYY-MM-DD",
@@ -52,28 +54,6 @@ def validate(raw_df, dataset, schema_conf):
                                   timestamp_format=schema_conf["timestamp_format"])
     return validate_transactions(raw_df, columns=schema_conf["columns"],
                                  timestamp_format=schema_conf["timestamp_format"])
-
-
-def feature_builder(dataset, config):
-    """(transform, history needed before the first rebuilt date, in days) from plain settings."""
-    if dataset == "telemetry":
-        from features.telemetry import build_telemetry_features, lookback_seconds
-
-        conf = config["features"]["telemetry"]
-        measures = config["schema"]["telemetry"]["measures"]
-
-        def transform(df):
-            return build_telemetry_features(df, measures=measures, **conf)
-
-        return transform, -(-lookback_seconds(conf["windows"]) // 86400)
-    from features.transactions import build_transaction_features, lookback_days
-
-    conf = config["features"]["transactions"]
-
-    def transform(df):
-        return build_transaction_features(df, windows_days=conf["windows_days"], delay_days=conf["delay_days"])
-
-    return transform, lookback_days(conf["windows_days"], conf["delay_days"])
 
 
 def run(args, config):

@@ -19,8 +19,9 @@ Paths may be local folders or s3a:// URIs (aws.endpoint_url points s3a at any S3
 endpoint)."""
 
 
-def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """A parser with the options every job takes."""
+def base_parser(prog: str, description: str, *, input_help: str = "what the job reads",
+                output_help: str = "what the job writes") -> argparse.ArgumentParser:
+    """A parser with the options every job takes; ``input_help``/``output_help`` say what they are."""
     parser = argparse.ArgumentParser(
         prog=prog,
         description=description,
@@ -34,9 +35,9 @@ def base_parser(prog: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--dataset", choices=DATASETS,
                         help="which data set to work on (default: the config's 'dataset' key)")
     parser.add_argument("--input", metavar="PATH",
-                        help="where to read from, local path or s3a:// URI (default: from the config's paths)")
+                        help=f"{input_help}: local path or s3a:// URI")
     parser.add_argument("--output", metavar="PATH",
-                        help="where to write to, local path or s3a:// URI (default: from the config's paths)")
+                        help=f"{output_help}: local path or s3a:// URI")
     return parser
 
 
@@ -77,7 +78,7 @@ def run_main(prog: str, parser_factory: Callable[[], argparse.ArgumentParser],
     except (ConfigError, InputError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
         return 2
-    if code == 0:
+    if code == 0 and not getattr(args, "json", False):  # --json promises one JSON object on stdout
         log(prog.split()[-1], f"finished in {time.perf_counter() - started:.1f} s")
     return code
 

@@ -20,7 +20,8 @@ PROG = "python -m jobs generate"
 
 
 def build_parser():
-    parser = base_parser(PROG, __doc__)
+    parser = base_parser(PROG, __doc__, input_help="not used (generate makes its own data)",
+                         output_help="where the raw data goes (default paths.raw)")
     parser.add_argument("--rows", type=int, metavar="N",
                         help="telemetry: about N rows (sets the number of devices from generate.telemetry.days "
                              "and sessions_per_hour); transactions: scale generate.transactions.customers and "

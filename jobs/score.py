@@ -1,23 +1,133 @@
-"""The `score` job: not built yet (issue 5, nightly scoring).
+"""The `score` job: nightly batch scoring of one date or a range with the champion models.
 
-Submitted as `python -m jobs score --conf FILE` or `spark-submit jobs/score.py --conf FILE`.
+Reads those dates' partitions of the feature table, applies the champion RCF and logistic models
+(models/registry: the registry under paths.models/<dataset>), combines them into one risk with
+reason codes (models/scoring.py), and writes the scores table partitioned by date: ids, event
+time, label, each detector's score, risk, is_anomaly, model versions, reasons and the features.
+
+Idempotent: re-running a date replaces that date's partition (dynamic partition overwrite: the
+new files are written to a staging folder and swapped in when the write commits, so a crash
+mid-write leaves the previous partition as it was; replaceWhere when storage.format is delta).
+
+Submitted as `python -m jobs score --conf FILE --date YYYY-MM-DD` or
+`spark-submit jobs/score.py --conf FILE --date YYYY-MM-DD`.
 """
+import datetime as dt
 import sys
 
 if __package__ in (None, ""):
     import _bootstrap  # noqa: F401  (spark-submit runs this file as a script)
 
-from jobs.common import base_parser, not_built, run_main
+from pyspark.sql import functions as F
+
+from features.catalog import ENTITY, EVENT_ID, LOCATION
+from jobs.common import InputError, base_parser, log, run_main, step
+from runtime.spark import build_session
+from runtime.storage import StorageError, read_table, write_table
 
 PROG = "python -m jobs score"
 
 
 def build_parser():
-    return base_parser(PROG, __doc__.splitlines()[0])
+    parser = base_parser(PROG, __doc__, input_help="the feature table (default paths.features)",
+                         output_help="the scores table (default paths.scores), partitioned by date")
+    parser.add_argument("--date", metavar="YYYY-MM-DD",
+                        help="the date to score (default: the latest date in the feature table)")
+    parser.add_argument("--from", dest="from_date", metavar="YYYY-MM-DD", help="first date of a range to score")
+    parser.add_argument("--to", dest="to_date", metavar="YYYY-MM-DD", help="last date of a range, inclusive")
+    parser.add_argument("--last-days", type=int, metavar="N",
+                        help="score the last N dates of the feature table (instead of --date/--from/--to)")
+    parser.add_argument("--models", metavar="PATH", help="model registry root (default paths.models)")
+    return parser
+
+
+def _date(text, option):
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise InputError(f"{option} must be a date like 2026-01-31, got {text!r}") from None
+
+
+def score_window(args, dates):
+    """(first, last) date to score from the options and the dates the feature table holds."""
+    if not dates:
+        raise InputError("the feature table is empty: run the features job first")
+    dates = sorted(dates)
+    if args.last_days:
+        return dates[max(0, len(dates) - args.last_days)], dates[-1]
+    if args.date and (args.from_date or args.to_date):
+        raise InputError("give --date or --from/--to, not both")
+    if args.date:
+        day = _date(args.date, "--date")
+        return day, day
+    if args.from_date or args.to_date:
+        first = _date(args.from_date, "--from") if args.from_date else dates[0]
+        last = _date(args.to_date, "--to") if args.to_date else dates[-1]
+        if last < first:
+            raise InputError(f"--to {last} is before --from {first}")
+        return first, last
+    return dates[-1], dates[-1]
+
+
+def output_columns(dataset, feature_cols, available):
+    ids = [EVENT_ID[dataset], ENTITY[dataset], LOCATION[dataset], "event_time", "date", "label"]
+    scores = ["rcf_score", "logistic_score", "risk", "is_anomaly", "rcf_version", "logistic_version", "reasons"]
+    extra = [c for c in ("amount", "anomaly_type", "fraud_scenario") if c in available]
+    return [c for c in ids + extra if c in available] + scores + [c for c in feature_cols if c not in extra]
+
+
+def write_scores(scored_df, path, fmt, first, last):
+    """Replace the partitions of ``first..last`` atomically; other dates stay as they are."""
+    if fmt == "delta":
+        (scored_df.write.format("delta").mode("overwrite")
+         .option("replaceWhere", f"date >= '{first}' AND date <= '{last}'")
+         .partitionBy("date").save(path))
+    else:
+        write_table(scored_df, path, fmt, partition_by=["date"])
+
+
+def run(args, config):
+    from models.scoring import ScoringError, load_champions, score_events
+
+    dataset = config["dataset"]
+    source = args.input or config.path("features")
+    output = args.output or config.path("scores")
+    fmt = config["storage"]["format"]
+    spark = build_session(config)
+    try:
+        table = read_table(spark, source, fmt)
+    except StorageError as exc:
+        raise InputError(str(exc)) from None
+    dates = [r["date"] for r in table.select("date").distinct().collect()]
+    first, last = score_window(args, dates)
+    features_df = table.where(F.col("date").between(F.lit(str(first)).cast("date"), F.lit(str(last)).cast("date")))
+    if config["models"]["backend"] == "sagemaker":
+        from jobs.sagemaker_backend import score_on_sagemaker
+
+        return score_on_sagemaker(spark, config, features_df=features_df, output=output, first=first, last=last,
+                                  models_root=args.models or config.path("models"), write=write_scores)
+    try:
+        champions = load_champions(args.models or config.path("models"), dataset)
+    except ScoringError as exc:
+        raise InputError(str(exc)) from None
+    log("score", f"{dataset} {first}..{last} with rcf {champions.rcf_version}, logistic {champions.logistic_version}")
+    scoring = config["scoring"]
+    scored = score_events(features_df, champions, risk_method=scoring["risk_method"],
+                          anomaly_risk=scoring["anomaly_risk"], reasons=scoring["reasons"])
+    scored = scored.select(*output_columns(dataset, champions.feature_cols, scored.columns))
+    with step("score", f"writing scores to {output}"):
+        write_scores(scored, output, fmt, first, last)
+    written = read_table(spark, output, fmt).where(
+        F.col("date").between(F.lit(str(first)).cast("date"), F.lit(str(last)).cast("date")))
+    for row in written.groupBy("date").agg(F.count(F.lit(1)).alias("rows"),
+                                           F.sum(F.col("is_anomaly").cast("int")).alias("anomalies")) \
+            .orderBy("date").collect():
+        log("score", f"  {row['date']}: {row['rows']:,} events, {row['anomalies']:,} anomalies")
+    return 0
 
 
 def main(argv=None) -> int:
-    return run_main(PROG, build_parser, not_built("score", "issue 5, nightly scoring"), argv)
+    return run_main(PROG, build_parser, run, argv)
 
 
 if __name__ == "__main__":

@@ -21,9 +21,29 @@ class ConfigError(ValueError):
 _FREE_FORM = {"spark.conf"}
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice in one mapping (YAML would keep the last)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise ConfigError(f"key '{key}' appears twice (line {key_node.start_mark.line + 1})")
+        seen.add(key)
+    return loader.construct_mapping(node, deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def _yaml(text: str):
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _load_defaults() -> dict:
-    text = resources.files("runtime").joinpath("defaults.yaml").read_text()
-    return yaml.safe_load(text)
+    return _yaml(resources.files("runtime").joinpath("defaults.yaml").read_text())
 
 
 def _type_name(value: Any) -> str:
@@ -125,9 +145,11 @@ def load_config(conf_file: str | Path | None = None, overrides: Iterable[str] = 
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = _yaml(path.read_text()) or {}
         except yaml.YAMLError as exc:
             raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        except ConfigError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
         if not isinstance(data, Mapping):
             raise ConfigError(f"config file {path} must hold a mapping at the top level")
         try:

@@ -1,53 +1,31 @@
 """The one SparkSession builder every job and test uses."""
 from __future__ import annotations
 
-import os
 from typing import Mapping
 
 from pyspark.sql import SparkSession
 
-PROTOBUF_JAR = "/usr/share/java/protobuf.jar"
+from runtime.aws import endpoint_for, s3a_hadoop_conf, sagemaker_jars, sagemaker_spark_conf
 
 
 def extra_jars(setting: str) -> list[str]:
     """Jars to put on the classpath for ``spark.extra_jars``.
 
-    ``auto`` adds sagemaker-pyspark's jars (they bring hadoop-aws and the AWS SDK, so ``s3a://``
-    works, and the SageMaker estimators) plus Debian's protobuf-java, which its RecordIO writer
-    needs, when they are installed. Anything else is a comma-separated list of jar paths.
+    ``auto`` adds sagemaker-pyspark's jars in a working order (they bring hadoop-aws and the AWS
+    SDK, so ``s3a://`` works, and the SageMaker estimators) plus Debian's protobuf-java, which
+    its RecordIO writer needs, when they are installed. Anything else is a comma-separated list.
     """
     if not setting:
         return []
     if setting != "auto":
         return [part for part in setting.split(",") if part]
-    jars: list[str] = []
-    try:
-        import sagemaker_pyspark  # noqa: PLC0415 - optional, installed with --no-deps
-
-        jars.extend(sagemaker_pyspark.classpath_jars())
-    except ImportError:
-        pass
-    if jars and os.path.exists(PROTOBUF_JAR):
-        jars.append(PROTOBUF_JAR)
-    return jars
+    return sagemaker_jars()
 
 
 def s3a_settings(aws_conf: Mapping) -> dict[str, str]:
-    """Hadoop settings that point ``s3a://`` at ``aws.endpoint_url`` (or endpoints.s3)."""
-    endpoint = (aws_conf.get("endpoints") or {}).get("s3") or aws_conf.get("endpoint_url")
-    settings = {"spark.hadoop.fs.s3a.endpoint.region": aws_conf["region"]}
-    if endpoint:
-        settings.update(
-            {
-                "spark.hadoop.fs.s3a.endpoint": endpoint,
-                "spark.hadoop.fs.s3a.path.style.access": "true",
-                "spark.hadoop.fs.s3a.connection.ssl.enabled": str(endpoint.startswith("https")).lower(),
-                "spark.hadoop.fs.s3a.aws.credentials.provider":
-                    "com.amazonaws.auth.EnvironmentVariableCredentialsProvider,"
-                    "com.amazonaws.auth.profile.ProfileCredentialsProvider",
-            }
-        )
-    return settings
+    """Spark settings that point ``s3a://`` at ``aws.endpoint_url`` (or ``aws.endpoints.s3``)."""
+    conf = s3a_hadoop_conf(endpoint_for("s3", aws_conf), region=aws_conf["region"])
+    return {f"spark.hadoop.{key}": value for key, value in conf.items()}
 
 
 def session_settings(config: Mapping) -> dict[str, str]:
@@ -65,10 +43,7 @@ def session_settings(config: Mapping) -> dict[str, str]:
         settings["spark.master"] = spark_conf["master"]
     if spark_conf["driver_memory"]:
         settings["spark.driver.memory"] = spark_conf["driver_memory"]
-    jars = extra_jars(spark_conf["extra_jars"])
-    if jars:
-        settings["spark.jars"] = ",".join(jars)
-        settings["spark.driver.extraClassPath"] = os.pathsep.join(jars)
+    settings.update(sagemaker_spark_conf(extra_jars(spark_conf["extra_jars"])))
     settings.update(s3a_settings(config["aws"]))
     if config["storage"]["format"] == "delta":
         settings["spark.sql.extensions"] = "io.delta.sql.DeltaSparkSessionExtension"

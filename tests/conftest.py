@@ -13,9 +13,16 @@ sys.path.insert(0, str(ROOT))
 def spark():
     from pyspark.sql import SparkSession
 
+    from runtime.aws import sagemaker_spark_conf
+
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder
+    # One JVM serves every test module, so it carries sagemaker-pyspark's jars (when installed)
+    # for the SageMaker contract tests; classes cannot be added to a running JVM later.
+    for key, value in sagemaker_spark_conf().items():
+        builder = builder.config(key, value)
     session = (
-        SparkSession.builder.master("local[2]")
+        builder.master("local[2]")
         .appName("tests")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.default.parallelism", "4")

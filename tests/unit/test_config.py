@@ -79,3 +79,10 @@ def test_delta_only_when_configured():
     assert "spark.sql.extensions" not in session_settings(load_config(None))
     delta = session_settings(load_config(None, ["storage.format=delta"]))
     assert delta["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+
+
+def test_a_key_given_twice_is_an_error_not_a_silent_override(tmp_path):
+    conf = tmp_path / "twice.yaml"
+    conf.write_text("spark:\n  shuffle_partitions: 3\nspark:\n  log_level: INFO\n")
+    with pytest.raises(ConfigError, match=r"twice\.yaml: key 'spark' appears twice \(line 3\)"):
+        load_config(conf)
