@@ -5,7 +5,7 @@ JOBS = $(PYTHON) -m jobs
 STAMP = .make/installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration lint bench package clean
+.PHONY: help install run test test-unit test-integration lint bench package clean report-check
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'

@@ -1,0 +1,339 @@
+"""Daily summary of the scores table: pure ``DataFrame -> DataFrame`` transforms.
+
+Every function takes the scores frame (one row per event, see ``SCORE_COLUMNS``) plus plain
+parameters and returns a small frame; nothing is read, written or collected here, so the same
+functions run in the ``summary`` job and on hand-written frames in tests.
+
+Population Stability Index (``psi``)
+------------------------------------
+For one column, cut the *reference* values (the previous days) into ``bins`` bins at the
+reference's own quantiles (deciles by default; repeated quantiles, e.g. a feature that is mostly
+0, are merged, so a column can end up with fewer bins). With ``r_i`` and ``c_i`` the shares of the
+reference and current rows in bin ``i``::
+
+    PSI = sum_i (c_i - r_i) * ln(c_i / r_i)
+
+A share of 0 is replaced by ``PSI_EPSILON`` (1e-4) so an empty bin gives a large but finite term.
+Identical distributions give 0; each term is >= 0. The usual reading: PSI < 0.1 no significant
+change ("stable"), 0.1 <= PSI < 0.25 a moderate shift worth a look ("moderate"), PSI >= 0.25 a
+significant shift: the model sees a different population, investigate or retrain ("significant").
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+__all__ = [
+    "PSI_EPSILON",
+    "PSI_MODERATE",
+    "PSI_SIGNIFICANT",
+    "SCORE_COLUMNS",
+    "SummaryInputError",
+    "anomalies_per_hour",
+    "between_dates",
+    "counts_by",
+    "daily_counts",
+    "feature_columns",
+    "for_date",
+    "psi",
+    "psi_reading",
+    "require_columns",
+    "score_columns",
+    "score_histogram",
+    "summary_tables",
+    "top_entities",
+]
+
+# Columns of the scores table that are not features (the id columns of both data sets included).
+SCORE_COLUMNS = ("risk", "rcf_score", "logistic_score")
+_NOT_FEATURES = {
+    "event_id", "device_id", "site_id", "transaction_id", "customer_id", "terminal_id",
+    "event_time", "date", "label", "is_anomaly", "rcf_version", "logistic_version", "reasons",
+    *SCORE_COLUMNS,
+}
+
+PSI_EPSILON = 1e-4
+PSI_MODERATE = 0.1
+PSI_SIGNIFICANT = 0.25
+
+
+class SummaryInputError(ValueError):
+    """The scores frame lacks a column a summary needs; the message names it."""
+
+
+def require_columns(df: DataFrame, columns: Iterable[str], what: str = "the summary") -> None:
+    """Raise ``SummaryInputError`` naming every column of ``columns`` missing from ``df``."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise SummaryInputError(f"{what} needs column(s) {', '.join(missing)}; the scores table has "
+                                f"{', '.join(df.columns)}")
+
+
+def feature_columns(df: DataFrame) -> list[str]:
+    """Every numeric column that is neither an id, a label nor a score: the features, for drift."""
+    return [f.name for f in df.schema.fields
+            if isinstance(f.dataType, T.NumericType) and f.name not in _NOT_FEATURES]
+
+
+def score_columns(df: DataFrame) -> list[str]:
+    """The score columns present in ``df`` (``risk`` first)."""
+    return [c for c in SCORE_COLUMNS if c in df.columns]
+
+
+def _date_lit(day) -> Column:
+    return F.lit(str(day)).cast("date")
+
+
+def for_date(df: DataFrame, day: dt.date | str) -> DataFrame:
+    """The rows of ``day`` (partition pruning on ``date``)."""
+    return df.where(F.col("date") == _date_lit(day))
+
+
+def between_dates(df: DataFrame, first: dt.date | str, last: dt.date | str) -> DataFrame:
+    """The rows from ``first`` to ``last``, both included."""
+    return df.where(F.col("date").between(_date_lit(first), _date_lit(last)))
+
+
+def _anomaly_count() -> Column:
+    return F.sum(F.col("is_anomaly").cast("int")).cast("long")
+
+
+def anomalies_per_hour(df: DataFrame, day: dt.date | str) -> DataFrame:
+    """Events and anomalies in each hour (0..23, UTC) of ``day``; hours without events are 0.
+
+    Columns: date, hour, hour_start (timestamp), events, anomalies, mean_risk (null if no events).
+    """
+    require_columns(df, ["event_time", "date", "is_anomaly", "risk"], "anomalies per hour")
+    counted = (for_date(df, day)
+               .groupBy(F.hour("event_time").alias("hour"))
+               .agg(F.count(F.lit(1)).alias("events"), _anomaly_count().alias("anomalies"),
+                    F.avg("risk").alias("mean_risk")))
+    hours = df.sparkSession.range(24).select(F.col("id").cast("int").alias("hour"))
+    return (hours.join(F.broadcast(counted), "hour", "left")
+            .select(_date_lit(day).alias("date"), "hour",
+                    (_date_lit(day).cast("timestamp") + F.make_interval(hours=F.col("hour"))).alias("hour_start"),
+                    F.coalesce("events", F.lit(0)).cast("long").alias("events"),
+                    F.coalesce("anomalies", F.lit(0)).cast("long").alias("anomalies"),
+                    "mean_risk"))
+
+
+def daily_counts(df: DataFrame) -> DataFrame:
+    """Per date: events, anomalies, anomaly_rate, labeled rows and labeled positives (fraud or
+    injected anomaly), anomalies that are labeled positive, mean and max risk.
+    """
+    require_columns(df, ["date", "is_anomaly", "risk", "label"], "daily counts")
+    label = F.col("label")
+    return (df.groupBy("date")
+            .agg(F.count(F.lit(1)).alias("events"), _anomaly_count().alias("anomalies"),
+                 F.count(label).alias("labeled"),
+                 F.sum((label == 1).cast("int")).cast("long").alias("positives"),
+                 F.sum(((label == 1) & F.col("is_anomaly")).cast("int")).cast("long").alias("true_positives"),
+                 F.avg("risk").alias("mean_risk"), F.max("risk").alias("max_risk"))
+            .withColumn("anomaly_rate", F.col("anomalies") / F.col("events"))
+            .withColumn("positives", F.coalesce("positives", F.lit(0)).cast("long"))
+            .withColumn("true_positives", F.coalesce("true_positives", F.lit(0)).cast("long"))
+            .select("date", "events", "anomalies", "anomaly_rate", "labeled", "positives", "true_positives",
+                    "mean_risk", "max_risk"))
+
+
+def counts_by(df: DataFrame, key_col: str, *, distinct_col: str | None = None) -> DataFrame:
+    """Per ``date`` and ``key_col`` (an entity or a location): events, anomalies, max and mean risk,
+    the last event time and, with ``distinct_col``, how many distinct values of it were seen
+    (``distinct_<distinct_col>``, e.g. devices per site).
+    """
+    require_columns(df, ["date", key_col, "is_anomaly", "risk", "event_time"], f"counts by {key_col}")
+    aggs = [F.count(F.lit(1)).alias("events"), _anomaly_count().alias("anomalies"),
+            F.max("risk").alias("max_risk"), F.avg("risk").alias("mean_risk"),
+            F.max("event_time").alias("last_event_time")]
+    if distinct_col:
+        require_columns(df, [distinct_col], f"counts by {key_col}")
+        aggs.append(F.countDistinct(distinct_col).alias(f"distinct_{distinct_col}"))
+    return df.groupBy("date", key_col).agg(*aggs)
+
+
+def score_histogram(df: DataFrame, score_cols: Sequence[str], bins: int = 20) -> DataFrame:
+    """Histogram of each score per date and label: equal-width ``bins`` between the score's min and
+    max over ``df`` (``risk`` always over [0, 1]).
+
+    Long format, one row per non-empty bin: date, score, label (null: unlabeled rows), bin
+    (0..bins-1), bin_lo, bin_hi, count. Null and NaN scores are left out.
+    """
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    require_columns(df, ["date", *score_cols], "the score histogram")
+    label = F.col("label").cast("int") if "label" in df.columns else F.lit(None).cast("int")
+    values = (df.select("date", label.alias("label"),
+                        F.explode(F.array(*[F.struct(F.lit(c).alias("score"), F.col(c).cast("double").alias("value"))
+                                            for c in score_cols])).alias("p"))
+              .select("date", "label", "p.score", "p.value")
+              .where(F.col("value").isNotNull() & ~F.isnan("value")))
+    is_risk = F.col("score") == "risk"
+    bounds = (values.groupBy("score").agg(F.min("value").alias("lo"), F.max("value").alias("hi"))
+              .select("score", F.when(is_risk, 0.0).otherwise(F.col("lo")).alias("lo"),
+                      F.when(is_risk, 1.0).otherwise(F.col("hi")).alias("hi")))
+    width = F.when(F.col("hi") > F.col("lo"), (F.col("hi") - F.col("lo")) / bins).otherwise(F.lit(1.0))
+    binned = (values.join(F.broadcast(bounds), "score")
+              .withColumn("width", width)
+              .withColumn("bin", F.least(F.greatest(F.floor((F.col("value") - F.col("lo")) / F.col("width")),
+                                                    F.lit(0)), F.lit(bins - 1)).cast("int")))
+    return (binned.groupBy("date", "score", "label", "bin", "lo", "width").agg(F.count(F.lit(1)).alias("count"))
+            .select("date", "score", "label", "bin",
+                    (F.col("lo") + F.col("bin") * F.col("width")).alias("bin_lo"),
+                    (F.col("lo") + (F.col("bin") + 1) * F.col("width")).alias("bin_hi"), "count"))
+
+
+def top_entities(df: DataFrame, entity_col: str, n: int = 20, reasons: int = 3,
+                 location_col: str | None = None) -> DataFrame:
+    """The ``n`` riskiest entities per date (by max risk, then anomalies), with their most
+    frequent reason codes.
+
+    Reasons are counted over the entity's anomalous events; an entity without anomalies gets the
+    reasons of all its events. Columns: date, rank, <entity_col>, events, anomalies, max_risk,
+    mean_risk, top_reasons (array<string>, most frequent first) and, with ``location_col``,
+    distinct_<location_col> and top_location (the location of its riskiest event).
+    """
+    require_columns(df, ["date", entity_col, "risk", "is_anomaly"], "top entities")
+    keys = ["date", entity_col]
+    aggs = [F.count(F.lit(1)).alias("events"), _anomaly_count().alias("anomalies"),
+            F.max("risk").alias("max_risk"), F.avg("risk").alias("mean_risk")]
+    if location_col:
+        aggs += [F.countDistinct(location_col).alias(f"distinct_{location_col}"),
+                 F.max_by(location_col, "risk").alias("top_location")]
+    ranked = (df.groupBy(*keys).agg(*aggs)
+              .withColumn("rank", F.row_number().over(
+                  Window.partitionBy("date").orderBy(F.desc("max_risk"), F.desc("anomalies"), F.asc(entity_col))))
+              .where(F.col("rank") <= n))
+    if "reasons" in df.columns:
+        top_keys = F.broadcast(ranked.select(*keys))
+        exploded = (df.join(top_keys, keys)
+                    .select(*keys, F.col("is_anomaly").cast("int").alias("anomalous"),
+                            F.explode_outer("reasons").alias("reason"))
+                    .where(F.col("reason").isNotNull()))
+        reason_counts = (exploded.groupBy(*keys, "reason")
+                         .agg(F.sum("anomalous").alias("in_anomalies"), F.count(F.lit(1)).alias("in_all")))
+        reason_rank = Window.partitionBy(*keys).orderBy(F.desc("in_anomalies"), F.desc("in_all"), "reason")
+        top_reasons = (reason_counts.withColumn("r", F.row_number().over(reason_rank))
+                       .where(F.col("r") <= reasons)
+                       .groupBy(*keys)
+                       .agg(F.sort_array(F.collect_list(F.struct("r", "reason"))).alias("pairs"))
+                       .select(*keys, F.col("pairs.reason").alias("top_reasons")))
+        ranked = ranked.join(top_reasons, keys, "left")
+    else:
+        ranked = ranked.withColumn("top_reasons", F.lit(None).cast("array<string>"))
+    columns = ["date", "rank", entity_col, "events", "anomalies", "max_risk", "mean_risk", "top_reasons"]
+    if location_col:
+        columns += [f"distinct_{location_col}", "top_location"]
+    return ranked.select(*columns)
+
+
+def _long(df: DataFrame, columns: Sequence[str]) -> DataFrame:
+    """(column, value) pairs of ``columns`` as doubles, nulls and NaNs left out."""
+    pairs = F.explode(F.array(*[F.struct(F.lit(c).alias("column"), F.col(c).cast("double").alias("value"))
+                                for c in columns]))
+    return (df.select(pairs.alias("p")).select("p.column", "p.value")
+            .where(F.col("value").isNotNull() & ~F.isnan("value")))
+
+
+def psi_reading(psi_col: Column | str) -> Column:
+    """'stable' (< 0.1), 'moderate' (< 0.25) or 'significant' for a PSI column; null stays null."""
+    value = F.col(psi_col) if isinstance(psi_col, str) else psi_col
+    return (F.when(value.isNull(), F.lit(None).cast("string"))
+            .when(value < PSI_MODERATE, "stable")
+            .when(value < PSI_SIGNIFICANT, "moderate")
+            .otherwise("significant"))
+
+
+def psi(reference_df: DataFrame, current_df: DataFrame, columns: Sequence[str], bins: int = 10,
+        accuracy: int = 10000) -> DataFrame:
+    """Population Stability Index of each of ``columns``, current vs reference (see the module
+    docstring for the formula and its reading).
+
+    Bin edges are the reference's ``1/bins .. (bins-1)/bins`` quantiles (``percentile_approx``
+    with ``accuracy``), bins are ``(-inf, e1], (e1, e2], ..., (e_k, inf)``. Columns: column, psi,
+    reading, bins (bins actually used), reference_rows, current_rows. A column without reference
+    or current values gets a null psi. Three shuffles whatever the number of columns: the
+    quantiles, the counts per bin, the sum per column.
+    """
+    if bins < 2:
+        raise ValueError(f"PSI needs at least 2 bins, got {bins}")
+    columns = list(columns)
+    if not columns:
+        raise ValueError("PSI needs at least one column")
+    require_columns(reference_df, columns, "PSI (reference)")
+    require_columns(current_df, columns, "PSI (current)")
+    probs = [i / bins for i in range(1, bins)]
+    ref_long = _long(reference_df, columns)
+    edges = (ref_long.groupBy("column")
+             .agg(F.array_distinct(F.percentile_approx("value", probs, accuracy)).alias("edges")))
+    both = (ref_long.withColumn("is_ref", F.lit(1)).withColumn("is_cur", F.lit(0))
+            .unionByName(_long(current_df, columns).withColumn("is_ref", F.lit(0)).withColumn("is_cur", F.lit(1))))
+    # Bins empty on both sides add 0, so only bins with rows on some side need a row here.
+    # A column without reference values has no edges: its current rows are still counted (bin 0).
+    cells = (both.join(F.broadcast(edges), "column", "left")
+             .withColumn("bin", F.when(F.col("edges").isNull(), F.lit(0))
+                         .otherwise(F.size(F.filter("edges", lambda e: F.col("value") > e))))
+             .groupBy("column", "bin")
+             .agg(F.sum("is_ref").alias("r"), F.sum("is_cur").alias("c"),
+                  F.first(F.when(F.col("edges").isNotNull(), F.size("edges"))).alias("k")))
+    per_column = (cells.groupBy("column")
+                  .agg(F.sum("r").cast("long").alias("reference_rows"), F.sum("c").cast("long").alias("current_rows"),
+                       (F.first("k") + 1).cast("int").alias("bins"),
+                       F.collect_list(F.struct("r", "c")).alias("cells")))
+
+    def term(acc, x):
+        r = F.greatest(x["r"] / F.col("reference_rows"), F.lit(PSI_EPSILON))
+        c = F.greatest(x["c"] / F.col("current_rows"), F.lit(PSI_EPSILON))
+        return acc + (c - r) * F.log(c / r)
+
+    value = F.when((F.col("reference_rows") > 0) & (F.col("current_rows") > 0),
+                   F.aggregate("cells", F.lit(0.0), term))
+    names = F.broadcast(reference_df.sparkSession.createDataFrame([(c,) for c in columns], "column string"))
+    return (names.join(per_column, "column", "left")
+            .select("column", value.alias("psi"), psi_reading(value).alias("reading"), "bins",
+                    F.coalesce("reference_rows", F.lit(0)).cast("long").alias("reference_rows"),
+                    F.coalesce("current_rows", F.lit(0)).cast("long").alias("current_rows")))
+
+
+def summary_tables(scores_df: DataFrame, day: dt.date, *, entity_col: str, location_col: str | None,
+                   history_days: int = 14, reference_days: int = 7, top: int = 20, top_reasons: int = 3,
+                   histogram_bins: int = 20, psi_bins: int = 10, reference_fraction: float = 1.0,
+                   current_fraction: float = 1.0, seed: int = 7) -> dict[str, DataFrame]:
+    """Every summary table of ``day`` from the scores table, by name (lazy frames).
+
+    ``daily`` covers the ``history_days`` days up to ``day``; ``drift`` compares ``day`` with the
+    ``reference_days`` days before it, on samples of ``reference_fraction`` and ``current_fraction``
+    of their rows (absent when
+    ``reference_days`` is 0). Every table has a ``date`` column (``day``, or each day for daily).
+    """
+    require_columns(scores_df, ["date", "event_time", entity_col, "risk", "is_anomaly"], "the summary")
+    day_df = for_date(scores_df, day)
+    day_lit = _date_lit(day)
+    tables = {
+        "daily": daily_counts(between_dates(scores_df, day - dt.timedelta(days=history_days - 1), day)),
+        "hourly": anomalies_per_hour(day_df, day),
+        "entities": counts_by(day_df, entity_col, distinct_col=location_col),
+        "histogram": score_histogram(day_df, score_columns(scores_df), histogram_bins),
+        "top_entities": top_entities(day_df, entity_col, top, top_reasons, location_col),
+    }
+    if location_col:
+        tables["locations"] = counts_by(day_df, location_col, distinct_col=entity_col)
+    if reference_days > 0:
+        first = day - dt.timedelta(days=reference_days)
+        reference_df = between_dates(scores_df, first, day - dt.timedelta(days=1))
+        current_df = day_df
+        if reference_fraction < 1.0:
+            reference_df = reference_df.sample(fraction=reference_fraction, seed=seed)
+        if current_fraction < 1.0:
+            current_df = current_df.sample(fraction=current_fraction, seed=seed)
+        scores = score_columns(scores_df)
+        drift = psi(reference_df, current_df, feature_columns(scores_df) + scores, psi_bins)
+        tables["drift"] = drift.select(
+            day_lit.alias("date"), "column",
+            F.when(F.col("column").isin(scores), "score").otherwise("feature").alias("kind"),
+            "psi", "reading", "bins", "reference_rows", "current_rows",
+            _date_lit(first).alias("reference_from"), _date_lit(day - dt.timedelta(days=1)).alias("reference_to"))
+    return tables

@@ -1,0 +1,170 @@
+"""The summary job end to end on a small synthetic scores table written to a temp folder."""
+import csv
+import datetime as dt
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+from pyspark.sql import types as T
+
+from jobs import summary as summary_job
+
+DAYS = [dt.date(2026, 1, 1) + dt.timedelta(days=i) for i in range(4)]
+LAST = DAYS[-1]
+
+SCORES_SCHEMA = T.StructType([
+    T.StructField("event_id", T.StringType()),
+    T.StructField("device_id", T.StringType()),
+    T.StructField("site_id", T.StringType()),
+    T.StructField("event_time", T.TimestampType()),
+    T.StructField("date", T.DateType()),
+    T.StructField("label", T.IntegerType()),
+    T.StructField("rcf_score", T.DoubleType()),
+    T.StructField("logistic_score", T.DoubleType()),
+    T.StructField("risk", T.DoubleType()),
+    T.StructField("is_anomaly", T.BooleanType()),
+    T.StructField("rcf_version", T.StringType()),
+    T.StructField("logistic_version", T.StringType()),
+    T.StructField("reasons", T.ArrayType(T.StringType())),
+    T.StructField("bytes_down", T.DoubleType()),
+    T.StructField("duration_s", T.DoubleType()),
+])
+
+
+def synthetic_scores(rows_per_day=240, seed=3):
+    """Telemetry-like scores for DAYS: 12 devices on 3 sites; bytes_down shifts upward on the last
+    day (drift), duration_s does not; every 20th event is a labeled anomaly with a high risk."""
+    rng = random.Random(seed)
+    rows = []
+    for day in DAYS:
+        shift = 3.0 if day == LAST else 0.0
+        for i in range(rows_per_day):
+            device = f"d{i % 12:02d}"
+            anomalous = i % 20 == 0
+            risk = 0.9 if anomalous else rng.uniform(0.0, 0.4)
+            reasons = ["rcf:bytes_down", "logistic:duration_s"] if anomalous else ["rcf:duration_s"]
+            rows.append((f"{day}-{i}", device, f"s{i % 3}",
+                         dt.datetime.combine(day, dt.time(hour=i % 24, minute=i % 60)), day,
+                         1 if anomalous else 0, rng.gauss(1.0, 0.2) + (2.0 if anomalous else 0.0),
+                         rng.uniform(0, 1), risk, risk >= 0.5, "rcf-v1", "logistic-v1", reasons,
+                         rng.gauss(10.0 + shift, 1.0), rng.gauss(60.0, 5.0)))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def scores_path(spark, tmp_path_factory):
+    path = tmp_path_factory.mktemp("scores") / "telemetry"
+    spark.createDataFrame(synthetic_scores(), SCORES_SCHEMA).write.partitionBy("date").parquet(str(path))
+    return path
+
+
+def run_job(tmp, scores, *extra):
+    out = tmp / "summary"
+    report = tmp / "report.html"
+    code = summary_job.main([
+        "--conf", str(Path(__file__).resolve().parents[2] / "conf" / "local.yaml"),
+        "--set", "spark.master=local[2]", "--set", "spark.driver_memory=2g", "--set", "spark.extra_jars=",
+        "--set", "spark.shuffle_partitions=4", "--set", f"storage.lake={tmp / 'lake'}",
+        "--dataset", "telemetry", "--input", str(scores), "--output", str(out), "--report", str(report),
+        "--reference-days", "3", "--top", "5", *extra])
+    return code, out, report
+
+
+@pytest.fixture(scope="module")
+def job_output(spark, scores_path, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("summary_run")
+    code, out, report = run_job(tmp, scores_path)
+    assert code == 0
+    return out, report
+
+
+def test_summary_tables_are_written_partitioned_by_the_latest_date(spark, job_output):
+    out, _ = job_output
+    for table in ("daily", "hourly", "entities", "locations", "histogram", "top_entities", "drift"):
+        assert (out / table / f"date={LAST}").is_dir(), table
+    hourly = spark.read.parquet(str(out / "hourly")).where(f"date = '{LAST}'")
+    assert hourly.count() == 24
+    assert hourly.agg({"events": "sum"}).first()[0] == 240
+    assert hourly.agg({"anomalies": "sum"}).first()[0] == 12
+    daily = spark.read.parquet(str(out / "daily")).orderBy("date").collect()
+    assert [r["date"] for r in daily] == DAYS
+    assert all(r["anomalies"] == 12 and r["positives"] == 12 and r["true_positives"] == 12 for r in daily)
+
+
+def test_top_entities_carry_their_most_frequent_reasons(spark, job_output):
+    out, _ = job_output
+    top = spark.read.parquet(str(out / "top_entities")).orderBy("rank").collect()
+    assert [r["rank"] for r in top] == [1, 2, 3, 4, 5]
+    # anomalies are events 0, 20, 40, ... -> devices d00, d08, d04 (i % 12): they lead with risk 0.9
+    assert {r["device_id"] for r in top[:3]} == {"d00", "d04", "d08"}
+    assert top[0]["top_reasons"][:2] == ["logistic:duration_s", "rcf:bytes_down"] or \
+        top[0]["top_reasons"][:2] == ["rcf:bytes_down", "logistic:duration_s"]
+
+
+def test_drift_flags_the_shifted_feature_only(spark, job_output):
+    out, _ = job_output
+    drift = {r["column"]: r for r in spark.read.parquet(str(out / "drift")).collect()}
+    assert set(drift) == {"bytes_down", "duration_s", "risk", "rcf_score", "logistic_score"}
+    assert drift["bytes_down"]["reading"] == "significant" and drift["bytes_down"]["kind"] == "feature"
+    assert drift["duration_s"]["psi"] < 0.25
+    assert drift["risk"]["kind"] == "score"
+    assert drift["bytes_down"]["reference_rows"] == 3 * 240
+
+
+def test_each_export_has_a_manifest_naming_existing_files_whose_header_matches_the_table(spark, job_output):
+    out, _ = job_output
+    manifests = out / "quicksight" / "manifests"
+    for table in ("daily", "hourly", "entities", "locations", "histogram", "top_entities", "drift"):
+        for name in (f"{table}_{LAST}.json", f"{table}.json"):
+            content = json.loads((manifests / name).read_text())
+            assert set(content) == {"fileLocations", "globalUploadSettings"}
+            assert content["globalUploadSettings"] == {"format": "CSV", "delimiter": ",", "textqualifier": '"',
+                                                      "containsHeader": "true"}
+            uris = content["fileLocations"][0]["URIs"]
+            assert uris and all(os.path.isabs(u) and os.path.isfile(u) and u.endswith(".csv") for u in uris)
+        day_file = json.loads((manifests / f"{table}_{LAST}.json").read_text())["fileLocations"][0]["URIs"][0]
+        with open(day_file, newline="") as f:
+            header, *rows = list(csv.reader(f))
+        table_df = spark.read.parquet(str(out / table))
+        assert sorted(header) == sorted(table_df.columns), table
+        assert len(rows) == table_df.where(f"date = '{LAST}'").count(), table
+
+
+def test_athena_ddl_for_scores_and_summary_tables(job_output):
+    out, _ = job_output
+    ddl = (out / "athena" / "telemetry_scores.sql").read_text()
+    assert "CREATE EXTERNAL TABLE IF NOT EXISTS `zen_anomaly`.`telemetry_scores`" in ddl
+    assert "`reasons`" in ddl and "array<string>" in ddl
+    assert "PARTITIONED BY (`date` string)" in ddl and "'projection.date.type' = 'date'" in ddl
+    assert (out / "athena" / "telemetry_summary_drift.sql").is_file()
+
+
+def test_report_is_self_contained_html_with_charts(job_output):
+    _, report = job_output
+    page = report.read_text()
+    assert page.startswith("<!DOCTYPE html>")
+    assert page.count("data:image/png;base64,") >= 3
+    assert "bytes_down" in page and "significant" in page
+    assert "http://" not in page and "https://" not in page
+
+
+def test_a_date_without_scores_is_an_input_error(scores_path, tmp_path, capsys):
+    code, _, _ = run_job(tmp_path, scores_path, "--date", "2025-06-01")
+    assert code == 2
+    assert "no scores on 2025-06-01" in capsys.readouterr().err
+
+
+def test_json_export_without_reference_days_skips_drift(scores_path, tmp_path):
+    code, out, report = run_job(tmp_path, scores_path, "--export-format", "json", "--reference-days", "0",
+                                "--date", str(DAYS[1]))
+    assert code == 0
+    assert not (out / "drift").exists()
+    content = json.loads((out / "quicksight" / "manifests" / f"hourly_{DAYS[1]}.json").read_text())
+    assert content["globalUploadSettings"] == {"format": "JSON"}
+    [uri] = content["fileLocations"][0]["URIs"]
+    with open(uri) as f:
+        lines = [json.loads(line) for line in f]
+    assert len(lines) == 24 and {line["date"] for line in lines} == {str(DAYS[1])}
+    assert "No PSI" in report.read_text()

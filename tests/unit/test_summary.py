@@ -1,0 +1,218 @@
+"""Unit tests of the summary transforms (features/summary.py) and the QuickSight/Athena writers
+(runtime/quicksight.py) on small hand-written frames."""
+import datetime as dt
+import json
+import math
+import os
+
+import pytest
+from pyspark.sql import types as T
+
+from features import summary as S
+from runtime import quicksight as Q
+
+DAY = dt.date(2026, 1, 7)
+
+SCHEMA = T.StructType([
+    T.StructField("device_id", T.StringType()),
+    T.StructField("site_id", T.StringType()),
+    T.StructField("event_time", T.TimestampType()),
+    T.StructField("date", T.DateType()),
+    T.StructField("label", T.IntegerType()),
+    T.StructField("risk", T.DoubleType()),
+    T.StructField("is_anomaly", T.BooleanType()),
+    T.StructField("reasons", T.ArrayType(T.StringType())),
+    T.StructField("bytes_down", T.DoubleType()),
+])
+
+
+def event(device, site, hour, risk, label=0, day=DAY, reasons=("rcf:bytes_down",), bytes_down=1.0):
+    return (device, site, dt.datetime.combine(day, dt.time(hour, 30)), day, label, risk, risk >= 0.5,
+            list(reasons), bytes_down)
+
+
+@pytest.fixture(scope="module")
+def scores_df(spark):
+    rows = [
+        event("d1", "s1", 0, 0.9, 1, reasons=("rcf:bytes_down", "logistic:errors")),
+        event("d1", "s1", 0, 0.7, 1, reasons=("logistic:errors",)),
+        event("d1", "s2", 5, 0.1, reasons=("rcf:packets",)),
+        event("d2", "s1", 5, 0.2),
+        event("d2", "s1", 23, 0.6, 0, reasons=("rcf:duration_s",)),
+        event("d3", "s2", 12, 0.05, None),
+        event("d1", "s1", 3, 0.95, 1, day=DAY - dt.timedelta(days=1)),  # the day before
+    ]
+    return spark.createDataFrame(rows, SCHEMA)
+
+
+def values_df(spark, values, name="x"):
+    return spark.createDataFrame([(float(v),) for v in values], f"{name} double")
+
+
+# ---------------------------------------------------------------- PSI
+
+@pytest.fixture(scope="module")
+def psi_rows(spark):
+    """One PSI run over three columns: x identical, y shifted by half its range, z without
+    reference values."""
+    ref = spark.createDataFrame([(float(v), float(v), None) for v in range(100)], "x double, y double, z double")
+    cur = spark.createDataFrame([(float(v), float(v + 50), 1.0) for v in range(100)], "x double, y double, z double")
+    return {r["column"]: r for r in S.psi(ref, cur, ["x", "y", "z"]).collect()}
+
+
+def test_psi_of_identical_distributions_is_zero(psi_rows):
+    row = psi_rows["x"]
+    assert row["psi"] == pytest.approx(0.0, abs=1e-12)
+    assert row["reading"] == "stable" and row["bins"] == 10
+    assert (row["reference_rows"], row["current_rows"]) == (100, 100)
+
+
+def test_psi_of_a_shifted_distribution_is_significant_and_an_empty_bin_stays_finite(psi_rows):
+    row = psi_rows["y"]
+    assert row["psi"] > 0.25 and row["reading"] == "significant"
+    assert math.isfinite(row["psi"])  # the lower bins are empty in the current: epsilon, not log(0)
+
+
+def test_psi_of_a_column_without_reference_values_is_null(psi_rows):
+    row = psi_rows["z"]
+    assert row["psi"] is None and row["reading"] is None
+    assert (row["reference_rows"], row["current_rows"]) == (0, 100)
+
+
+def test_psi_matches_the_hand_computed_value(spark):
+    # reference 1..10: median edge 5 -> bins (-inf, 5], (5, inf) with shares 0.5 / 0.5;
+    # current: 8 values <= 5 and 2 above -> 0.8 / 0.2
+    ref = values_df(spark, range(1, 11))
+    cur = values_df(spark, [1, 2, 3, 4, 5, 1, 2, 3, 9, 10])
+    expected = (0.8 - 0.5) * math.log(0.8 / 0.5) + (0.2 - 0.5) * math.log(0.2 / 0.5)
+    row = S.psi(ref, cur, ["x"], bins=2).first()
+    assert row["psi"] == pytest.approx(expected, rel=1e-9)  # 0.416
+    assert row["reading"] == "significant" and row["bins"] == 2
+
+
+def test_psi_reading_uses_the_usual_thresholds(spark):
+    df = spark.createDataFrame([(0.0,), (0.099,), (0.1,), (0.2499,), (0.25,), (3.0,), (None,)], "p double")
+    assert [r[0] for r in df.select(S.psi_reading("p")).collect()] == \
+        ["stable", "stable", "moderate", "moderate", "significant", "significant", None]
+
+
+def test_psi_rejects_too_few_bins_and_names_missing_columns(spark):
+    df = values_df(spark, [1, 2])
+    with pytest.raises(ValueError, match="at least 2 bins"):
+        S.psi(df, df, ["x"], bins=1)
+    with pytest.raises(S.SummaryInputError, match="column\\(s\\) nope"):
+        S.psi(df, df, ["nope"])
+
+
+# ---------------------------------------------------------------- counts
+
+def test_anomalies_per_hour_counts_events_and_anomalies_of_the_date_in_all_24_hours(scores_df):
+    rows = {r["hour"]: r for r in S.anomalies_per_hour(scores_df, DAY).collect()}
+    assert sorted(rows) == list(range(24))
+    assert (rows[0]["events"], rows[0]["anomalies"]) == (2, 2)
+    assert (rows[5]["events"], rows[5]["anomalies"]) == (2, 0)
+    assert (rows[23]["events"], rows[23]["anomalies"]) == (1, 1)
+    assert (rows[3]["events"], rows[3]["anomalies"], rows[3]["mean_risk"]) == (0, 0, None)  # the day before's event
+    assert rows[12]["hour_start"] == dt.datetime(2026, 1, 7, 12, 0)
+    assert {r["date"] for r in rows.values()} == {DAY}
+
+
+def test_daily_counts_per_date(scores_df):
+    rows = {r["date"]: r for r in S.daily_counts(scores_df).collect()}
+    today = rows[DAY]
+    assert (today["events"], today["anomalies"], today["labeled"], today["positives"], today["true_positives"]) \
+        == (6, 3, 5, 2, 2)
+    assert today["anomaly_rate"] == pytest.approx(0.5)
+    assert today["max_risk"] == 0.9
+    assert rows[DAY - dt.timedelta(days=1)]["events"] == 1
+
+
+def test_counts_by_location_with_distinct_entities(scores_df):
+    rows = {r["site_id"]: r for r in S.counts_by(S.for_date(scores_df, DAY), "site_id",
+                                                  distinct_col="device_id").collect()}
+    assert (rows["s1"]["events"], rows["s1"]["anomalies"], rows["s1"]["max_risk"], rows["s1"]["distinct_device_id"]) \
+        == (4, 3, 0.9, 2)
+    assert (rows["s2"]["events"], rows["s2"]["anomalies"], rows["s2"]["distinct_device_id"]) == (2, 0, 2)
+
+
+def test_top_entities_rank_by_max_risk_with_most_frequent_reasons_of_anomalies(scores_df):
+    rows = S.top_entities(S.for_date(scores_df, DAY), "device_id", n=2, reasons=2, location_col="site_id").collect()
+    rows = sorted(rows, key=lambda r: r["rank"])
+    assert [(r["rank"], r["device_id"]) for r in rows] == [(1, "d1"), (2, "d2")]
+    # d1's anomalies name logistic:errors twice, rcf:bytes_down once; rcf:packets is from a normal event
+    assert rows[0]["top_reasons"] == ["logistic:errors", "rcf:bytes_down"]
+    assert rows[0]["top_location"] == "s1" and rows[0]["distinct_site_id"] == 2
+    assert rows[1]["top_reasons"] == ["rcf:duration_s", "rcf:bytes_down"]
+
+
+def test_score_histogram_bins_risk_over_unit_interval_by_label(scores_df):
+    rows = S.score_histogram(S.for_date(scores_df, DAY), ["risk"], bins=2).collect()
+    got = {(r["label"], r["bin"]): r["count"] for r in rows}
+    assert got == {(1, 1): 2, (0, 0): 2, (0, 1): 1, (None, 0): 1}
+    assert {(r["bin"], r["bin_lo"], r["bin_hi"]) for r in rows} == {(0, 0.0, 0.5), (1, 0.5, 1.0)}
+
+
+def test_feature_columns_are_the_numeric_columns_that_are_not_ids_labels_or_scores(spark):
+    df = spark.createDataFrame([], "event_id string, device_id string, label int, risk double, rcf_score double, "
+                                   "bytes_down double, packets bigint, date date, name string, is_anomaly boolean")
+    assert S.feature_columns(df) == ["bytes_down", "packets"]
+    assert S.score_columns(df) == ["risk", "rcf_score"]
+
+
+# ---------------------------------------------------------------- QuickSight manifest and Athena DDL
+
+def test_manifest_structure_for_csv_names_s3_uris():
+    content = Q.manifest(uris=["s3a://bucket/summary/part-0.csv"])
+    assert content == {
+        "fileLocations": [{"URIs": ["s3://bucket/summary/part-0.csv"]}],
+        "globalUploadSettings": {"format": "CSV", "delimiter": ",", "textqualifier": '"', "containsHeader": "true"},
+    }
+    json.dumps(content)  # serialisable as is
+
+
+def test_manifest_for_json_gives_the_format_only_and_prefixes():
+    content = Q.manifest(prefixes=["s3a://bucket/summary/"], fmt="json")
+    assert content == {"fileLocations": [{"URIPrefixes": ["s3://bucket/summary/"]}],
+                       "globalUploadSettings": {"format": "JSON"}}
+
+
+def test_manifest_rejects_no_files_too_many_files_and_a_bad_name(tmp_path):
+    with pytest.raises(ValueError, match="at least one"):
+        Q.manifest()
+    with pytest.raises(ValueError, match="at most 1000"):
+        Q.manifest(uris=[f"s3://b/{i}.csv" for i in range(1001)])
+    with pytest.raises(ValueError, match=r"end in \.json"):
+        Q.write_manifest(None, str(tmp_path / "m.txt"), ["s3://b/x.csv"])
+
+
+def test_quicksight_uri_maps_s3a_to_s3_and_local_paths_to_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert Q.quicksight_uri("s3a://b/k/x.csv") == "s3://b/k/x.csv"
+    assert Q.quicksight_uri("s3://b/k") == "s3://b/k"
+    assert Q.quicksight_uri("lake/x.csv") == os.path.join(str(tmp_path), "lake", "x.csv")
+    assert Q.quicksight_uri("file:/abs/x.csv") == "/abs/x.csv"
+    with pytest.raises(ValueError, match="S3 only"):
+        Q.quicksight_uri("hdfs://nn/x")
+
+
+def test_athena_ddl_with_partition_projection_and_with_msck():
+    schema = T.StructType([T.StructField("device_id", T.StringType()), T.StructField("risk", T.DoubleType()),
+                           T.StructField("events", T.LongType()), T.StructField("reasons", T.ArrayType(T.StringType())),
+                           T.StructField("date", T.DateType())])
+    ddl = Q.create_table_ddl("telemetry_scores", schema, "s3a://lake/scores/telemetry", database="zen")
+    assert ddl.startswith("CREATE EXTERNAL TABLE IF NOT EXISTS `zen`.`telemetry_scores` (")
+    assert "`device_id` string" in ddl and "`events`    bigint" in ddl and "`reasons`   array<string>" in ddl
+    assert "PARTITIONED BY (`date` string)" in ddl and "`date`  " not in ddl.split("PARTITIONED")[0]
+    assert "LOCATION 's3://lake/scores/telemetry/'" in ddl
+    assert "'storage.location.template' = 's3://lake/scores/telemetry/date=${date}/'" in ddl
+    assert "MSCK" not in ddl.replace("no MSCK REPAIR TABLE needed", "")
+    plain = Q.create_table_ddl("t", schema, "s3a://lake/t", projection=False)
+    assert "projection" not in plain and "MSCK REPAIR TABLE `t`;" in plain
+    local = Q.create_table_ddl("t", schema, "/data/t")
+    assert "-- NOTE: /data/t/ is a local path" in local
+
+
+def test_text_round_trip_on_a_local_path(tmp_path):
+    path = str(tmp_path / "a" / "b.sql")
+    Q.write_text(None, path, "select 1;\n")
+    assert Q.read_text(None, path) == "select 1;\n"
