@@ -1,0 +1,168 @@
+"""Stream benchmark: sustained events/s and event-to-sink latency of the stream path on this machine.
+
+A producer thread writes JSON-lines transaction files into a landing folder at --rate events/s for
+--seconds (the replay job's landing writer); the stream (landing source, the real transaction
+features over the checkpointed history, a deterministic stand-in scorer, the exactly-once sink,
+no alerts) runs with a --trigger interval until every file is processed. Latency per event = the
+batch's sink commit time - the file's modification time (when the event became readable).
+
+    python bench/bench_stream.py [--rate 25000] [--seconds 60] [--trigger "5 seconds"]
+
+Prints the result and writes bench/results/stream.json.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def events(n, *, customers=5000, terminals=10000, per_day=10000, seed=1):
+    """n transactions in event-time order, ~per_day a day (the handbook's reference volume)."""
+    rng = random.Random(seed)
+    t = dt.datetime(2018, 4, 1)
+    step = 86400.0 / per_day
+    for i in range(n):
+        t += dt.timedelta(seconds=rng.expovariate(1 / step))
+        yield json.dumps({
+            "transaction_id": f"b{i:09d}", "event_time": t.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "customer_id": f"c{rng.randrange(customers)}", "terminal_id": f"k{rng.randrange(terminals)}",
+            "amount": round(rng.lognormvariate(3.5, 0.8), 2), "label": int(rng.random() < 0.01),
+        }).encode()
+
+
+def scorer(_config=None):
+    from pyspark.sql import functions as F
+
+    def score(df):
+        risk = F.least(F.lit(1.0), F.col("amount_vs_customer_avg_30d") / 5.0 + F.col("terminal_risk_7d"))
+        return (df.withColumn("rcf_score", F.col("amount_vs_customer_avg_30d"))
+                .withColumn("logistic_score", F.col("terminal_risk_7d")).withColumn("risk", risk)
+                .withColumn("is_anomaly", risk >= 0.9).withColumn("reasons", F.array(F.lit("bench")))
+                .withColumn("rcf_version", F.lit("bench")).withColumn("logistic_version", F.lit("bench")))
+    return score
+
+
+def percentile(values, q):
+    values = sorted(values)
+    if not values:
+        return None
+    k = (len(values) - 1) * q
+    lo, hi = int(k), min(int(k) + 1, len(values) - 1)
+    return values[lo] + (values[hi] - values[lo]) * (k - lo)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=25000.0, help="events per second offered (default 25000)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long the producer runs (default 60)")
+    parser.add_argument("--file-records", type=int, default=5000, help="events per landing file (default 5000)")
+    parser.add_argument("--trigger", default="5 seconds")
+    parser.add_argument("--shuffle-partitions", type=int, default=4)
+    parser.add_argument("--driver-memory", default="2g")
+    parser.add_argument("--work", help="work folder (default a temporary one, removed afterwards)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "stream.json"))
+    args = parser.parse_args(argv)
+
+    from features.decode import payloads_from_text
+    from features.transactions import build_transaction_features, lookback_days
+    from runtime.config import load_config
+    from runtime.kinesis import LandingWriter
+    from runtime.spark import build_session
+    from runtime.streaming import MicroBatchProcessor, StreamSettings, landing_source, write_stream
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench_stream_"))
+    for sub in ("landing", "sink", "ckpt", "dead"):
+        shutil.rmtree(work / sub, ignore_errors=True)
+    (work / "landing").mkdir(parents=True)
+    config = load_config(ROOT / "conf" / "local.yaml", [
+        "dataset=transactions", "spark.master=local[2]", f"spark.driver_memory={args.driver_memory}",
+        f"spark.shuffle_partitions={args.shuffle_partitions}", "spark.extra_jars=",
+        "spark.conf={spark.ui.showConsoleProgress: 'false', spark.ui.enabled: 'false'}"])
+    spark = build_session(config)
+    spark.sparkContext.setLogLevel("ERROR")
+    feats = config["features"]["transactions"]
+
+    def transform(df):
+        return build_transaction_features(df, windows_days=feats["windows_days"], delay_days=feats["delay_days"])
+
+    settings = StreamSettings(dataset="transactions", schema_conf=config["schema"]["transactions"],
+                              output=str(work / "sink"), checkpoint=str(work / "ckpt"), dead_letter=str(work / "dead"),
+                              history_seconds=lookback_days(feats["windows_days"], feats["delay_days"]) * 86400,
+                              max_record_bytes=config["stream"]["max_record_bytes"])
+    processor = MicroBatchProcessor(settings, transform=transform, scorer_factory=scorer,
+                                    on_batch=lambda r: print("[bench] " + r.line(), flush=True))
+    total = int(args.rate * args.seconds)
+    writer = LandingWriter(str(work / "landing"), batch_size=args.file_records, rate=args.rate)
+    produced = {}
+
+    def produce():
+        produced["report"] = writer.send(events(total))
+
+    source = landing_source(spark, str(work / "landing"), max_files_per_trigger=100000)
+    query = write_stream(payloads_from_text(source), checkpoint=str(work / "ckpt"), trigger=args.trigger,
+                         process_batch=processor, query_name="bench_stream")
+    started = time.time()
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    producer.join()
+    produced_at = time.time()
+    deadline = produced_at + 600
+    while time.time() < deadline and sum(r.scored + r.dead_letters for r in processor.reports) < total:
+        time.sleep(0.5)
+        if query.exception():
+            raise query.exception()
+    finished = time.time()
+    query.stop()
+
+    from pyspark.sql import functions as F
+
+    commits = {}
+    for path in (work / "ckpt" / "sink_commits").iterdir():
+        info = json.loads(path.read_text())
+        commits[int(info["batch_id"])] = info["committed_at"]
+    sink = spark.read.parquet(str(work / "sink"))
+    rows = sink.select("batch_id", F.unix_micros("arrival_time").alias("a")).collect()
+    latencies = [commits[r["batch_id"]] - r["a"] / 1e6 for r in rows]
+    scored = len(rows)
+    dupes = scored - sink.select("transaction_id").distinct().count()
+    batches = [r for r in processor.reports if r.scored]
+    busy = sum(r.seconds for r in batches)
+    result = {
+        "machine": f"{os.cpu_count()} cores, local[2], driver {args.driver_memory}, "
+                   f"load average at start {os.getloadavg()[0]:.1f}",
+        "trigger": args.trigger, "offered_rate_events_per_s": args.rate, "producer_seconds": args.seconds,
+        "events_offered": total, "events_scored": scored, "duplicates_in_sink": dupes,
+        "dead_letters": sum(r.dead_letters for r in processor.reports),
+        "micro_batches": len(batches),
+        "sustained_events_per_s": round(scored / (finished - started), 1),
+        "processing_events_per_s": round(scored / busy, 1) if busy else None,
+        "latency_p50_s": round(percentile(latencies, 0.5), 2) if latencies else None,
+        "latency_p95_s": round(percentile(latencies, 0.95), 2) if latencies else None,
+        "latency_max_s": round(max(latencies), 2) if latencies else None,
+        "batch_seconds_p50": round(percentile([r.seconds for r in batches], 0.5), 2) if batches else None,
+        "drain_seconds_after_producer": round(finished - produced_at, 1),
+        "goal": {"events_per_s": 20000, "latency_p95_s": 10},
+    }
+    print(json.dumps(result, indent=2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    if not args.work:
+        shutil.rmtree(work, ignore_errors=True)
+    spark.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

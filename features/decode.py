@@ -1,0 +1,250 @@
+"""Stream record decoding: raw payloads -> canonical events, and dead letters with a reason.
+
+Pure ``DataFrame -> DataFrame`` functions that work on static and streaming frames alike, so they
+are tested on static frames with the Kinesis connector's schema (``data`` binary,
+``streamName``, ``partitionKey``, ``sequenceNumber``, ``approximateArrivalTimestamp``) and on
+text frames from a landing prefix of JSON lines (what Kinesis Data Firehose writes to S3).
+
+Every record ends up in exactly one of two frames: ``valid`` (canonical columns as
+:mod:`features.validation` produces them for batch input, plus ``arrival_time``) or
+``dead_letters`` (the raw ``payload``, a ``reason``, ``arrival_time`` and ``record_source``).
+Record-level problems are found here (oversized, bad JSON, a JSON value of the wrong type);
+value checks (missing ids, unparseable times, negative amounts, duplicate ids in the batch) are
+the batch validator's own, so batch and stream agree on what a valid event is.
+
+Stream-only checks against earlier micro-batches (late events, ids already processed) are in
+:func:`split_late_and_duplicates`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from features.validation import REASON, validate_telemetry, validate_transactions
+
+#: The normalised payload frame every source is turned into before decoding.
+PAYLOAD_COLUMNS = ("payload", "payload_bytes", "arrival_time", "record_source")
+DEAD_LETTER_COLUMNS = ("payload", "reason", "arrival_time", "record_source")
+
+_CORRUPT = "_corrupt_record"
+_TEXT = "_text"
+_TYPED = "_typed"
+
+KINESIS_SCHEMA = T.StructType([
+    T.StructField("data", T.BinaryType()),
+    T.StructField("streamName", T.StringType()),
+    T.StructField("partitionKey", T.StringType()),
+    T.StructField("sequenceNumber", T.StringType()),
+    T.StructField("approximateArrivalTimestamp", T.TimestampType()),
+])
+
+
+class DecodeSchemaError(ValueError):
+    """A source frame lacks the columns its decoder needs."""
+
+
+def _require(df: DataFrame, columns: Sequence[str], what: str) -> None:
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DecodeSchemaError(f"{what} frame lacks column(s) {', '.join(missing)}; it has {', '.join(df.columns)}")
+
+
+def payloads_from_kinesis(df: DataFrame) -> DataFrame:
+    """Connector rows -> payload frame. ``data`` is decoded as UTF-8; its size is counted in bytes."""
+    _require(df, [f.name for f in KINESIS_SCHEMA.fields], "aws-kinesis")
+    return df.select(
+        F.decode(F.col("data"), "UTF-8").alias("payload"),
+        F.coalesce(F.octet_length(F.col("data")), F.lit(0)).alias("payload_bytes"),
+        F.col("approximateArrivalTimestamp").cast("timestamp").alias("arrival_time"),
+        F.concat_ws("/", F.col("streamName"), F.col("partitionKey"), F.col("sequenceNumber")).alias("record_source"),
+    )
+
+
+def payloads_from_text(df: DataFrame) -> DataFrame:
+    """Text-source rows (``value``, one JSON document per line) -> payload frame.
+
+    The arrival time is the file's modification time (when the producer finished writing it) and
+    the record source its path, both from the file source's hidden ``_metadata`` column.
+    """
+    _require(df, ["value"], "text")
+    return df.select(
+        F.col("value").alias("payload"),
+        F.coalesce(F.octet_length(F.col("value")), F.lit(0)).alias("payload_bytes"),
+        F.col("_metadata.file_modification_time").alias("arrival_time"),
+        F.col("_metadata.file_path").alias("record_source"),
+    )
+
+
+@dataclass(frozen=True)
+class RecordSchema:
+    """The JSON fields a dataset's records carry (source names) and which must be JSON numbers."""
+
+    fields: tuple[str, ...]
+    numeric: tuple[str, ...]
+    id_column: str
+
+
+def record_schema(dataset: str, schema_conf: Mapping) -> RecordSchema:
+    """JSON fields named by ``schema.<dataset>.columns`` (+ measures for telemetry)."""
+    columns = schema_conf["columns"]
+    if dataset == "telemetry":
+        measures = tuple(schema_conf["measures"])
+        named = [src for src in columns.values() if src]
+        fields = tuple(dict.fromkeys([*named, *measures]))
+        return RecordSchema(fields, measures, "event_id")
+    if dataset == "transactions":
+        named = [src for src in columns.values() if src]
+        amount = columns.get("amount") or "amount"
+        return RecordSchema(tuple(dict.fromkeys(named)), (amount,), "transaction_id")
+    raise ValueError(f"unknown dataset {dataset!r} (telemetry or transactions)")
+
+
+def _text_struct(schema: RecordSchema) -> T.StructType:
+    # Every field as text (a nested object or array becomes its JSON text), like CSV input:
+    # the batch validator then does the value checks.
+    return T.StructType([T.StructField(f, T.StringType()) for f in schema.fields]
+                        + [T.StructField(_CORRUPT, T.StringType())])
+
+
+def _typed_struct(schema: RecordSchema) -> T.StructType:
+    return T.StructType([T.StructField(f, T.DoubleType()) for f in schema.numeric]
+                        + [T.StructField(_CORRUPT, T.StringType())])
+
+
+_JSON_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
+
+
+def record_problem(schema: RecordSchema, max_record_bytes: int) -> Column:
+    """Reason a parsed payload is unusable as a record, or null (needs the parse columns)."""
+    wrong_types = []
+    for field in schema.numeric:
+        text_value = F.col(f"{_TEXT}.`{field}`")
+        # Present but not a JSON number (or a numeric string like "12.5": records carry numbers).
+        wrong_types.append(F.when(text_value.isNotNull() & F.col(f"{_TYPED}.`{field}`").isNull(),
+                                  F.lit(f"wrong type {field} (expected a number)")))
+    for field in schema.fields:
+        if field in schema.numeric:
+            continue
+        text_value = F.ltrim(F.col(f"{_TEXT}.`{field}`"))
+        wrong_types.append(F.when(text_value.startswith("{") | text_value.startswith("["),
+                                  F.lit(f"wrong type {field} (expected a scalar)")))
+    wrong = F.concat_ws("; ", F.filter(F.array(*wrong_types), lambda r: r.isNotNull()))
+    trimmed = F.ltrim(F.col("payload"))
+    return (
+        F.when(F.col("payload").isNull() | (F.trim(F.col("payload")) == ""), F.lit("empty record"))
+        .when(F.col("payload_bytes") > F.lit(int(max_record_bytes)),
+              F.concat(F.lit("oversized record ("), F.col("payload_bytes").cast("string"),
+                       F.lit(f" bytes > {int(max_record_bytes)})")))
+        .when(~trimmed.startswith("{") | F.col(f"{_TEXT}.{_CORRUPT}").isNotNull(), F.lit("bad JSON"))
+        .when(wrong != "", wrong)
+    )
+
+
+def parse_payloads(payload_df: DataFrame, schema: RecordSchema, max_record_bytes: int) -> DataFrame:
+    """The payload frame plus ``_problem`` (record-level reason or null) and one text column per field."""
+    _require(payload_df, PAYLOAD_COLUMNS, "payload")
+    parsed = payload_df.select(
+        *PAYLOAD_COLUMNS,
+        F.from_json("payload", _text_struct(schema), _JSON_OPTIONS).alias(_TEXT),
+        F.from_json("payload", _typed_struct(schema), _JSON_OPTIONS).alias(_TYPED),
+    )
+    return parsed.select(
+        *PAYLOAD_COLUMNS,
+        record_problem(schema, max_record_bytes).alias("_problem"),
+        *[F.col(f"{_TEXT}.`{f}`").alias(f) for f in schema.fields],
+    )
+
+
+#: Record columns carried next to the canonical ones in ``Decoded.valid`` (not features).
+CARRIED_COLUMNS = ("arrival_time", "payload", "record_source")
+
+
+def _carried(src: Mapping[str, Column]) -> list[Column]:
+    return [src["_arrival_time"].cast("timestamp").alias("arrival_time"),
+            src["_payload"].alias("payload"), src["_record_source"].alias("record_source")]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """``records``: every input record with canonical columns, CARRIED_COLUMNS and ``reason``.
+
+    ``valid`` (reason null: canonical + CARRIED_COLUMNS) and ``dead_letters``
+    (DEAD_LETTER_COLUMNS) are views of it, so persisting ``records`` decodes once.
+    """
+
+    records: DataFrame
+    canonical: tuple[str, ...]
+    id_column: str
+
+    @property
+    def valid(self) -> DataFrame:
+        return self.records.where(F.col(REASON).isNull()).select(*self.canonical, *CARRIED_COLUMNS)
+
+    @property
+    def dead_letters(self) -> DataFrame:
+        return self.records.where(F.col(REASON).isNotNull()).select(*DEAD_LETTER_COLUMNS)
+
+    def persist(self, level) -> "Decoded":
+        return Decoded(self.records.persist(level), self.canonical, self.id_column)
+
+
+def decode_records(payload_df: DataFrame, *, dataset: str, schema_conf: Mapping,
+                   max_record_bytes: int) -> Decoded:
+    """Split a payload frame into canonical events and dead letters (nothing is dropped)."""
+    schema = record_schema(dataset, schema_conf)
+    parsed = parse_payloads(payload_df, schema, max_record_bytes)
+    # Source columns the validator carries as text are named with a leading underscore so it
+    # does not pass them through as extra columns; we map them back by position below.
+    good = parsed.where(F.col("_problem").isNull()).select(
+        *schema.fields,
+        F.col("payload").alias("_payload"),
+        F.col("arrival_time").alias("_arrival_time"),
+        F.col("record_source").alias("_record_source"),
+    )
+    if dataset == "telemetry":
+        validated = validate_telemetry(good, columns=schema_conf["columns"], measures=schema_conf["measures"],
+                                       timestamp_format=schema_conf["timestamp_format"])
+    else:
+        validated = validate_transactions(good, columns=schema_conf["columns"],
+                                          timestamp_format=schema_conf["timestamp_format"])
+    src = {name: F.col(f"_src_{i}") for i, name in enumerate(validated.source_columns)}
+    checked = validated.checked.select(*validated.canonical, *_carried(src), F.col(REASON))
+    types = {f.name: f.dataType for f in checked.schema.fields}
+    bad = parsed.where(F.col("_problem").isNotNull()).select(
+        *[F.lit(None).cast(types[c]).alias(c) for c in validated.canonical],
+        *CARRIED_COLUMNS, F.col("_problem").alias(REASON))
+    return Decoded(checked.unionByName(bad), validated.canonical, schema.id_column)
+
+
+def split_late_and_duplicates(valid_df: DataFrame, history_df: DataFrame | None, *, id_column: str,
+                              watermark) -> tuple[DataFrame, DataFrame]:
+    """(accepted, rejected-with-reason) against earlier micro-batches' events.
+
+    ``watermark`` (a datetime or None): events with an earlier event time are "late" - the
+    history needed to give them the batch features is gone. Events whose id is in
+    ``history_df`` were processed already (a producer retry or a replayed record):
+    "duplicate <id> (already processed)". ``rejected`` has the columns of ``valid_df`` + reason.
+    """
+    reason = F.lit(None).cast("string")
+    if watermark is not None:
+        reason = F.when(F.col("event_time") < F.lit(watermark).cast("timestamp"),
+                        F.lit(f"late (event_time before the watermark {watermark.isoformat()})"))
+    marked = valid_df.withColumn(REASON, reason)
+    if history_df is not None:
+        seen = history_df.select(F.col(id_column).alias("_seen_id")).distinct().withColumn("_seen", F.lit(True))
+        marked = (marked.join(seen, marked[id_column] == seen["_seen_id"], "left")
+                  .withColumn(REASON, F.coalesce(F.col(REASON), F.when(
+                      F.col("_seen"), F.lit(f"duplicate {id_column} (already processed)"))))
+                  .drop("_seen_id", "_seen"))
+    accepted = marked.where(F.col(REASON).isNull()).drop(REASON)
+    rejected = marked.where(F.col(REASON).isNotNull())
+    return accepted, rejected
+
+
+def rejected_as_dead_letters(rejected_df: DataFrame) -> DataFrame:
+    """Late/duplicate events (with CARRIED_COLUMNS) as dead letters keeping the raw payload."""
+    return rejected_df.select(*DEAD_LETTER_COLUMNS)

@@ -1,0 +1,441 @@
+"""Structured Streaming plumbing: sources, the one writer function and the exactly-once sink.
+
+Sources (each returns a streaming frame that :mod:`features.decode` turns into payloads):
+
+* :func:`kinesis_source` - ``spark.readStream.format("aws-kinesis")`` (EMR 7.1+ image only);
+* :func:`landing_source` - a prefix of JSON-lines files read as *text*, so a bad line reaches the
+  decoder (and the dead letters) instead of being dropped by a JSON reader.
+
+:func:`write_stream` is the only place that starts a query: it refuses batch frames and holds the
+trigger, output mode and checkpoint. :class:`MicroBatchProcessor` is the ``foreachBatch``
+function; per micro-batch ``N`` it
+
+1. decodes the records (dead letters with a reason for anything unusable);
+2. reads the *history* snapshot of the latest batch before ``N`` (``<checkpoint>/history``: the
+   accepted events of the last ``history_seconds`` behind the max event time seen), rejects
+   events older than the watermark (``late``) or already in the history (``duplicate``);
+3. runs the batch feature function on history + batch and keeps the batch's rows (so a record
+   gets exactly the features - and the score - the batch job gives it), scores them with the
+   scorer obtained for this batch;
+4. commits the sink idempotently: the batch is written to ``<output>/_staging/batch_id=N``, its
+   files are renamed into ``<output>/date=../hour=../part-N-*.parquet`` (names fixed by the batch
+   id, a manifest lists them so a retried batch first removes a half-moved attempt) and a marker
+   ``<checkpoint>/sink_commits/N`` is written last; a batch with a marker is never written again;
+5. overwrites ``<dead_letter>/batch_id=N`` and ``<checkpoint>/history/batch_id=N`` (idempotent);
+6. publishes alerts with a sent-keys ledger at ``<checkpoint>/alerts_sent/N``.
+
+Spark re-runs batch ``N`` with the same input after a crash (its offset log), and every step
+above either is skipped (marker, ledger) or rewrites the same content, so a ``kill -9`` anywhere
+never duplicates a row or an alert.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import signal
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql.streaming import StreamingQuery
+
+from features.decode import (CARRIED_COLUMNS, DEAD_LETTER_COLUMNS, decode_records, rejected_as_dead_letters,
+                             split_late_and_duplicates)
+
+Scorer = Callable[[DataFrame], DataFrame]
+AVAILABLE_NOW = "available-now"
+_INTERVAL = re.compile(r"^\s*\d+(\.\d+)?\s*(ms|millisecond|milliseconds|s|second|seconds|min|minute|minutes)\s*$")
+
+
+class StreamConfigError(ValueError):
+    """A stream setting that cannot work (trigger, source options, ...)."""
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def landing_source(spark: SparkSession, path: str, *, max_files_per_trigger: int) -> DataFrame:
+    """JSON-lines files under ``path`` as a streaming text frame (``value``; ``_metadata`` hidden).
+
+    Files must appear atomically (written elsewhere, then renamed in): Firehose does this on S3
+    and the replay job's landing mode writes a hidden temporary file first.
+    """
+    return (spark.readStream.format("text")
+            .option("maxFilesPerTrigger", int(max_files_per_trigger))
+            .load(path))
+
+
+def kinesis_source(spark: SparkSession, *, stream_name: str, region: str, endpoint_url: str | None,
+                   starting_position: str, consumer_type: str = "GetRecords",
+                   max_fetch_records: int | None = None) -> DataFrame:
+    """The EMR ``aws-kinesis`` connector (in the EMR 7.1+ image; not available elsewhere).
+
+    Columns: ``data`` (binary), ``streamName``, ``partitionKey``, ``sequenceNumber``,
+    ``approximateArrivalTimestamp``.
+    """
+    if not stream_name:
+        raise StreamConfigError("the kinesis source needs a stream name (--input or stream.kinesis.stream_name)")
+    reader = (spark.readStream.format("aws-kinesis")
+              .option("kinesis.region", region)
+              .option("kinesis.streamName", stream_name)
+              .option("kinesis.consumerType", consumer_type)
+              .option("kinesis.startingPosition", starting_position))
+    if endpoint_url:
+        reader = reader.option("kinesis.endpointUrl", endpoint_url)
+    if max_fetch_records:
+        reader = reader.option("kinesis.getRecords.numberOfRecordsPerFetch", str(int(max_fetch_records)))
+    return reader.load()
+
+
+# --------------------------------------------------------------------------- the writer
+
+
+def check_trigger(trigger: str) -> str:
+    """``available-now`` or a processing-time interval like ``5 seconds``."""
+    if trigger == AVAILABLE_NOW or _INTERVAL.match(trigger or ""):
+        return trigger
+    raise StreamConfigError(f"trigger must be an interval like '5 seconds' or '{AVAILABLE_NOW}', got {trigger!r}")
+
+
+def write_stream(df: DataFrame, *, checkpoint: str, trigger: str,
+                 process_batch: Callable[[DataFrame, int], None], query_name: str | None = None) -> StreamingQuery:
+    """Start the one streaming query of a sink: foreachBatch, append mode, its own checkpoint."""
+    if not df.isStreaming:
+        raise StreamConfigError("write_stream needs a streaming DataFrame (spark.readStream...); "
+                                "write batch frames with runtime.storage.write_table")
+    if not checkpoint:
+        raise StreamConfigError("a streaming sink needs a checkpoint folder")
+    writer = (df.writeStream.foreachBatch(process_batch)
+              .outputMode("append")
+              .option("checkpointLocation", checkpoint))
+    if check_trigger(trigger) == AVAILABLE_NOW:
+        writer = writer.trigger(availableNow=True)
+    else:
+        writer = writer.trigger(processingTime=trigger)
+    if query_name:
+        writer = writer.queryName(query_name)
+    return writer.start()
+
+
+# --------------------------------------------------------------------------- file system
+
+
+class HadoopFs:
+    """Small file operations through Hadoop's FileSystem, so local paths and s3a:// both work."""
+
+    def __init__(self, spark: SparkSession):
+        self._jvm = spark.sparkContext._jvm
+        self._conf = spark.sparkContext._jsc.hadoopConfiguration()
+
+    def _resolve(self, path: str):
+        jpath = self._jvm.org.apache.hadoop.fs.Path(path)
+        return jpath.getFileSystem(self._conf), jpath
+
+    def exists(self, path: str) -> bool:
+        fs, p = self._resolve(path)
+        return bool(fs.exists(p))
+
+    def delete(self, path: str) -> None:
+        fs, p = self._resolve(path)
+        if fs.exists(p):
+            fs.delete(p, True)
+
+    def rename(self, src: str, dst: str) -> None:
+        fs, s = self._resolve(src)
+        _, d = self._resolve(dst)
+        fs.mkdirs(d.getParent())
+        if fs.exists(d):
+            fs.delete(d, False)
+        if not fs.rename(s, d):
+            raise OSError(f"could not rename {src} to {dst}")
+
+    def list_dirs(self, folder: str) -> list[str]:
+        fs, p = self._resolve(folder)
+        if not fs.exists(p):
+            return []
+        return [s.getPath().toString() for s in fs.listStatus(p) if s.isDirectory()]
+
+    def list_files(self, folder: str, recursive: bool = False) -> list[str]:
+        fs, p = self._resolve(folder)
+        if not fs.exists(p):
+            return []
+        found = []
+        it = fs.listFiles(p, recursive)
+        while it.hasNext():
+            found.append(it.next().getPath().toString())
+        return sorted(found)
+
+    def read_text(self, path: str) -> str:
+        fs, p = self._resolve(path)
+        stream = fs.open(p)
+        try:
+            return self._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+        finally:
+            stream.close()
+
+    def write_text(self, path: str, text: str) -> None:
+        fs, p = self._resolve(path)
+        out = fs.create(p, True)
+        try:
+            out.write(bytearray(text.encode("utf-8")))
+        finally:
+            out.close()
+
+
+def _name(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _batch_ids(paths: Sequence[str]) -> list[int]:
+    ids = []
+    for path in paths:
+        match = re.fullmatch(r"batch_id=(\d+)", _name(path))
+        if match:
+            ids.append(int(match.group(1)))
+    return sorted(ids)
+
+
+# --------------------------------------------------------------------------- exactly-once sink
+
+
+class ExactlyOnceSink:
+    """Parquet partitioned by ``date``/``hour``; each micro-batch committed once (see module doc)."""
+
+    def __init__(self, fs: HadoopFs, output: str, commits: str, partition_by: Sequence[str] = ("date", "hour")):
+        self.fs = fs
+        self.output = output.rstrip("/")
+        self.commits = commits.rstrip("/")
+        self.partition_by = tuple(partition_by)
+
+    def marker(self, batch_id: int) -> str:
+        return f"{self.commits}/{batch_id}"
+
+    def committed(self, batch_id: int) -> bool:
+        return self.fs.exists(self.marker(batch_id))
+
+    def commit_info(self, batch_id: int) -> dict:
+        return json.loads(self.fs.read_text(self.marker(batch_id)))
+
+    def write(self, df: DataFrame, batch_id: int) -> dict:
+        """Write ``df`` as batch ``batch_id`` unless already committed; returns the commit record."""
+        if self.committed(batch_id):
+            info = self.commit_info(batch_id)
+            info["skipped"] = True
+            return info
+        staging = f"{self.output}/_staging/batch_id={batch_id}"
+        manifest = f"{self.output}/_staging/batch_id={batch_id}.manifest.json"
+        if self.fs.exists(manifest):     # a crashed attempt may have moved some files already
+            for target in json.loads(self.fs.read_text(manifest)):
+                self.fs.delete(target)
+            self.fs.delete(manifest)
+        self.fs.delete(staging)
+        df.write.mode("overwrite").partitionBy(*self.partition_by).parquet(staging)
+        sources = [p for p in self.fs.list_files(staging, recursive=True)
+                   if _name(p).startswith("part-") and not _name(p).endswith(".crc")]
+        moves = []
+        for n, src in enumerate(sources):
+            relative = src.split(f"batch_id={batch_id}/", 1)[1]
+            folder = relative.rsplit("/", 1)[0] if "/" in relative else ""
+            target = "/".join(p for p in (self.output, folder, f"part-{batch_id:010d}-{n:05d}.parquet") if p)
+            moves.append((src, target))
+        self.fs.write_text(manifest, json.dumps([t for _, t in moves]))
+        for src, target in moves:
+            self.fs.rename(src, target)
+        info = {"batch_id": batch_id, "files": len(moves), "committed_at": time.time()}
+        self.fs.write_text(self.marker(batch_id), json.dumps(info))
+        self.fs.delete(staging)
+        self.fs.delete(manifest)
+        info["skipped"] = False
+        return info
+
+
+# --------------------------------------------------------------------------- the micro-batch
+
+
+@dataclass
+class StreamSettings:
+    """Plain values the processor needs (from ``stream.*`` and ``schema.<dataset>``)."""
+
+    dataset: str
+    schema_conf: Mapping[str, Any]
+    output: str
+    checkpoint: str
+    dead_letter: str
+    history_seconds: int
+    allowed_lateness_seconds: int = 0
+    max_record_bytes: int = 65536
+    id_column: str = "event_id"
+
+
+@dataclass
+class BatchReport:
+    batch_id: int
+    records: int = 0
+    scored: int = 0
+    dead_letters: int = 0
+    alerts_sent: int = 0
+    alerts_skipped: int = 0
+    alerts_failed: int = 0
+    sink_skipped: bool = False
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
+    latency_max_s: float | None = None
+    seconds: float = 0.0
+    dead_reasons: dict = field(default_factory=dict)
+
+    def line(self) -> str:
+        lat = ("n/a" if self.latency_p50_s is None else
+               f"p50 {self.latency_p50_s:.1f} s, p95 {self.latency_p95_s:.1f} s, max {self.latency_max_s:.1f} s")
+        again = " (sink already committed: not rewritten)" if self.sink_skipped else ""
+        return (f"batch {self.batch_id}: {self.records:,} records, {self.scored:,} events scored{again}, "
+                f"{self.alerts_sent:,} alerts raised ({self.alerts_skipped} already sent), "
+                f"{self.dead_letters:,} dead letters, event-to-sink latency {lat}, batch took {self.seconds:.1f} s")
+
+
+class MicroBatchProcessor:
+    """The ``foreachBatch`` function: decode, features over history, score, commit, alert.
+
+The streaming frame must already be a payload frame (``features.decode.payloads_from_*`` applied
+to the source: the file source's ``_metadata`` is gone inside foreachBatch).
+
+    ``transform`` is the batch feature function (canonical events -> features, same rows);
+    ``scorer_factory()`` is called at the start of every micro-batch and returns
+    ``score(features_df) -> scored_df`` (so a new champion is picked up without a restart);
+    ``alerter`` (or None) has ``publish(events, scope)`` like :class:`runtime.alerts.SnsAlerter`.
+    """
+
+    def __init__(self, settings: StreamSettings, *, transform: Callable[[DataFrame], DataFrame],
+                 scorer_factory: Callable[[], Scorer], alerter=None, on_batch: Callable[[BatchReport], None] | None = None,
+                 alert_columns: Sequence[str] = ()):
+        self.s = settings
+        self.transform = transform
+        self.scorer_factory = scorer_factory
+        self.alerter = alerter
+        self.on_batch = on_batch
+        self.alert_columns = tuple(alert_columns)
+        self.reports: list[BatchReport] = []
+        self._fs: HadoopFs | None = None
+
+    # -- state folders
+    @property
+    def history_root(self) -> str:
+        return f"{self.s.checkpoint.rstrip('/')}/history"
+
+    def _history_before(self, spark: SparkSession, batch_id: int):
+        """(the latest complete history snapshot before ``batch_id``, max event time seen) or (None, None)."""
+        ids = [i for i in _batch_ids(self._fs.list_dirs(self.history_root)) if i < batch_id
+               and self._fs.exists(f"{self.history_root}/batch_id={i}/_max_event_time")]
+        if not ids:
+            return None, None
+        snapshot = f"{self.history_root}/batch_id={ids[-1]}"
+        text = self._fs.read_text(f"{snapshot}/_max_event_time").strip()
+        return spark.read.parquet(snapshot), (dt.datetime.fromisoformat(text) if text else None)
+
+    def _prune_history(self, batch_id: int) -> None:
+        # Keep the snapshot before this batch: a re-run of this batch (crash before Spark's own
+        # commit) reads it again.
+        ids = [i for i in _batch_ids(self._fs.list_dirs(self.history_root)) if i < batch_id]
+        for old in ids[:-1]:
+            self._fs.delete(f"{self.history_root}/batch_id={old}")
+
+    def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
+        started = time.time()
+        spark = batch_df.sparkSession
+        if self._fs is None:
+            self._fs = HadoopFs(spark)
+        s = self.s
+        report = BatchReport(batch_id)
+        score = self.scorer_factory()
+        sink = ExactlyOnceSink(self._fs, s.output, f"{s.checkpoint.rstrip('/')}/sink_commits")
+
+        decoded = decode_records(batch_df, dataset=s.dataset, schema_conf=s.schema_conf,
+                                 max_record_bytes=s.max_record_bytes)
+        canonical = list(decoded.canonical)
+        id_col = decoded.id_column
+        decoded = decoded.persist(StorageLevel.MEMORY_AND_DISK)
+        valid = decoded.valid
+        history, max_seen = self._history_before(spark, batch_id)
+        watermark = None
+        if max_seen is not None:
+            watermark = max_seen - dt.timedelta(seconds=s.allowed_lateness_seconds)
+        accepted, rejected = split_late_and_duplicates(valid, history, id_column=id_col, watermark=watermark)
+        accepted = accepted.persist(StorageLevel.MEMORY_AND_DISK)
+        batch_events = accepted.select(*canonical)
+        combined = batch_events if history is None else history.select(*canonical).unionByName(batch_events)
+
+        features = self.transform(combined)
+        batch_keys = accepted.select(id_col, *CARRIED_COLUMNS[:1])   # id + arrival_time
+        features = features.join(batch_keys, id_col, "inner")
+        scored = score(features)
+        if "date" not in scored.columns:
+            scored = scored.withColumn("date", F.to_date("event_time"))
+        scored = (scored.withColumn("hour", F.hour("event_time"))
+                  .withColumn("batch_id", F.lit(batch_id).cast("long")))
+        scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
+        stats = scored.agg(
+            F.count(F.lit(1)).alias("n"),
+            F.percentile_approx(F.unix_micros("arrival_time"), [0.5, 0.05, 0.0], 10000).alias("q"),
+            F.max("event_time").alias("newest"),
+        ).first()
+        report.scored = stats["n"]
+
+        commit = sink.write(scored, batch_id)
+        report.sink_skipped = commit["skipped"]
+        if stats["n"] and stats["q"] is not None:
+            committed_at = commit["committed_at"]
+            q50, q05, q0 = (v / 1e6 if v is not None else None for v in stats["q"])
+            if q50 is not None:
+                report.latency_p50_s = committed_at - q50
+                report.latency_p95_s = committed_at - q05
+                report.latency_max_s = committed_at - q0
+        _maybe_kill("after-sink", batch_id)
+
+        dead = decoded.dead_letters.unionByName(rejected_as_dead_letters(rejected))
+        dead = dead.withColumn("dataset", F.lit(s.dataset)).withColumn("dead_at", F.current_timestamp())
+        dead = dead.persist(StorageLevel.MEMORY_AND_DISK)
+        reasons = dead.groupBy(F.regexp_replace("reason", r" \(.*", "").alias("r")).count().collect()
+        report.dead_reasons = {r["r"]: r["count"] for r in reasons}
+        report.dead_letters = sum(report.dead_reasons.values())
+        if report.dead_letters:
+            dead.write.mode("overwrite").parquet(f"{s.dead_letter.rstrip('/')}/batch_id={batch_id}")
+
+        # The next batch's history: everything accepted so far within the feature lookback of the
+        # newest event (the max event time seen is always kept, so it also carries the watermark).
+        new_history = combined
+        newest = max([t for t in (max_seen, stats["newest"]) if t is not None], default=None)
+        if newest is not None:
+            keep_from = newest - dt.timedelta(seconds=s.history_seconds + s.allowed_lateness_seconds)
+            new_history = new_history.where(F.col("event_time") >= F.lit(keep_from).cast("timestamp"))
+        snapshot = f"{self.history_root}/batch_id={batch_id}"
+        new_history.write.mode("overwrite").parquet(snapshot)
+        self._fs.write_text(f"{snapshot}/_max_event_time", newest.isoformat() if newest else "")
+        self._prune_history(batch_id)
+
+        if self.alerter is not None:
+            wanted = [c for c in self.alert_columns if c in scored.columns]
+            anomalies = [row.asDict(recursive=True) for row in
+                         scored.where(F.col("is_anomaly")).select(*wanted).collect()]
+            if anomalies:
+                published = self.alerter.publish(anomalies, scope=str(batch_id))
+                report.alerts_sent, report.alerts_skipped = published.sent, published.skipped
+                report.alerts_failed = published.failed
+        _maybe_kill("after-alerts", batch_id)
+
+        report.records = report.scored + report.dead_letters
+        for df in (scored, dead, accepted, decoded.records):
+            df.unpersist()
+        report.seconds = time.time() - started
+        self.reports.append(report)
+        if self.on_batch:
+            self.on_batch(report)
+
+
+def _maybe_kill(point: str, batch_id: int) -> None:
+    """Fault injection for the exactly-once tests: ZEN_STREAM_KILL_AT=<point>:<batch id>."""
+    if os.environ.get("ZEN_STREAM_KILL_AT") == f"{point}:{batch_id}":
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,325 @@
+"""The stream job over a landing folder: exactly once across kills, alerts once, batch/stream parity.
+
+A moto server (started here on a free port, dummy credentials) plays SNS; an SQS queue subscribed
+to the topic counts the alerts that went out. The kill test runs `python -m jobs stream` in
+subprocesses and kills them with SIGKILL: twice at fault points inside a micro-batch (right after
+the sink commit, right after the alerts - both before Spark commits the batch) and once from
+outside while the query runs; a last run finishes cleanly with available-now.
+"""
+import datetime as dt
+import json
+import math
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+
+ROOT = Path(__file__).resolve().parents[2]
+# Imported by the job subprocess as a top-level module (a site-packages "tests" package shadows ours).
+SCORER = "test_stream:deterministic_scorer"
+START = dt.datetime(2026, 3, 1)
+
+
+# --------------------------------------------------------------------------- data and scorer
+
+
+def make_transactions(n, seed=7):
+    """n valid transactions in event-time order over ~10 days, 6 customers, 4 terminals."""
+    rng = random.Random(seed)
+    records, t = [], START
+    for i in range(n):
+        t += dt.timedelta(seconds=rng.randint(60, 3600))
+        records.append({
+            "transaction_id": f"tx{i:05d}", "event_time": t.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "customer_id": f"c{rng.randint(1, 6)}", "terminal_id": f"k{rng.randint(1, 4)}",
+            "amount": round(rng.uniform(1, 300), 2), "label": int(rng.random() < 0.1),
+        })
+    return records
+
+
+BAD_RECORDS = ["this is not json", json.dumps({"transaction_id": "bad1", "amount": 3.0}),
+               json.dumps({"transaction_id": "bad2", "event_time": "2026-03-01T00:00:00Z", "customer_id": "c1",
+                           "terminal_id": "k1", "amount": "three"})]
+
+
+def deterministic_scorer(config):
+    """A stand-in for the champion models: a pure function of the batch features."""
+    def score(features_df):
+        risk = F.least(F.lit(1.0), F.col("amount_vs_customer_avg_30d") / 3.0
+                       + F.col("terminal_risk_7d") * 0.5 + F.col("customer_nb_tx_1d") * 0.01)
+        return (features_df
+                .withColumn("rcf_score", F.col("amount_vs_customer_avg_30d"))
+                .withColumn("logistic_score", F.col("terminal_risk_7d"))
+                .withColumn("risk", risk)
+                .withColumn("is_anomaly", risk >= 0.8)
+                .withColumn("reasons", F.array(F.lit("amount above the customer's 30-day mean")))
+                .withColumn("rcf_version", F.lit("test-rcf"))
+                .withColumn("logistic_version", F.lit("test-logistic")))
+    return score
+
+
+def write_landing(folder, lines, per_file):
+    """Files with increasing modification times: the file source takes them in that order."""
+    folder.mkdir(parents=True, exist_ok=True)
+    base = time.time() - 1000
+    for n in range(0, len(lines), per_file):
+        path = folder / f"part-{n // per_file:04d}.json"
+        tmp = folder / f".{path.name}.tmp"
+        tmp.write_text("\n".join(lines[n:n + per_file]) + "\n")
+        os.replace(tmp, path)
+        os.utime(path, (base + n, base + n))
+
+
+# --------------------------------------------------------------------------- moto
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint():
+    from moto.server import ThreadedMotoServer
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        os.environ[key] = value
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def topic_with_queue(endpoint):
+    import boto3
+
+    sns = boto3.client("sns", region_name="us-east-1", endpoint_url=endpoint)
+    sqs = boto3.client("sqs", region_name="us-east-1", endpoint_url=endpoint)
+    topic = sns.create_topic(Name=f"alerts-{time.time_ns()}")["TopicArn"]
+    queue_url = sqs.create_queue(QueueName=f"alerts-{time.time_ns()}")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn, Attributes={"RawMessageDelivery": "true"})
+    return topic, sqs, queue_url
+
+
+def drain(sqs, queue_url):
+    messages = []
+    empty = 0
+    while empty < 2:
+        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                  MessageAttributeNames=["All"]).get("Messages", [])
+        if not got:
+            empty += 1
+            continue
+        messages.extend(got)
+        sqs.delete_message_batch(QueueUrl=queue_url, Entries=[
+            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(got)])
+    return messages
+
+
+# --------------------------------------------------------------------------- the kill test
+
+
+def stream_cmd(tmp_path, endpoint, topic, trigger):
+    return [sys.executable, "-m", "jobs", "stream", "--conf", str(ROOT / "conf" / "local.yaml"),
+            "--dataset", "transactions", "--input", str(tmp_path / "landing"), "--output", str(tmp_path / "sink"),
+            "--checkpoint", str(tmp_path / "ckpt"), "--dead-letter", str(tmp_path / "dead"),
+            "--trigger", trigger, "--alerts",
+            "--set", "spark.master=local[2]", "--set", "spark.driver_memory=1g", "--set", "spark.shuffle_partitions=1",
+            "--set", "spark.extra_jars=", "--set", "spark.conf={spark.ui.enabled: 'false'}",
+            "--set", f"aws.endpoint_url={endpoint}", "--set", f"stream.alerts.topic_arn={topic}",
+            "--set", "stream.alerts.rate_per_second=200", "--set", "stream.max_files_per_trigger=1",
+            "--set", f"stream.scorer={SCORER}"]
+
+
+def run_stream(cmd, env_extra=None, kill_when=None, timeout=420):
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(Path(__file__).parent)]), **(env_extra or {}))
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + timeout
+    if kill_when is not None:
+        while time.time() < deadline and proc.poll() is None and not kill_when():
+            time.sleep(0.2)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+    try:
+        out, _ = proc.communicate(timeout=max(1, deadline - time.time()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return proc.returncode, out
+
+
+@pytest.mark.timeout(1500)   # three Spark subprocesses: minutes when the shared machine is loaded
+def test_stream_scores_every_event_once_across_kills_and_alerts_once(tmp_path, moto_endpoint, spark):
+    records = make_transactions(120)
+    lines = [json.dumps(r) for r in records]
+    lines[30:30] = BAD_RECORDS
+    write_landing(tmp_path / "landing", lines, per_file=41)      # 3 files: 3 micro-batches
+    topic, sqs, queue_url = topic_with_queue(moto_endpoint)
+    ckpt = tmp_path / "ckpt"
+
+    def committed():
+        return sorted(int(p.name) for p in (ckpt / "commits").glob("[0-9]*")) if (ckpt / "commits").exists() else []
+
+    # 1. kill -9 from outside once Spark has committed the first micro-batch
+    code, out = run_stream(stream_cmd(tmp_path, moto_endpoint, topic, "available-now"),
+                           kill_when=lambda: bool(committed()))
+    assert code == -signal.SIGKILL, out[-3000:]
+    # 2. killed inside the next batch right after its sink commit AND its alerts, before Spark's commit
+    next_batch = committed()[-1] + 1
+    code, out = run_stream(stream_cmd(tmp_path, moto_endpoint, topic, "available-now"),
+                           {"ZEN_STREAM_KILL_AT": f"after-alerts:{next_batch}"})
+    assert code == -signal.SIGKILL, out[-3000:]
+    assert (ckpt / "sink_commits" / str(next_batch)).exists() and next_batch not in committed()
+    # 3. a clean run to the end: batch next_batch is re-run by Spark, its rows and alerts are not repeated
+    code, out = run_stream(stream_cmd(tmp_path, moto_endpoint, topic, "available-now"))
+    assert code == 0, out[-3000:]
+    assert f"batch {next_batch}:" in out and "sink already committed" in out, out[-3000:]
+    assert "events scored" in out and "event-to-sink latency" in out
+
+    sink = spark.read.parquet(str(tmp_path / "sink"))
+    ids = [r["transaction_id"] for r in sink.select("transaction_id").collect()]
+    assert len(ids) == len(records), "every event in the sink"
+    assert len(set(ids)) == len(ids), "no event twice"
+    assert {"date", "hour"} <= set(sink.columns)
+    dead = spark.read.parquet(str(tmp_path / "dead"))
+    assert dead.count() == len(BAD_RECORDS)
+    assert set(dead.toPandas()["payload"]) == set(BAD_RECORDS)
+
+    expected_alerts = {r["transaction_id"] for r in sink.where("is_anomaly").select("transaction_id").collect()}
+    assert expected_alerts, "the data should raise some alerts"
+    messages = drain(sqs, queue_url)
+    alerted = [m["MessageAttributes"]["event_id"]["StringValue"] for m in messages]
+    assert sorted(alerted) == sorted(expected_alerts), "each anomaly alerted exactly once"
+    body = messages[0]["Body"]
+    assert "customer_id" in body and "terminal_id" in body and "Risk:" in body and "Why:" in body
+
+
+# --------------------------------------------------------------------------- parity
+
+
+def test_the_stream_gives_every_event_its_batch_features_and_score(tmp_path, spark):
+    from features.transactions import build_transaction_features, lookback_days
+    from features.validation import validate_transactions
+    from features.decode import payloads_from_text
+    from runtime.config import load_config
+    from runtime.streaming import MicroBatchProcessor, StreamSettings, landing_source, write_stream
+
+    config = load_config(ROOT / "conf" / "local.yaml", ["dataset=transactions"])
+    feats = config["features"]["transactions"]
+    records = make_transactions(300, seed=11)
+    write_landing(tmp_path / "landing", [json.dumps(r) for r in records], per_file=100)
+
+    def transform(df):
+        return build_transaction_features(df, windows_days=feats["windows_days"], delay_days=feats["delay_days"])
+
+    settings = StreamSettings(dataset="transactions", schema_conf=config["schema"]["transactions"],
+                              output=str(tmp_path / "sink"), checkpoint=str(tmp_path / "ckpt"),
+                              dead_letter=str(tmp_path / "dead"),
+                              history_seconds=lookback_days(feats["windows_days"], feats["delay_days"]) * 86400)
+    processor = MicroBatchProcessor(settings, transform=transform, scorer_factory=lambda: deterministic_scorer(config))
+    source = landing_source(spark, str(tmp_path / "landing"), max_files_per_trigger=1)
+    query = write_stream(payloads_from_text(source),
+                         checkpoint=str(tmp_path / "ckpt"), trigger="available-now", process_batch=processor)
+    query.awaitTermination()
+    assert len(processor.reports) == 3 and sum(r.scored for r in processor.reports) == 300
+
+    # The batch path: the same records as the features job reads them (JSON lines), then score.
+    (tmp_path / "raw.json").write_text("\n".join(json.dumps(r) for r in records))
+    raw = spark.read.json(str(tmp_path / "raw.json"))
+    validated = validate_transactions(raw, columns=config["schema"]["transactions"]["columns"])
+    batch = deterministic_scorer(config)(transform(validated.valid))
+    stream = spark.read.parquet(str(tmp_path / "sink"))
+    compared = [c for c in batch.columns if c in stream.columns and c not in ("reasons",)]
+    assert {"risk", "customer_nb_tx_7d", "terminal_risk_7d", "seconds_since_prev_tx"} <= set(compared)
+    stream_rows = {r["transaction_id"]: r.asDict() for r in stream.select(*compared).collect()}
+    batch_rows = {r["transaction_id"]: r.asDict() for r in batch.select(*compared).collect()}
+    assert stream_rows.keys() == batch_rows.keys()
+    differing = [(tid, col, stream_rows[tid][col], batch_rows[tid][col])
+                 for tid in batch_rows for col in compared
+                 if not _same(stream_rows[tid][col], batch_rows[tid][col])]
+    assert not differing, differing[:10]
+
+
+def _same(a, b):
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+def test_write_stream_refuses_a_batch_frame(spark):
+    from runtime.streaming import StreamConfigError, write_stream
+
+    with pytest.raises(StreamConfigError, match="streaming DataFrame"):
+        write_stream(spark.range(3), checkpoint="/tmp/x", trigger="5 seconds", process_batch=lambda df, i: None)
+    with pytest.raises(StreamConfigError, match="trigger"):
+        from runtime.streaming import check_trigger
+        check_trigger("soon")
+
+
+# --------------------------------------------------------------------------- alerts
+
+
+class MemoryStore:
+    def __init__(self):
+        self.files = {}
+
+    def list_files(self, folder):
+        return sorted(p for p in self.files if p.startswith(folder.rstrip("/") + "/"))
+
+    def read_text(self, path):
+        return self.files[path]
+
+    def write_text(self, path, text):
+        self.files[path] = text
+
+
+def test_alerts_are_batched_rate_limited_and_never_sent_twice(moto_endpoint):
+    import boto3
+
+    from runtime.alerts import SentLedger, SnsAlerter
+
+    topic, sqs, queue_url = topic_with_queue(moto_endpoint)
+    sns = boto3.client("sns", region_name="us-east-1", endpoint_url=moto_endpoint)
+    calls = []
+    original = sns.publish_batch
+
+    def counting_publish_batch(**kwargs):
+        calls.append(len(kwargs["PublishBatchRequestEntries"]))
+        return original(**kwargs)
+
+    sns.publish_batch = counting_publish_batch
+    sleeps, now = [], [0.0]
+
+    def fake_sleep(seconds):
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    store = MemoryStore()
+    alerter = SnsAlerter(sns, topic, SentLedger(store, "ckpt/alerts_sent"), dataset="transactions",
+                         rate_per_second=10.0, sleep=fake_sleep, clock=lambda: now[0])
+    events = [{"transaction_id": f"t{i}", "customer_id": "c1", "terminal_id": "k9", "amount": 500.0,
+               "event_time": "2026-03-01 10:00:00", "risk": 0.97, "rcf_score": 3.2, "logistic_score": 0.91,
+               "rcf_version": "v3", "logistic_version": "v2", "reasons": ["rcf:amount", "logistic:terminal_risk_7d"]}
+              for i in range(25)]
+    report = alerter.publish(events, scope="7")
+    assert (report.sent, report.skipped, report.failed) == (25, 0, 0)
+    assert calls == [10, 10, 5] and sum(sleeps) == pytest.approx(1.5, abs=0.2)   # 25 at 10/s, burst 10
+    again = SnsAlerter(sns, topic, SentLedger(store, "ckpt/alerts_sent"), dataset="transactions",
+                       sleep=fake_sleep, clock=lambda: now[0]).publish(events, scope="7")     # a restart re-running batch 7
+    assert (again.sent, again.skipped) == (0, 25) and calls == [10, 10, 5]
+    messages = drain(sqs, queue_url)
+    assert len(messages) == 25
+    body = messages[0]["Body"]
+    for expected in ("customer_id c1", "terminal_id k9", "Risk:  0.970", "rcf_score 3.200", "rcf:amount"):
+        assert expected in body, body
