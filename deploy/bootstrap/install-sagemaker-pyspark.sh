@@ -1,13 +1,58 @@
 #!/bin/bash
-# EMR bootstrap action (runs on every node): Python deps of the SageMaker backend and a stable
-# folder with sagemaker-pyspark's jars for spark.driver/executor.extraClassPath.
-# sagemaker_pyspark 1.4.5 pins pyspark==3.3.0, so it must be installed with --no-deps.
+# EMR bootstrap action (runs on every node before the applications start).
+#
+#   Path=s3://YOUR-ARTIFACT-BUCKET/fraud-anomaly/bootstrap/install-sagemaker-pyspark.sh,
+#   Args=[s3://YOUR-ARTIFACT-BUCKET/fraud-anomaly]      (the prefix `make package` output went to)
+#
+# 1. Python 3.11 (EMR 7.x runs Amazon Linux 2023, whose python3 is 3.9; the project needs >= 3.11).
+# 2. The project wheel (dist/*.whl) and its Python dependencies, but not pyspark: EMR's Spark
+#    provides it. sagemaker_pyspark 1.4.5 pins pyspark==3.3.0, so it goes in with --no-deps.
+# 3. A stable folder with only the jars EMR lacks: sagemaker-spark and the SageMaker / SageMaker
+#    Runtime 1.12 SDK jars. The wheel's hadoop-aws-3.3.1 and aws-java-sdk-bundle-1.11.901 are left
+#    out: EMR ships newer ones (and protobuf-java) on its Hadoop classpath.
+# 4. /usr/lib/fraud-anomaly/bin/fraud-submit, the spark-submit wrapper the EMR steps call.
 set -euo pipefail
-sudo python3 -m pip install --quiet 'boto3' 'sagemaker<3'
-sudo python3 -m pip install --quiet --no-deps 'sagemaker_pyspark==1.4.5'
-JAR_DIR=$(python3 -c 'import os, sagemaker_pyspark as s; print(os.path.join(os.path.dirname(s.__file__), "jars"))')
-sudo mkdir -p /usr/lib/fraud-anomaly/jars
-# Only sagemaker-spark itself and the 1.12 SDK service jars: EMR already ships hadoop-aws and a
-# newer AWS SDK bundle; the wheel's hadoop-aws-3.3.1 and sdk-bundle-1.11.901 would shadow them.
+ARTIFACTS="${1:?usage: install-sagemaker-pyspark.sh s3://BUCKET/PREFIX (where dist/ was uploaded)}"
+HOME_DIR=/usr/lib/fraud-anomaly
+PY=/usr/bin/python3.11
+
+sudo dnf install -y -q python3.11 python3.11-pip
+WHEELS=$(mktemp -d)
+aws s3 cp --recursive --quiet --exclude '*' --include '*.whl' "$ARTIFACTS/dist/" "$WHEELS/"
+sudo "$PY" -m pip install --quiet 'boto3>=1.34,<2' 'sagemaker>=2.200,<3' 'pyyaml>=6,<7' 'pandas>=2.2,<3.2' \
+    'pyarrow>=15,<27' 'numpy>=1.26,<2.5' 'numba>=0.60' 'matplotlib>=3.8,<4'
+sudo "$PY" -m pip install --quiet --no-deps "$WHEELS"/*.whl 'sagemaker_pyspark==1.4.5'
+
+JAR_DIR=$("$PY" -c 'import os, sagemaker_pyspark as s; print(os.path.join(os.path.dirname(s.__file__), "jars"))')
+sudo mkdir -p "$HOME_DIR/jars" "$HOME_DIR/bin"
 sudo cp "$JAR_DIR"/sagemaker-spark_*.jar "$JAR_DIR"/aws-java-sdk-sagemaker-*.jar \
-        "$JAR_DIR"/aws-java-sdk-sagemakerruntime-*.jar /usr/lib/fraud-anomaly/jars/
+        "$JAR_DIR"/aws-java-sdk-sagemakerruntime-*.jar "$HOME_DIR/jars/"
+
+sudo tee "$HOME_DIR/bin/fraud-submit" >/dev/null <<'WRAPPER'
+#!/bin/bash
+# fraud-submit JOB CONF_URI [job options ...]
+#   JOB: build_features | train | score | stream | summary | evaluate (a file of the jobs package)
+#   CONF_URI: the config (e.g. s3://.../conf/emr.yaml); shipped with --files, read as --conf <name>
+# Runs spark-submit in cluster mode with Python 3.11 and the SageMaker jars *prepended* to EMR's
+# own extraClassPath (replacing it would drop EMRFS and the AWS SDK). FRAUD_SUBMIT_OPTS adds
+# spark-submit options (e.g. "--conf spark.executor.memory=8g").
+set -euo pipefail
+JOB="${1:?usage: fraud-submit JOB CONF_URI [job options]}"; CONF_URI="${2:?usage: fraud-submit JOB CONF_URI [job options]}"
+shift 2
+PY=/usr/bin/python3.11
+JARS='/usr/lib/fraud-anomaly/jars/*'
+DEFAULTS=/etc/spark/conf/spark-defaults.conf
+emr_value() { awk -v key="$1" '$1 == key {print $2}' "$DEFAULTS"; }
+JOBS_DIR=$("$PY" -c 'import os, jobs; print(os.path.dirname(jobs.__file__))')
+# shellcheck disable=SC2086  # FRAUD_SUBMIT_OPTS is a list of options
+exec spark-submit --deploy-mode cluster \
+  --conf spark.yarn.appMasterEnv.PYSPARK_PYTHON="$PY" \
+  --conf spark.executorEnv.PYSPARK_PYTHON="$PY" \
+  --conf "spark.driver.extraClassPath=$JARS:$(emr_value spark.driver.extraClassPath)" \
+  --conf "spark.executor.extraClassPath=$JARS:$(emr_value spark.executor.extraClassPath)" \
+  --py-files "$JOBS_DIR/_bootstrap.py" \
+  --files "$CONF_URI" \
+  ${FRAUD_SUBMIT_OPTS:-} \
+  "$JOBS_DIR/$JOB.py" --conf "$(basename "$CONF_URI")" "$@"
+WRAPPER
+sudo chmod 755 "$HOME_DIR/bin/fraud-submit"
