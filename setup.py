@@ -5,7 +5,7 @@ setup(
     name="zen-anomaly",
     version="0.1.0",
     description=__doc__,
-    python_requires=">=3.10",
+    python_requires=">=3.11",
     packages=find_packages(include=["runtime", "runtime.*", "features", "features.*", "models", "models.*",
                                     "jobs", "jobs.*"]),
     package_data={"runtime": ["defaults.yaml"]},

@@ -106,8 +106,8 @@ def format_alert(event: Mapping[str, Any], fields: AlertFields, dataset: str) ->
         f"What:  {fields.entity} {event.get(fields.entity)}, event {event.get(fields.key)} at {event.get('event_time')}",
         f"Where: {where}",
         f"Risk:  {_fmt(event.get('risk'))} (rcf_score {_fmt(event.get('rcf_score'))}"
-        f" v{event.get('rcf_version') or '?'}, logistic_score {_fmt(event.get('logistic_score'))}"
-        f" v{event.get('logistic_version') or '?'})",
+        f" model {event.get('rcf_version') or '?'}, logistic_score {_fmt(event.get('logistic_score'))}"
+        f" model {event.get('logistic_version') or '?'})",
         "Why:   " + ("; ".join(str(r) for r in reasons) if reasons else "no reason codes"),
     ]
     if dataset == "transactions" and event.get("amount") is not None:

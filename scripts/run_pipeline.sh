@@ -43,6 +43,9 @@ step "transactions: evaluate" job evaluate $X
 step "transactions: score"    job score $X --last-days 3
 step "transactions: summary"  job summary $X
 
+# Streaming: about a minute of replayed transactions scored as they land, alerts to a local SNS.
+step "stream: replay + score + alerts" env PYTHON="$PYTHON" CONF="$CONF" bash scripts/stream_demo.sh
+
 echo
 echo "=== timings"
 printf '%s\n' "${TIMINGS[@]}"

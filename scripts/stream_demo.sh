@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# A short streaming stage for `make run`: replay transactions into the landing folder for about a
+# minute while the stream job scores them, with SNS alerts going to a local AWS-compatible server
+# (moto), so the whole path runs without a cloud account.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+CONF=${CONF:-conf/local.yaml}
+SECONDS_TO_RUN=${STREAM_SECONDS:-60}
+RATE=${STREAM_RATE:-200}
+PORT=${MOTO_PORT:-$($PYTHON -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+LAKE=$($PYTHON -c "from runtime.config import load_config; print(load_config('$CONF')['storage']['lake'])")
+export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1
+
+mkdir -p "$LAKE"
+$PYTHON -m moto.server -H 127.0.0.1 -p "$PORT" >"$LAKE/moto.log" 2>&1 &
+MOTO=$!
+trap 'kill $MOTO 2>/dev/null || true' EXIT
+for _ in $(seq 50); do
+  $PYTHON -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/moto-api/')" 2>/dev/null && break
+  sleep 0.2
+done
+TOPIC=$($PYTHON - <<PY
+import boto3
+sns = boto3.client("sns", endpoint_url="http://127.0.0.1:$PORT", region_name="us-east-1")
+print(sns.create_topic(Name="zen-anomaly-alerts")["TopicArn"])
+PY
+)
+echo "local SNS topic $TOPIC on port $PORT"
+
+STREAM_ARGS=(--conf "$CONF" --dataset transactions
+  --set "aws.endpoint_url=http://127.0.0.1:$PORT" --set "stream.alerts.topic_arn=$TOPIC")
+rm -rf "$LAKE/landing/transactions" "$LAKE/stream/transactions" "$LAKE/checkpoints/stream/transactions" \
+       "$LAKE/dead_letter/transactions"
+mkdir -p "$LAKE/landing/transactions"
+
+# Replay starts with the stream; the stream stops itself after a little longer than the replay.
+$PYTHON -m jobs replay "${STREAM_ARGS[@]}" --mode landing --rate "$RATE" --batch-size "$RATE" \
+  --limit $((RATE * SECONDS_TO_RUN)) &
+REPLAY=$!
+$PYTHON -m jobs stream "${STREAM_ARGS[@]}" --trigger "5 seconds" --run-seconds $((SECONDS_TO_RUN + 30))
+wait $REPLAY
