@@ -1,0 +1,299 @@
+"""Supervised logistic detector: Imputer -> VectorAssembler -> StandardScaler -> LogisticRegression.
+
+``train_logistic`` does, on a labelled frame with an event time:
+
+1. Time-based validation split: the last ``validation_days`` days are the validation window,
+   the ``delay_days`` before them are dropped (labels of transactions that recent are not known
+   yet when the validation window starts: the feedback delay), the days before that train.
+2. For every ``(regParam, elasticNetParam)`` in the grid: fit on the training part, score the
+   validation window, keep the pair with the highest average precision.
+3. Decision threshold: on the chosen model's validation scores, the lowest threshold whose
+   precision reaches ``target["precision"]`` (most recall at that precision), or the highest
+   threshold whose recall reaches ``target["recall"]``.
+4. Refit with the chosen parameters on the whole frame (or its last ``refit_days`` days); the
+   threshold from step 3 is kept. ``refit=False`` keeps the model of step 2 instead.
+
+Class imbalance: each fit weights rows by ``weightCol`` computed from that fit's own label ratio
+(``"balanced"``: ``n / (2 n_class)``, so both classes carry the same total weight). A list of
+class weights (e.g. ``["balanced", None]``) is searched like the regularisation: the grid is
+their product, chosen by validation average precision.
+
+The detector adds ``logistic_score`` (probability of class 1), ``logistic_flag``
+(``score >= threshold``) and, on request, ``logistic_contributions`` (coefficient x
+standardized value per feature, the basis of reason codes). Scoring is plain Spark column work,
+so it runs on streaming frames too. ``save``/``load`` write a Spark ``PipelineModel`` plus a JSON
+sidecar and work on local paths and ``s3a://`` URIs.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pyspark.ml import Pipeline, PipelineModel
+from pyspark.ml.classification import LogisticRegression, LogisticRegressionModel
+from pyspark.ml.feature import Imputer, StandardScaler, VectorAssembler
+from pyspark.ml.functions import vector_to_array
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from models import evaluation
+from models.registry import join, read_text, write_text
+
+__all__ = ["LogisticDetector", "LogisticError", "fit_pipeline", "time_split", "train_logistic"]
+
+SCORE_COL = "logistic_score"
+FLAG_COL = "logistic_flag"
+CONTRIBUTIONS_COL = "logistic_contributions"
+_WEIGHT = "_lr_weight"
+_RAW_VEC = "_lr_features_raw"
+_VEC = "_lr_features"
+_TEMP = (_RAW_VEC, _VEC, "_lr_raw", "_lr_probability", "_lr_prediction")
+SIDECAR = "detector.json"
+PIPELINE_DIR = "pipeline"
+
+
+class LogisticError(ValueError):
+    """The training frame cannot be used (missing columns, empty split, a single class)."""
+
+
+def _input(col: str) -> str:
+    return f"_lr_in_{col}"
+
+
+def _imputed(col: str) -> str:
+    return f"_lr_imp_{col}"
+
+
+def _with_inputs(df: DataFrame, feature_cols: Sequence[str]) -> DataFrame:
+    """Add the pipeline's inputs: the features as doubles under private names.
+
+    The Imputer wants numbers (booleans become 0/1); the caller's columns stay as they are.
+    """
+    return df.select("*", *[F.col(c).cast("double").alias(_input(c)) for c in feature_cols])
+
+
+def _check_columns(df: DataFrame, cols: Sequence[str]) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise LogisticError(f"missing columns {missing}; the frame has {df.columns}")
+
+
+def _class_weights(df: DataFrame, label_col: str, class_weight: str | float | None) -> tuple[float, float]:
+    """(weight of negatives, weight of positives) for ``class_weight``."""
+    if class_weight is None:
+        return 1.0, 1.0
+    if isinstance(class_weight, (int, float)):
+        return 1.0, float(class_weight)
+    if class_weight != "balanced":
+        raise ValueError(f"class_weight must be 'balanced', a number or None, got {class_weight!r}")
+    n, n_pos = df.agg(F.count("*"), F.sum((F.col(label_col) > 0).cast("int"))).first()
+    n_pos = int(n_pos or 0)
+    if n_pos == 0 or n_pos == n:
+        raise LogisticError(f"training data has a single class ({n_pos} positives of {n} rows)")
+    return n / (2.0 * (n - n_pos)), n / (2.0 * n_pos)
+
+
+def fit_preprocessing(train_df: DataFrame, feature_cols: Sequence[str],
+                      impute_strategy: str = "median") -> PipelineModel:
+    """Fit Imputer -> VectorAssembler -> StandardScaler (output ``_lr_features``) on ``train_df``."""
+    imputed = [_imputed(c) for c in feature_cols]
+    return Pipeline(stages=[
+        Imputer(inputCols=[_input(c) for c in feature_cols], outputCols=imputed, strategy=impute_strategy),
+        VectorAssembler(inputCols=imputed, outputCol=_RAW_VEC, handleInvalid="keep"),
+        StandardScaler(inputCol=_RAW_VEC, outputCol=_VEC, withMean=True, withStd=True),
+    ]).fit(_with_inputs(train_df, feature_cols))
+
+
+def _vectorize(prep: PipelineModel, df: DataFrame, feature_cols: Sequence[str], label_col: str,
+               weights: tuple[float, float] | None = None) -> DataFrame:
+    out = prep.transform(_with_inputs(df, feature_cols))
+    cols = [F.col(_VEC), F.col(label_col)]
+    if weights is not None:
+        cols.append(F.when(F.col(label_col) > 0, F.lit(weights[1])).otherwise(F.lit(weights[0])).alias(_WEIGHT))
+    return out.select(*cols)
+
+
+def _fit_lr(vectors: DataFrame, label_col: str, reg_param: float, elastic_net_param: float,
+            max_iter: int) -> LogisticRegressionModel:
+    # the features are already standardized: LR's own standardization would only rescale the penalty
+    return LogisticRegression(featuresCol=_VEC, labelCol=label_col, weightCol=_WEIGHT, regParam=reg_param,
+                              elasticNetParam=elastic_net_param, maxIter=max_iter, standardization=False,
+                              rawPredictionCol="_lr_raw", probabilityCol="_lr_probability",
+                              predictionCol="_lr_prediction").fit(vectors)
+
+
+def fit_pipeline(train_df: DataFrame, feature_cols: Sequence[str], label_col: str = "label", *,
+                 reg_param: float = 0.0, elastic_net_param: float = 0.0,
+                 class_weight: str | float | None = "balanced", max_iter: int = 100,
+                 impute_strategy: str = "median") -> PipelineModel:
+    """Fit the Imputer -> assembler -> scaler -> weighted LogisticRegression pipeline."""
+    weights = _class_weights(train_df, label_col, class_weight)
+    prep = fit_preprocessing(train_df, feature_cols, impute_strategy)
+    vectors = _vectorize(prep, train_df, feature_cols, label_col, weights)
+    return PipelineModel(stages=[*prep.stages, _fit_lr(vectors, label_col, reg_param, elastic_net_param, max_iter)])
+
+
+def _prepare(df: DataFrame, feature_cols: Sequence[str], label_col: str, time_col: str) -> DataFrame:
+    """The columns training needs, with the label as a double."""
+    return (df.select(*feature_cols, F.col(label_col).cast("double").alias(label_col), time_col)
+            .where(F.col(label_col).isNotNull()))
+
+
+def time_split(df: DataFrame, time_col: str, validation_days: int,
+               delay_days: int) -> tuple[DataFrame, DataFrame, dict[str, str]]:
+    """(training part, validation window, the window's dates) of ``df`` by the day of ``time_col``."""
+    first, last = df.agg(F.min(F.to_date(F.col(time_col))), F.max(F.to_date(F.col(time_col)))).first()
+    if last is None:
+        raise LogisticError("the training frame is empty")
+    valid_start = last - _dt.timedelta(days=validation_days - 1)
+    train_end = valid_start - _dt.timedelta(days=delay_days + 1)
+    if train_end < first:
+        raise LogisticError(
+            f"{first}..{last} is too short for {validation_days} validation days after a "
+            f"{delay_days}-day delay: nothing is left to train on")
+    day = F.to_date(F.col(time_col))
+    window = {"train_from": str(first), "train_to": str(train_end),
+              "validation_from": str(valid_start), "validation_to": str(last)}
+    return df.where(day <= F.lit(train_end)), df.where(day >= F.lit(valid_start)), window
+
+
+@dataclass
+class LogisticDetector:
+    """A fitted logistic pipeline with its decision threshold and how both were chosen."""
+
+    pipeline: PipelineModel
+    feature_cols: list[str]
+    threshold: float
+    label_col: str = "label"
+    time_col: str = "event_time"
+    params: dict[str, Any] = field(default_factory=dict)
+    validation: dict[str, Any] = field(default_factory=dict)
+
+    kind = "logistic"
+
+    @property
+    def _lr(self):
+        return self.pipeline.stages[-1]
+
+    def coefficients(self) -> dict[str, float]:
+        """Coefficient per feature, on the standardized scale (comparable across features)."""
+        return dict(zip(self.feature_cols, self._lr.coefficients.toArray().tolist(), strict=True))
+
+    @property
+    def intercept(self) -> float:
+        return float(self._lr.intercept)
+
+    def transform(self, df: DataFrame, *, score_col: str = SCORE_COL, flag_col: str = FLAG_COL,
+                  contributions_col: str | None = None) -> DataFrame:
+        """``df`` plus the score, the flag and optionally per-feature contributions."""
+        _check_columns(df, self.feature_cols)
+        scored = self.pipeline.transform(_with_inputs(df, self.feature_cols))
+        scored = scored.withColumn(score_col, vector_to_array(F.col("_lr_probability"))[1])
+        scored = scored.withColumn(flag_col, F.col(score_col) >= F.lit(self.threshold))
+        if contributions_col:
+            coefs = F.array(*[F.lit(float(v)) for v in self.coefficients().values()])
+            scored = scored.withColumn(contributions_col,
+                                       F.zip_with(vector_to_array(F.col(_VEC)), coefs, lambda x, w: x * w))
+        return scored.drop(*_TEMP, *[_input(c) for c in self.feature_cols],
+                           *[_imputed(c) for c in self.feature_cols])
+
+    # ------------------------------------------------------------------------- persistence
+    def _sidecar(self) -> dict[str, Any]:
+        return {"kind": self.kind, "feature_cols": self.feature_cols, "threshold": self.threshold,
+                "label_col": self.label_col, "time_col": self.time_col, "params": self.params,
+                "validation": self.validation, "format": 1}
+
+    def save(self, path: str) -> None:
+        """Write the PipelineModel to ``<path>/pipeline`` and the rest to ``<path>/detector.json``."""
+        self.pipeline.write().overwrite().save(join(path, PIPELINE_DIR))
+        write_text(join(path, SIDECAR), json.dumps(_json_safe(self._sidecar()), indent=2, sort_keys=True))
+
+    @classmethod
+    def load(cls, path: str) -> LogisticDetector:
+        meta = json.loads(read_text(join(path, SIDECAR)))
+        return cls(pipeline=PipelineModel.load(join(path, PIPELINE_DIR)), feature_cols=meta["feature_cols"],
+                   threshold=float(meta["threshold"]), label_col=meta["label_col"], time_col=meta["time_col"],
+                   params=meta.get("params", {}), validation=meta.get("validation", {}))
+
+
+def _json_safe(value: Any) -> Any:
+    from models.registry import _json_safe as safe
+
+    return safe(value)
+
+
+def train_logistic(train_df: DataFrame, *, feature_cols: Sequence[str], label_col: str = "label",
+                   time_col: str = "event_time", reg_params: Sequence[float] = (0.0, 1e-4, 1e-3, 1e-2),
+                   elastic_net_params: Sequence[float] = (0.0,), validation_days: int = 7,
+                   delay_days: int = 7, target: dict[str, float] | None = None,
+                   class_weight: str | float | Sequence[str | float | None] | None = "balanced", max_iter: int = 100,
+                   refit: bool = True, refit_days: int | None = None,
+                   log=None) -> LogisticDetector:
+    """Choose regularisation and threshold on a time-based validation window, then fit (see the
+    module docstring). ``target`` is ``{"precision": p}`` or ``{"recall": r}`` (default precision
+    0.8). ``log`` is an optional ``print``-like callable for progress.
+    """
+    target = dict(target or {"precision": 0.8})
+    feature_cols = list(feature_cols)
+    _check_columns(train_df, [*feature_cols, label_col, time_col])
+    say = log or (lambda *_: None)
+    data = _prepare(train_df, feature_cols, label_col, time_col).persist()
+    fit_vec = valid_vec = None
+    try:
+        fit_part, valid_part, window = time_split(data, time_col, validation_days, delay_days)
+        # the preprocessing does not depend on the grid: fit it once, cache the vectors
+        prep = fit_preprocessing(fit_part, feature_cols)
+        fit_vec = _vectorize(prep, fit_part, feature_cols, label_col).persist()
+        valid_vec = _vectorize(prep, valid_part, feature_cols, label_col).persist()
+        class_weights = list(class_weight) if isinstance(class_weight, (list, tuple)) else [class_weight]
+        grid = [(float(r), float(e), cw) for cw in class_weights for r in reg_params for e in elastic_net_params]
+        if not grid:
+            raise ValueError("reg_params and elastic_net_params must not be empty")
+        selection = []
+        best = None
+        weights_of: dict[str, tuple[float, float]] = {}
+        for reg, enet, cw in grid:
+            started = time.perf_counter()
+            w_neg, w_pos = weights_of.setdefault(str(cw), _class_weights(fit_vec, label_col, cw))
+            weighted = fit_vec.withColumn(
+                _WEIGHT, F.when(F.col(label_col) > 0, F.lit(w_pos)).otherwise(F.lit(w_neg)))
+            lr = _fit_lr(weighted, label_col, reg, enet, max_iter)
+            scored = lr.transform(valid_vec).select(
+                vector_to_array(F.col("_lr_probability"))[1].alias(SCORE_COL), label_col)
+            table = evaluation.score_table(scored, SCORE_COL, label_col)
+            ap, auc = evaluation.average_precision(table), evaluation.auc_roc(table)
+            selection.append({"reg_param": reg, "elastic_net_param": enet, "class_weight": cw,
+                              "average_precision": ap,
+                              "auc_roc": auc, "iterations": lr.summary.totalIterations})
+            say(f"regParam={reg:g} elasticNet={enet:g} classWeight={cw}: validation AP {ap:.4f} AUC {auc:.4f} "
+                f"({lr.summary.totalIterations} iterations, {time.perf_counter() - started:.1f} s)")
+            if best is None or ap > best[0]:
+                best = (ap, reg, enet, cw, PipelineModel(stages=[*prep.stages, lr]), table)
+        if best is None or best[0] != best[0]:  # NaN: no positives in the validation window
+            raise LogisticError(f"the validation window {window['validation_from']}..{window['validation_to']} "
+                                "has no positive labels")
+        ap, reg, enet, cw, model, table = best
+        chosen = evaluation.threshold_for_target(table, target)
+        say(f"chosen regParam={reg:g} elasticNet={enet:g} classWeight={cw}; threshold {chosen['threshold']:.4f} gives "
+            f"precision {chosen['precision']:.3f} recall {chosen['recall']:.3f} on validation")
+        if refit:
+            refit_df = data
+            if refit_days is not None:
+                last = _dt.date.fromisoformat(window["validation_to"])
+                refit_df = data.where(F.to_date(F.col(time_col)) > F.lit(last - _dt.timedelta(days=refit_days)))
+            model = fit_pipeline(refit_df, feature_cols, label_col, reg_param=reg, elastic_net_param=enet,
+                                 class_weight=cw, max_iter=max_iter)
+        params = {"reg_param": reg, "elastic_net_param": enet, "class_weight": cw,
+                  "max_iter": max_iter, "validation_days": validation_days, "delay_days": delay_days,
+                  "target": target, "refit": refit, "refit_days": refit_days}
+        validation = {**window, "average_precision": ap, "auc_roc": evaluation.auc_roc(table),
+                      "threshold_choice": chosen, "selection": selection}
+        return LogisticDetector(model, feature_cols, chosen["threshold"], label_col, time_col, params, validation)
+    finally:
+        for cached in (data, fit_vec, valid_vec):
+            if cached is not None:
+                cached.unpersist()

@@ -1,0 +1,263 @@
+"""Model registry: versioned model folders under one root (a local folder or an ``s3a://`` URI).
+
+Layout::
+
+    <root>/<kind>/v0001/model/         artifacts written by the model's own ``save(path)``
+    <root>/<kind>/v0001/version.json   {"kind", "version", "created", "params", "data_window",
+                                        "metrics", "metric", "path", ...}
+    <root>/<kind>/champion.json        {"version": "v0001", "metric": ..., "value": ..., "updated"}
+
+``register`` writes ``version.json`` last, so a folder without it is an unfinished write and is
+ignored by ``versions``. The champion moves to the new version when it is not worse than the
+current champion on ``metric`` by more than ``tolerance`` (``new >= champion - tolerance`` when
+higher is better). There is no locking: two concurrent ``register`` calls for the same kind may
+pick the same version number, so run training jobs for one kind one at a time.
+
+Paths with a scheme (``s3a://``, ``file://``, ``hdfs://``) go through Hadoop's FileSystem of the
+active SparkSession; plain paths use the local file system (no Spark needed).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "RegistryError",
+    "champion",
+    "exists",
+    "join",
+    "load_version",
+    "read_text",
+    "register",
+    "register_loader",
+    "version_info",
+    "versions",
+    "write_text",
+]
+
+_VERSION_RE = re.compile(r"^v(\d+)$")
+VERSION_FILE = "version.json"
+CHAMPION_FILE = "champion.json"
+MODEL_DIR = "model"
+
+
+class RegistryError(RuntimeError):
+    """The registry has no such kind/version, or a version folder is unreadable."""
+
+
+# ----------------------------------------------------------------------------- storage helpers
+
+def _has_scheme(path: str) -> bool:
+    return "://" in str(path)
+
+
+def join(base: str, *parts: str) -> str:
+    """Join path parts with '/' (URIs) or the OS separator (local paths)."""
+    if _has_scheme(base):
+        return "/".join([str(base).rstrip("/"), *[p.strip("/") for p in parts]])
+    return str(Path(base, *parts))
+
+
+def _hadoop(path: str):
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.getActiveSession()
+    if spark is None:
+        raise RegistryError(f"a SparkSession is needed to reach {path}")
+    jvm = spark.sparkContext._jvm
+    hpath = jvm.org.apache.hadoop.fs.Path(path)
+    return jvm, hpath, hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+
+
+def write_text(path: str, text: str) -> None:
+    """Write (overwrite) a small text file, creating parent folders."""
+    if not _has_scheme(path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(f"{path}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)  # atomic on one file system: readers never see half a pointer
+        return
+    _, hpath, fs = _hadoop(path)
+    out = fs.create(hpath, True)
+    try:
+        out.write(bytearray(text.encode("utf-8")))
+    finally:
+        out.close()
+
+
+def read_text(path: str) -> str:
+    if not _has_scheme(path):
+        return Path(path).read_text(encoding="utf-8")
+    jvm, hpath, fs = _hadoop(path)
+    stream = fs.open(hpath)
+    try:
+        return jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+    finally:
+        stream.close()
+
+
+def exists(path: str) -> bool:
+    if not _has_scheme(path):
+        return Path(path).exists()
+    _, hpath, fs = _hadoop(path)
+    return bool(fs.exists(hpath))
+
+
+def _list_dirs(path: str) -> list[str]:
+    if not _has_scheme(path):
+        p = Path(path)
+        return sorted(c.name for c in p.iterdir() if c.is_dir()) if p.is_dir() else []
+    _, hpath, fs = _hadoop(path)
+    if not fs.exists(hpath):
+        return []
+    return sorted(s.getPath().getName() for s in fs.listStatus(hpath) if s.isDirectory())
+
+
+# ------------------------------------------------------------------------------------ registry
+
+def _json_safe(value: Any) -> Any:
+    """NaN/inf are not JSON: store them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return _json_safe(value.item())
+    return value
+
+
+def _dumps(data: Mapping) -> str:
+    return json.dumps(_json_safe(data), indent=2, sort_keys=True, default=str)
+
+
+def versions(root: str, kind: str) -> list[dict[str, Any]]:
+    """Every complete version of ``kind`` (its ``version.json``), oldest first."""
+    out = []
+    for name in _list_dirs(join(root, kind)):
+        if _VERSION_RE.match(name) and exists(join(root, kind, name, VERSION_FILE)):
+            out.append(json.loads(read_text(join(root, kind, name, VERSION_FILE))))
+    return sorted(out, key=lambda info: int(_VERSION_RE.match(info["version"]).group(1)))
+
+
+def version_info(root: str, kind: str, version: str) -> dict[str, Any]:
+    path = join(root, kind, version, VERSION_FILE)
+    if not exists(path):
+        raise RegistryError(f"no version {version} of '{kind}' under {root}")
+    return json.loads(read_text(path))
+
+
+def champion(root: str, kind: str) -> dict[str, Any] | None:
+    """The champion's ``version.json`` (plus ``champion`` with the pointer), or None."""
+    pointer_path = join(root, kind, CHAMPION_FILE)
+    if not exists(pointer_path):
+        return None
+    pointer = json.loads(read_text(pointer_path))
+    info = version_info(root, kind, pointer["version"])
+    info["champion"] = pointer
+    return info
+
+
+def _next_version(root: str, kind: str) -> str:
+    numbers = [int(m.group(1)) for m in map(_VERSION_RE.match, _list_dirs(join(root, kind))) if m]
+    return f"v{max(numbers, default=0) + 1:04d}"
+
+
+def _is_not_worse(new: float | None, old: float | None, tolerance: float,
+                  higher_is_better: bool) -> bool:
+    if new is None or (isinstance(new, float) and math.isnan(new)):
+        return old is None or (isinstance(old, float) and math.isnan(old))
+    if old is None or (isinstance(old, float) and math.isnan(old)):
+        return True
+    return new >= old - tolerance if higher_is_better else new <= old + tolerance
+
+
+def register(root: str, kind: str, model: Any, *, metrics: Mapping[str, Any],
+             params: Mapping[str, Any] | None = None, data_window: Mapping[str, Any] | None = None,
+             metric: str = "average_precision", tolerance: float = 0.0, higher_is_better: bool = True,
+             extra: Mapping[str, Any] | None = None,
+             save: Callable[[Any, str], None] | None = None) -> dict[str, Any]:
+    """Write ``model`` as a new version of ``kind`` and move the champion if it is not worse.
+
+    ``model`` is saved with ``save(model, path)`` or else ``model.save(path)`` into
+    ``<version>/model``. ``metrics`` must hold ``metric``. Returns the new ``version.json``
+    contents with ``promoted`` (bool) and ``previous_champion`` (version or None).
+    """
+    if metric not in metrics:
+        raise RegistryError(f"metrics lack the registry metric '{metric}' (have {sorted(metrics)})")
+    version = _next_version(root, kind)
+    model_path = join(root, kind, version, MODEL_DIR)
+    if save is not None:
+        save(model, model_path)
+    else:
+        model.save(model_path)
+    current = champion(root, kind)
+    new_value = metrics[metric]
+    old_value = None if current is None else current.get("metrics", {}).get(metric)
+    promoted = current is None or _is_not_worse(new_value, old_value, tolerance, higher_is_better)
+    info = {
+        "kind": kind,
+        "version": version,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model_path": model_path,
+        "params": dict(params or {}),
+        "data_window": dict(data_window or {}),
+        "metrics": dict(metrics),
+        "metric": metric,
+        "tolerance": tolerance,
+        "higher_is_better": higher_is_better,
+        "champion_at_registration": None if current is None else current["version"],
+        **dict(extra or {}),
+    }
+    write_text(join(root, kind, version, VERSION_FILE), _dumps(info))
+    if promoted:
+        write_text(join(root, kind, CHAMPION_FILE), _dumps({
+            "version": version, "metric": metric, "value": new_value,
+            "updated": info["created"], "previous": info["champion_at_registration"],
+        }))
+    return {**json.loads(_dumps(info)), "promoted": promoted,
+            "previous_champion": info["champion_at_registration"]}
+
+
+# ------------------------------------------------------------------------------------- loading
+
+_LOADERS: dict[str, Callable[[str], Any]] = {}
+
+
+def register_loader(kind: str, loader: Callable[[str], Any]) -> None:
+    """Tell ``load_version`` how to load models of ``kind`` from their artifact folder."""
+    _LOADERS[kind] = loader
+
+
+def _default_loader(kind: str) -> Callable[[str], Any]:
+    if kind in _LOADERS:
+        return _LOADERS[kind]
+    if kind == "logistic":
+        from models.logistic import LogisticDetector
+
+        return LogisticDetector.load
+    if kind == "rcf":
+        from models.rcf import RandomCutForestModel
+
+        return RandomCutForestModel.load
+    raise RegistryError(f"no loader for model kind '{kind}': call register_loader('{kind}', fn)")
+
+
+def load_version(root: str, kind: str, version: str | None = None,
+                 loader: Callable[[str], Any] | None = None) -> tuple:
+    """``(model, version_info)`` for ``version`` of ``kind``, the champion when None."""
+    if version is None:
+        info = champion(root, kind)
+        if info is None:
+            raise RegistryError(f"'{kind}' has no champion under {root}")
+    else:
+        info = version_info(root, kind, version)
+    load = loader or _default_loader(kind)
+    return load(join(root, kind, info["version"], MODEL_DIR)), info
