@@ -28,7 +28,17 @@ evenly, a simplification of the library's counterfactual "shadow box".
 
 Input design (Spark): ``featuresCol`` is one column holding a ``pyspark.ml.linalg`` Vector (what
 ``VectorAssembler`` produces) or an ``array<numeric>``; build it with ``VectorAssembler`` from
-numeric columns. Rows whose features are null or not finite get a null score.
+numeric columns. Rows whose features are null, of the wrong length or not finite get a null
+score. ``transform`` hands the scoring UDF one double column per feature (``features[j]``),
+so Arrow delivers contiguous float64 arrays that are copied column by column into the matrix
+(no per-row Python work); ``featuresCol`` is still the one public input.
+
+Scoring cost: a row goes down each tree (trees are the outer loop, so one tree's nodes stay in
+cache; rows descend in lock-step groups of 8 to overlap memory latency), then back up only
+until the first ancestor whose box contains it. Each node's box is stored as one contiguous
+``[mins, maxes]`` row next to its precomputed sum of sides, so an ancestor costs the query's
+gaps and one division. ``score`` runs a kernel without the attribution bookkeeping;
+``score_and_attribution`` returns bit-for-bit the same scores.
 
 Scoring is compiled with numba when it is importable (it is a dependency of the project); without
 numba the same kernels run as plain Python, correct but about 100 times slower.
@@ -200,102 +210,158 @@ def _build_tree(points, uniforms, first, cut_dim, cut_val, left, right, mass, bo
     return count, max_depth
 
 
-@_njit
-def _score_kernel(X, roots, tree_mass, cut_dim, cut_val, left, mass, box_min, box_max,
-                  max_depth, want_attr):
-    """Mean over trees of the normalised AnomalyScoreVisitor score (and DiVector attribution).
+_GROUP = 8  # rows that go down a tree in lock step
 
-    Rows go down each tree in groups of 8 in lock step: the descents are independent
-    chains of loads, and interleaving them lets the CPU overlap their memory latency. Children
-    are adjacent (right = left + 1), so a step is a branch-free ``left + (x > cut)``.
+
+@_njit
+def _descend_group(X, r0, gn, root, cut_dim, cut_val, left, path, nodes, dims, depths):
+    """Send rows ``r0 .. r0 + gn`` down one tree in lock step, recording their paths.
+
+    The descents are independent chains of dependent loads; interleaving them lets the CPU
+    overlap their memory latency. Children are adjacent (right = left + 1), so a step is a
+    branch-free ``left + (x > cut)``.
     """
-    group = 8
+    for g in range(gn):
+        nodes[g] = root
+        dims[g] = cut_dim[root]
+        depths[g] = 0
+    active = gn
+    while active > 0:
+        active = 0
+        for g in range(gn):
+            cd = dims[g]
+            if cd >= 0:
+                nd = nodes[g]
+                path[g, depths[g]] = nd
+                nd = left[nd] + (X[r0 + g, cd] > cut_val[nd])
+                nodes[g] = nd
+                dims[g] = cut_dim[nd]
+                depths[g] += 1
+                active += 1
+
+
+@_njit
+def _score_kernel(X, roots, tree_mass, cut_dim, cut_val, left, mass, box, side_sum, max_depth):
+    """Mean over trees of the normalised AnomalyScoreVisitor score.
+
+    ``box[i]`` is node ``i``'s bounding box as ``[min_0 .. min_{d-1}, max_0 .. max_{d-1}]``
+    (one contiguous row, so the upward pass touches one or two cache lines per node) and
+    ``side_sum[i]`` the sum of its sides, so the separation probability of an ancestor costs
+    only the gaps of the query: ``p = gap / (side_sum + gap)``. Trees are the outer loop (one
+    tree's nodes stay in cache while all rows go through it).
+    """
+    group = _GROUP
     n, d = X.shape
     n_trees = roots.shape[0]
     scores = np.zeros(n)
-    if want_attr:
-        attr = np.zeros((n, d))
-    else:
-        attr = np.zeros((1, d))
     path = np.empty((group, max_depth + 1), np.int64)
     nodes = np.empty(group, np.int64)
     dims = np.empty(group, np.int64)
     depths = np.empty(group, np.int64)
-    a = np.zeros(d)
     inv_ln2 = 1.0 / math.log(2.0)
+    unseen = np.empty(max_depth + 2)  # scoreUnseen(k) = 1 / (k + 1)
+    for k in range(max_depth + 2):
+        unseen[k] = 1.0 / (k + 1.0)
     for t in range(n_trees):
         big_m = tree_mass[t]
         norm = math.log(big_m + 1.0) * inv_ln2
         root = roots[t]
         for r0 in range(0, n, group):
             gn = min(group, n - r0)
-            for g in range(gn):
-                nodes[g] = root
-                dims[g] = cut_dim[root]
-                depths[g] = 0
-            active = gn
-            while active > 0:
-                active = 0
-                for g in range(gn):
-                    cd = dims[g]
-                    if cd >= 0:
-                        nd = nodes[g]
-                        path[g, depths[g]] = nd
-                        nd = left[nd] + (X[r0 + g, cd] > cut_val[nd])
-                        nodes[g] = nd
-                        dims[g] = cut_dim[nd]
-                        depths[g] += 1
-                        active += 1
+            _descend_group(X, r0, gn, root, cut_dim, cut_val, left, path, nodes, dims, depths)
             for g in range(gn):
                 r = r0 + g
                 node = nodes[g]
                 depth = depths[g]
                 dist = 0.0  # L1 distance to the leaf point (a leaf's box is its point)
                 for j in range(d):
-                    dist += abs(X[r, j] - box_min[node, j])
+                    dist += abs(X[r, j] - box[node, j])
                 if dist == 0.0:
                     # seen: damp * scoreSeen, and every box above contains the point
                     m = mass[node]
                     s = (1.0 - m / (2.0 * big_m)) / (depth + math.log(m + 1.0) * inv_ln2)
-                    if want_attr:
-                        for j in range(d):
-                            a[j] = s / d
                 else:
-                    s = 1.0 / (depth + 1.0)
-                    if want_attr:
-                        for j in range(d):
-                            a[j] = s * abs(X[r, j] - box_min[node, j]) / dist
+                    s = unseen[depth]
                     for k in range(depth - 1, -1, -1):
                         nd = path[g, k]
-                        sum_new = 0.0
                         sum_gap = 0.0
                         for j in range(d):
                             x = X[r, j]
-                            lo = box_min[nd, j]
-                            hi = box_max[nd, j]
-                            gap = max(x - hi, 0.0) + max(lo - x, 0.0)
-                            sum_gap += gap
-                            sum_new += hi - lo + gap
+                            sum_gap += max(x - box[nd, d + j], 0.0) + max(box[nd, j] - x, 0.0)
                         if sum_gap <= 0.0:
-                            break
-                        p = sum_gap / sum_new
-                        unseen = 1.0 / (k + 1.0)
-                        s = p * unseen + (1.0 - p) * s
-                        if want_attr:
-                            for j in range(d):
-                                x = X[r, j]
-                                gap = max(x - box_max[nd, j], 0.0) + max(box_min[nd, j] - x, 0.0)
-                                a[j] = gap / sum_new * unseen + (1.0 - p) * a[j]
+                            break  # inside this box, hence inside every box above
+                        p = sum_gap / (side_sum[nd] + sum_gap)
+                        s = s + p * (unseen[k] - s)
                 scores[r] += s * norm
-                if want_attr:
-                    for j in range(d):
-                        attr[r, j] += a[j] * norm
     for r in range(n):
         scores[r] /= n_trees
-    if want_attr:
-        for r in range(n):
-            for j in range(d):
-                attr[r, j] /= n_trees
+    return scores
+
+
+@_njit
+def _attr_kernel(X, roots, tree_mass, cut_dim, cut_val, left, mass, box, side_sum, max_depth):
+    """Scores (bit for bit those of ``_score_kernel``) and the DiVector attribution."""
+    group = _GROUP
+    n, d = X.shape
+    n_trees = roots.shape[0]
+    scores = np.zeros(n)
+    attr = np.zeros((n, d))
+    path = np.empty((group, max_depth + 1), np.int64)
+    nodes = np.empty(group, np.int64)
+    dims = np.empty(group, np.int64)
+    depths = np.empty(group, np.int64)
+    a = np.zeros(d)
+    gaps = np.zeros(d)
+    inv_ln2 = 1.0 / math.log(2.0)
+    unseen = np.empty(max_depth + 2)
+    for k in range(max_depth + 2):
+        unseen[k] = 1.0 / (k + 1.0)
+    for t in range(n_trees):
+        big_m = tree_mass[t]
+        norm = math.log(big_m + 1.0) * inv_ln2
+        root = roots[t]
+        for r0 in range(0, n, group):
+            gn = min(group, n - r0)
+            _descend_group(X, r0, gn, root, cut_dim, cut_val, left, path, nodes, dims, depths)
+            for g in range(gn):
+                r = r0 + g
+                node = nodes[g]
+                depth = depths[g]
+                dist = 0.0
+                for j in range(d):
+                    dist += abs(X[r, j] - box[node, j])
+                if dist == 0.0:
+                    m = mass[node]
+                    s = (1.0 - m / (2.0 * big_m)) / (depth + math.log(m + 1.0) * inv_ln2)
+                    for j in range(d):
+                        a[j] = s / d
+                else:
+                    s = unseen[depth]
+                    for j in range(d):
+                        a[j] = s * abs(X[r, j] - box[node, j]) / dist
+                    for k in range(depth - 1, -1, -1):
+                        nd = path[g, k]
+                        sum_gap = 0.0
+                        for j in range(d):
+                            x = X[r, j]
+                            gaps[j] = max(x - box[nd, d + j], 0.0) + max(box[nd, j] - x, 0.0)
+                            sum_gap += gaps[j]
+                        if sum_gap <= 0.0:
+                            break
+                        sum_new = side_sum[nd] + sum_gap
+                        p = sum_gap / sum_new
+                        u = unseen[k]
+                        s = s + p * (u - s)
+                        q = 1.0 - p
+                        for j in range(d):
+                            a[j] = gaps[j] / sum_new * u + q * a[j]
+                scores[r] += s * norm
+                for j in range(d):
+                    attr[r, j] += a[j] * norm
+    for r in range(n):
+        scores[r] /= n_trees
+        for j in range(d):
+            attr[r, j] /= n_trees
     return scores, attr
 
 
@@ -328,6 +394,9 @@ class Forest:
         self.box_min = np.ascontiguousarray(box_min, dtype=np.float64)
         self.box_max = np.ascontiguousarray(box_max, dtype=np.float64)
         self.max_depth = int(max_depth)
+        # derived scoring layout: one contiguous [mins, maxes] row per node, and its side sum
+        self._box = np.ascontiguousarray(np.hstack([self.box_min, self.box_max]))
+        self._side_sum = (self.box_max - self.box_min).sum(axis=1)
         internal = self.cut_dim >= 0
         if not np.array_equal(self.right[internal], self.left[internal] + 1):
             raise ValueError("forest arrays are inconsistent: children must be adjacent")
@@ -430,12 +499,15 @@ class Forest:
         ok = np.isfinite(X).all(axis=1)
         if ok.any():
             Xo = X if ok.all() else X[ok]
-            s, a = _score_kernel(np.ascontiguousarray(Xo), self.roots, self.tree_mass,
-                                 self.cut_dim, self.cut_val, self.left, self.mass,
-                                 self.box_min, self.box_max, self.max_depth, want_attr)
-            scores[ok] = s
+            args = (np.ascontiguousarray(Xo), self.roots, self.tree_mass, self.cut_dim,
+                    self.cut_val, self.left, self.mass, self._box, self._side_sum,
+                    self.max_depth)
             if want_attr:
+                s, a = _attr_kernel(*args)
                 attr[ok] = a
+            else:
+                s = _score_kernel(*args)
+            scores[ok] = s
         return scores, attr
 
     # ---- persistence --------------------------------------------------------------------------
@@ -739,25 +811,32 @@ class RandomCutForestModel(Model, _RandomCutForestParams, MLReadable, MLWritable
         attr_col = self.getAttributionCol()
         pred_col = self.getPredictionCol()
 
+        # One double column per feature: Arrow hands each to the UDF as a contiguous float64
+        # array (nulls as NaN), much cheaper than a column of arrays. Arrays of the wrong
+        # length become null first, so they score null as before.
+        width = forest.num_features
+        arr = F.when(F.size(feats) == width, feats)
+        feat_cols = [arr.getItem(j) for j in range(width)]
+
         if attr_col:
             out_type = StructType([StructField("score", DoubleType()),
                                    StructField("attribution", ArrayType(DoubleType()))])
 
             @pandas_udf(out_type)  # type: ignore[call-overload]
-            def _rcf_score_attr(col):  # pragma: no cover - runs on executors
-                return _score_series(bc.value, col, True)
+            def _rcf_score_attr(*cols):  # pragma: no cover - runs on executors
+                return _score_columns(bc.value, cols, True)
 
             tmp = "__rcf_" + self.uid
-            out_df = (dataset.withColumn(tmp, _rcf_score_attr(feats))
+            out_df = (dataset.withColumn(tmp, _rcf_score_attr(*feat_cols))
                       .withColumn(score_col, F.col(tmp)["score"])
                       .withColumn(attr_col, F.col(tmp)["attribution"])
                       .drop(tmp))
         else:
             @pandas_udf(DoubleType())  # type: ignore[call-overload]
-            def _rcf_score(col):  # pragma: no cover - runs on executors
-                return _score_series(bc.value, col, False)
+            def _rcf_score(*cols):  # pragma: no cover - runs on executors
+                return _score_columns(bc.value, cols, False)
 
-            out_df = dataset.withColumn(score_col, _rcf_score(feats))
+            out_df = dataset.withColumn(score_col, _rcf_score(*feat_cols))
         if pred_col and self._threshold is not None:
             out_df = out_df.withColumn(pred_col, F.col(score_col) > F.lit(self._threshold))
         return out_df
@@ -816,15 +895,23 @@ def _collect_matrix(df: Any, col_name: str) -> np.ndarray:
 
 
 def _series_to_matrix(col: Any, width: int) -> Tuple[np.ndarray, np.ndarray]:
-    """(matrix, valid mask) from a pandas Series of arrays (None for null rows)."""
+    """(matrix, valid mask) from a pandas Series of arrays (None for null rows).
+
+    Arrow hands an ``array<double>`` column to the UDF as an object Series of float64 numpy
+    arrays; the valid ones are stacked into one contiguous matrix in a single ``np.stack``
+    (no per-row copy into the matrix). Rows of the wrong length count as null.
+    """
     n = len(col)
     X = np.full((n, width), np.nan)
-    valid = np.zeros(n, dtype=bool)
+    if n == 0:
+        return X, np.zeros(0, dtype=bool)
     values = col.to_numpy(dtype=object)
-    for i, v in enumerate(values):
-        if v is not None and len(v) == width:
-            X[i] = v
-            valid[i] = True
+    valid = np.fromiter((v is not None and len(v) == width for v in values), dtype=bool,
+                        count=n)
+    if valid.all():
+        X = np.stack(values).astype(np.float64, copy=False).reshape(n, width)
+    elif valid.any():
+        X[valid] = np.stack(values[valid])
     return X, valid
 
 
@@ -840,14 +927,30 @@ def _forest_from_arrays_cached(arrays: Dict[str, np.ndarray]) -> Forest:
     return forest
 
 
-def _score_series(arrays: Dict[str, np.ndarray], col: Any, want_attr: bool) -> Any:
-    import pandas as pd
+def _score_columns(arrays: Dict[str, np.ndarray], cols: Sequence[Any], want_attr: bool) -> Any:
+    """Score a batch given as one pandas Series of doubles per feature (null = NaN)."""
+    forest = _forest_from_arrays_cached(arrays)
+    X = np.empty((len(cols[0]), len(cols)))
+    for j, c in enumerate(cols):
+        X[:, j] = c.to_numpy(dtype=np.float64, na_value=np.nan)
+    return _score_matrix(forest, X, want_attr)
 
+
+def _score_series(arrays: Dict[str, np.ndarray], col: Any, want_attr: bool) -> Any:
+    """Score a batch given as one pandas Series of arrays (None for null rows)."""
     forest = _forest_from_arrays_cached(arrays)
     X, _ = _series_to_matrix(col, forest.num_features)
+    return _score_matrix(forest, X, want_attr)
+
+
+def _score_matrix(forest: Forest, X: np.ndarray, want_attr: bool) -> Any:
+    import pandas as pd
+
     if want_attr:
         scores, attr = forest.score_and_attribution(X)
-        attr_list = [None if np.isnan(s) else a for s, a in zip(scores, attr)]
+        attr_list = list(attr)
+        for i in np.flatnonzero(np.isnan(scores)):
+            attr_list[i] = None
         return pd.DataFrame({"score": pd.Series(scores).where(~np.isnan(scores), None),
                              "attribution": attr_list})
     scores = forest.score(X)

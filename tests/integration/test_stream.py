@@ -58,7 +58,8 @@ def deterministic_scorer(config):
                 .withColumn("rcf_score", F.col("amount_vs_customer_avg_30d"))
                 .withColumn("logistic_score", F.col("terminal_risk_7d"))
                 .withColumn("risk", risk)
-                .withColumn("is_anomaly", risk >= 0.8)
+                # large amounts too, so every micro-batch has anomalies to alert on
+                .withColumn("is_anomaly", (risk >= 0.8) | (F.col("amount") > 250))
                 .withColumn("reasons", F.array(F.lit("amount above the customer's 30-day mean")))
                 .withColumn("rcf_version", F.lit("test-rcf"))
                 .withColumn("logistic_version", F.lit("test-logistic")))
@@ -181,6 +182,8 @@ def test_stream_scores_every_event_once_across_kills_and_alerts_once(tmp_path, m
                            {"ZEN_STREAM_KILL_AT": f"after-alerts:{next_batch}"})
     assert code == -signal.SIGKILL, out[-3000:]
     assert (ckpt / "sink_commits" / str(next_batch)).exists() and next_batch not in committed()
+    # the killed batch had published alerts, so step 3 really tests that they are not sent again
+    assert list((ckpt / "alerts_sent" / str(next_batch)).glob("*.json")), "the killed batch sent no alerts"
     # 3. a clean run to the end: batch next_batch is re-run by Spark, its rows and alerts are not repeated
     code, out = run_stream(stream_cmd(tmp_path, moto_endpoint, topic, "available-now"))
     assert code == 0, out[-3000:]

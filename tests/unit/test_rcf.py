@@ -1,4 +1,9 @@
-"""Unit tests for the Random Cut Forest core (numpy) and its Spark ML Estimator/Model."""
+"""Unit tests for the Random Cut Forest core (numpy) and its Spark ML Estimator/Model.
+
+Kept cheap on purpose: fitted forests and the fitted Spark model are shared through
+module-scoped fixtures, and the (small) Spark inputs are single-partition DataFrames, so every
+Spark job runs one task in one reused Python worker.
+"""
 import math
 
 import numpy as np
@@ -39,12 +44,18 @@ def to_vector_df(spark, X, extra=None):
     from pyspark.ml.linalg import Vectors
 
     rows = [(i, Vectors.dense(x.tolist())) for i, x in enumerate(X)]
-    return spark.createDataFrame(rows, ["id", "features"])
+    return spark.createDataFrame(rows, ["id", "features"]).coalesce(1)
 
 
 @pytest.fixture(scope="module")
 def clusters():
     return two_clusters_with_outliers()
+
+
+@pytest.fixture(scope="module")
+def forest_100x256(clusters):
+    X, _ = clusters
+    return Forest.fit(X, num_trees=100, samples=256, seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -96,17 +107,17 @@ def test_attribution_rows_sum_to_score_on_a_real_forest(clusters):
     np.testing.assert_array_equal(forest.score(X[::10]), score)
 
 
-def test_scores_are_on_the_aws_scale(clusters):
+def test_scores_are_on_the_aws_scale(clusters, forest_100x256):
     X, y = clusters
-    scores = Forest.fit(X, num_trees=100, samples=256, seed=1).score(X)
+    scores = forest_100x256.score(X)
     inlier_median = np.median(scores[y == 0])
     assert 0.5 < inlier_median < 1.5
     assert np.min(scores[y == 1]) > 2.0 * inlier_median
 
 
-def test_isolated_points_rank_above_dense_clusters(clusters):
+def test_isolated_points_rank_above_dense_clusters(clusters, forest_100x256):
     X, y = clusters
-    scores = Forest.fit(X, num_trees=100, samples=256, seed=1).score(X)
+    scores = forest_100x256.score(X)
     assert auc(y, scores) >= 0.99
 
 
@@ -209,12 +220,23 @@ def test_fitted_model_keeps_estimator_uid_and_params(fitted, clusters):
     assert set(model.forest.tree_mass) == {128}
 
 
-def test_transform_matches_numpy_scores_and_flags_outliers(fitted, clusters):
+def test_transform_matches_numpy_and_model_save_load_round_trip(fitted, clusters, tmp_path):
+    """One Spark job scores with the fitted model and with its saved-and-loaded copy."""
     X, y = clusters
     source_df, model = fitted
+    path = str(tmp_path / "rcf_model")
+    model.write().overwrite().save(path)
+    loaded = RandomCutForestModel.load(path)
+    assert loaded.uid == model.uid
+    assert loaded.threshold == model.threshold
+    assert loaded.getAttributionCol() == "rcf_attr" and loaded.getNumTrees() == 50
     actual_df = model.transform(source_df)
     assert {"rcf_score", "rcf_anomaly", "rcf_attr"} <= set(actual_df.columns)
-    rows = sorted(actual_df.select("id", "rcf_score", "rcf_anomaly", "rcf_attr").collect())
+    loaded_only_score = loaded.copy({loaded.scoreCol: "loaded_score", loaded.predictionCol: "",
+                                     loaded.attributionCol: ""})
+    both_df = loaded_only_score.transform(actual_df)
+    rows = sorted(both_df.select("id", "rcf_score", "rcf_anomaly", "rcf_attr",
+                                 "loaded_score").collect())
     scores = np.array([r.rcf_score for r in rows])
     np.testing.assert_allclose(scores, model.forest.score(X), rtol=1e-12)
     assert auc(y, scores) >= 0.99
@@ -223,6 +245,8 @@ def test_transform_matches_numpy_scores_and_flags_outliers(fitted, clusters):
     assert flagged[y == 0].mean() < 0.05
     attr = np.array([r.rcf_attr for r in rows])
     np.testing.assert_allclose(attr.sum(axis=1), scores, rtol=1e-9)
+    # the loaded model's transform gives exactly the fitted forest's numpy scores
+    np.testing.assert_array_equal([r.loaded_score for r in rows], model.forest.score(X))
 
 
 def test_threshold_is_mean_plus_three_sigma_of_training_scores(fitted):
@@ -231,15 +255,6 @@ def test_threshold_is_mean_plus_three_sigma_of_training_scores(fitted):
     X_all = two_clusters_with_outliers()[0]
     s = model.forest.score(X_all)
     assert model.threshold == pytest.approx(s.mean() + 3 * s.std(), rel=1e-9)
-
-
-def test_quantile_threshold(spark, clusters):
-    X, _ = clusters
-    model = RandomCutForest(numTrees=50, numSamplesPerTree=16, thresholdMethod="quantile",
-                            thresholdQuantile=0.9, seed=3).fit(to_vector_df(spark, X[::4]))
-    # all 505 rows are the training pool (fewer than 50 * 16)
-    above = (model.forest.score(X[::4]) > model.threshold).mean()
-    assert 0.08 <= above <= 0.12
 
 
 def test_same_seed_gives_identical_models(spark, clusters, fitted):
@@ -251,19 +266,28 @@ def test_same_seed_gives_identical_models(spark, clusters, fitted):
     assert again.threshold == model.threshold
 
 
-def test_array_features_column_and_null_rows(spark):
+def test_array_features_null_rows_and_quantile_threshold(spark, clusters):
+    """One fit covers an array<double> features column, a null row and the quantile threshold."""
     from pyspark.sql.types import ArrayType, DoubleType, LongType, StructField, StructType
 
-    rng = np.random.default_rng(0)
-    rows = [(i, [float(v) for v in rng.normal(size=3)]) for i in range(300)]
-    rows.append((300, None))
+    X, _ = clusters
+    X = X[::4]  # 505 rows
+    rows = [(i, [float(v) for v in x]) for i, x in enumerate(X)]
+    rows.append((len(X), None))
     schema = StructType([StructField("id", LongType()),
                          StructField("x", ArrayType(DoubleType()))])
-    source_df = spark.createDataFrame(rows, schema)
-    model = RandomCutForest(featuresCol="x", numTrees=50, numSamplesPerTree=64).fit(source_df)
+    source_df = spark.createDataFrame(rows, schema).coalesce(1)
+    model = RandomCutForest(featuresCol="x", numTrees=50, numSamplesPerTree=16,
+                            thresholdMethod="quantile", thresholdQuantile=0.9,
+                            seed=3).fit(source_df)
+    # all 505 non-null rows are the training pool (fewer than 50 * 16)
+    above = (model.forest.score(X) > model.threshold).mean()
+    assert 0.08 <= above <= 0.12
     out = {r.id: r for r in model.transform(source_df).collect()}
-    assert out[300].rcf_score is None and out[300].rcf_anomaly is None
+    assert out[len(X)].rcf_score is None and out[len(X)].rcf_anomaly is None
     assert out[0].rcf_score > 0
+    np.testing.assert_allclose([out[i].rcf_score for i in range(len(X))],
+                               model.forest.score(X), rtol=1e-12)
 
 
 def test_wrong_features_type_is_a_named_error(spark):
@@ -272,19 +296,6 @@ def test_wrong_features_type_is_a_named_error(spark):
         RandomCutForest().fit(source_df)
     with pytest.raises(ValueError, match="nope"):
         RandomCutForest(featuresCol="nope").fit(source_df)
-
-
-def test_model_save_load_round_trip(fitted, tmp_path, clusters):
-    source_df, model = fitted
-    path = str(tmp_path / "rcf_model")
-    model.write().overwrite().save(path)
-    loaded = RandomCutForestModel.load(path)
-    assert loaded.uid == model.uid
-    assert loaded.threshold == model.threshold
-    assert loaded.getAttributionCol() == "rcf_attr" and loaded.getNumTrees() == 50
-    actual = sorted(loaded.transform(source_df).select("id", "rcf_score").collect())
-    np.testing.assert_array_equal([r.rcf_score for r in actual],
-                                  model.forest.score(clusters[0]))
 
 
 def test_estimator_save_load_round_trip(tmp_path):
