@@ -2,9 +2,9 @@
 import json
 import os
 import socket
-import time
 
 import pytest
+from aws_local import local_aws
 
 from runtime.kinesis import KinesisReplayer, LandingWriter, chunk_records
 
@@ -19,16 +19,8 @@ def free_port():
 
 @pytest.fixture(scope="module")
 def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        os.environ[key] = value
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with local_aws() as url:
+        yield url
 
 
 def read_all_shards(kinesis, stream):
@@ -68,7 +60,7 @@ def test_replay_puts_every_record_exactly_once(tmp_path, moto_endpoint, spark):
     payloads = [json.loads(r["Data"]) for r in records]
     ids = [p["transaction_id"] for p in payloads]
     assert len(ids) == N_RECORDS and len(set(ids)) == N_RECORDS
-    by_id = {p["transaction_id"]: (p, r["PartitionKey"]) for p, r in zip(payloads, records)}
+    by_id = {p["transaction_id"]: (p, r["PartitionKey"]) for p, r in zip(payloads, records, strict=True)}
     sample, key = by_id["tx00061"]
     assert key == "c10" and sample["amount"] == 61.25 and sample["event_time"].startswith("2026-03-01T00:01:01")
 

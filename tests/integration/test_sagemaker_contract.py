@@ -18,13 +18,14 @@ import logging
 import os
 
 import pytest
+from aws_local import local_aws
 
-pytest.importorskip("sagemaker_pyspark", reason="sagemaker_pyspark not installed (pip install --no-deps sagemaker_pyspark==1.4.5)")
+pytest.importorskip("sagemaker_pyspark",
+                    reason="sagemaker_pyspark not installed (pip install --no-deps sagemaker_pyspark==1.4.5)")
 pytest.importorskip("moto.server", reason="moto[server] not installed")
 pytest.importorskip("sagemaker", reason="sagemaker SDK (<3) not installed")
 
 import requests
-from moto.server import ThreadedMotoServer
 from pyspark import SparkContext
 from pyspark.ml.linalg import Vectors
 from pyspark.sql import SparkSession
@@ -53,16 +54,8 @@ DUMMY_ENV = {
 @pytest.fixture(scope="module")
 def moto_url():
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per S3 request otherwise
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in DUMMY_ENV.items():
-            mp.setenv(key, value)
-        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-        server.start()
-        _, port = server.get_host_and_port()
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            server.stop()
+    with local_aws() as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from aws_local import local_aws
 
 pytest.importorskip("sagemaker_pyspark",
                     reason="sagemaker_pyspark not installed (pip install --no-deps sagemaker_pyspark==1.4.5)")
@@ -32,7 +33,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import requests
 import yaml
-from moto.server import ThreadedMotoServer
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
@@ -88,13 +88,10 @@ def moto_url():
     patch = pytest.MonkeyPatch()
     patch.setattr(SageMakerRuntimeResponse, "invoke_endpoint",
                   _invoke_endpoint_keyed_by_path(SageMakerRuntimeResponse.invoke_endpoint))
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    _, port = server.get_host_and_port()
     try:
-        yield f"http://127.0.0.1:{port}"
+        with local_aws() as url:
+            yield url
     finally:
-        server.stop()
         patch.undo()
 
 

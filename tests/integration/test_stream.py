@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from aws_local import local_aws
 from pyspark.sql import functions as F
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,16 +90,8 @@ def free_port():
 
 @pytest.fixture(scope="module")
 def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        os.environ[key] = value
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with local_aws() as url:
+        yield url
 
 
 def topic_with_queue(endpoint):
@@ -319,7 +312,7 @@ def test_alerts_are_batched_rate_limited_and_never_sent_twice(moto_endpoint):
     assert (report.sent, report.skipped, report.failed) == (25, 0, 0)
     assert calls == [10, 10, 5] and sum(sleeps) == pytest.approx(1.5, abs=0.2)   # 25 at 10/s, burst 10
     again = SnsAlerter(sns, topic, SentLedger(store, "ckpt/alerts_sent"), dataset="transactions",
-                       sleep=fake_sleep, clock=lambda: now[0]).publish(events, scope="7")     # a restart re-running batch 7
+                       sleep=fake_sleep, clock=lambda: now[0]).publish(events, scope="7")  # restart re-runs batch 7
     assert (again.sent, again.skipped) == (0, 25) and calls == [10, 10, 5]
     messages = drain(sqs, queue_url)
     assert len(messages) == 25
