@@ -249,7 +249,7 @@ def main(argv=None):
         r = results.get(name)
         if r is None:
             continue
-        fmt = lambda k: f"{r[k]:.3f}" if k in r else "-"  # noqa: E731
+        fmt = lambda k, r=r: f"{r[k]:.3f}" if k in r else "-"  # noqa: E731
         print(f"{name:<12}{fmt('auc'):>8}{fmt('ap'):>8}{fmt('auc_subset'):>9}{fmt('ap_subset'):>8}"
               f"{r['fit_s']:>8.2f}{r['rows_per_s_core']:>13,.0f}")
     print(f"rcf_numpy with attribution: {ours['rows_per_s_core_with_attribution']:,.0f} rows/s/core")

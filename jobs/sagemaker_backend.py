@@ -111,7 +111,7 @@ def _check_classpath(spark: SparkSession) -> None:
         raise SageMakerJobError(
             "sagemaker-pyspark's classes are not on the driver's classpath: install it "
             "(pip install --no-deps sagemaker_pyspark==1.4.5) and keep spark.extra_jars=auto, or on EMR pass "
-            "spark.driver.extraClassPath / spark.executor.extraClassPath (docs/emr.md)")
+            "spark.driver.extraClassPath / spark.executor.extraClassPath (README: Running on EMR with SageMaker)")
 
 
 def _register_loaders() -> None:

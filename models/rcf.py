@@ -47,7 +47,6 @@ numba the same kernels run as plain Python, correct but about 100 times slower.
 from __future__ import annotations
 
 import io
-import json
 import math
 import warnings
 from typing import Any, Dict, List, Optional, Sequence, Tuple

@@ -190,7 +190,7 @@ class SnsAlerter:
             else:
                 pending[key] = event
         entries = [self._entry(i, event) for i, event in enumerate(pending.values())]
-        keys_by_id = {entry["Id"]: key for entry, key in zip(entries, pending)}
+        keys_by_id = {entry["Id"]: key for entry, key in zip(entries, pending, strict=True)}
         for n, chunk in enumerate(self._chunks(entries)):
             self.limiter.acquire(len(chunk))
             sent_ids, failed = self._send(chunk)

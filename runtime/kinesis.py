@@ -141,7 +141,7 @@ class KinesisReplayer:
                 report.sent += len(todo)
                 return
             retry, last_codes = [], {}
-            for record, result in zip(todo, results):
+            for record, result in zip(todo, results, strict=True):
                 if result.get("ErrorCode"):
                     last_codes[len(retry)] = result["ErrorCode"]
                     retry.append(record)

@@ -15,7 +15,8 @@ class StorageError(RuntimeError):
 
 def read_raw(spark: SparkSession, path: str, fmt: str) -> DataFrame:
     """A user's raw input. CSV columns stay text and unparseable JSON lines are kept in
-    ``_corrupt_record``, so validation sees every row as it was."""
+    ``_corrupt_record``, so validation sees every row as it was.
+    """
     if fmt not in RAW_FORMATS:
         raise StorageError(f"unknown input format {fmt!r} for {path} (use one of {', '.join(RAW_FORMATS)})")
     reader = spark.read
@@ -47,7 +48,8 @@ def read_table(spark: SparkSession, path: str, fmt: str = "parquet") -> DataFram
 def write_table(df: DataFrame, path: str, fmt: str = "parquet", *, partition_by: Sequence[str] = (),
                 mode: str = "overwrite") -> None:
     """Write ``df``. With partitions and mode overwrite only the partitions present in ``df`` are
-    replaced (dynamic partition overwrite), so rebuilding one date leaves the others alone."""
+    replaced (dynamic partition overwrite), so rebuilding one date leaves the others alone.
+    """
     writer = df.write.format(fmt).mode(mode)
     if fmt == "csv":
         writer = writer.option("header", "true")

@@ -44,7 +44,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from features.decode import (CARRIED_COLUMNS, DEAD_LETTER_COLUMNS, decode_records, rejected_as_dead_letters,
+from features.decode import (CARRIED_COLUMNS, decode_records, rejected_as_dead_letters,
                              split_late_and_duplicates)
 
 Scorer = Callable[[DataFrame], DataFrame]
@@ -300,8 +300,8 @@ class BatchReport:
 class MicroBatchProcessor:
     """The ``foreachBatch`` function: decode, features over history, score, commit, alert.
 
-The streaming frame must already be a payload frame (``features.decode.payloads_from_*`` applied
-to the source: the file source's ``_metadata`` is gone inside foreachBatch).
+    The streaming frame must already be a payload frame (``features.decode.payloads_from_*`` applied
+    to the source: the file source's ``_metadata`` is gone inside foreachBatch).
 
     ``transform`` is the batch feature function (canonical events -> features, same rows);
     ``scorer_factory()`` is called at the start of every micro-batch and returns

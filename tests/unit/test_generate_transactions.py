@@ -66,7 +66,7 @@ def test_volume_matches_the_poisson_rates(small):
     _, rows = small
     profiles, reachable = profile_tables(SMALL["customers"], SMALL["terminals"], SMALL["radius"], SMALL["seed"])
     # customers with no terminal within the radius make no transaction, as in the Handbook
-    rates = np.array([rate for rate, terms in zip(profiles["mean_nb_tx_per_day"], reachable) if terms])
+    rates = np.array([rate for rate, terms in zip(profiles["mean_nb_tx_per_day"], reachable, strict=True) if terms])
     assert 0 < len(rates) < SMALL["customers"]
     # a time of day is kept when 1 <= N(43200, 20000) < 86400 (int() truncation, as the Handbook)
     cdf = lambda x: 0.5 * (1 + math.erf((x - 43200) / (20000 * math.sqrt(2))))  # noqa: E731
