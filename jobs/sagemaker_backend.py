@@ -356,7 +356,6 @@ def _champions(root: str) -> dict[str, tuple[Any, dict]]:
 def _score(spark, config, *, features_df, output, first, last, models_root, write) -> int:
     from jobs.score import output_columns
     from models.scoring import registry_root
-    from runtime.storage import read_table
 
     sm = settings(config)
     dataset = config["dataset"]
@@ -436,13 +435,9 @@ def _score(spark, config, *, features_df, output, first, last, models_root, writ
     started = time.perf_counter()
     through(0, complete_df)
     log("score", f"SageMaker scoring done in {time.perf_counter() - started:.1f} s")
-    fmt = config["storage"]["format"]
-    written = read_table(spark, output, fmt).where(
-        F.col("date").between(F.lit(str(first)).cast("date"), F.lit(str(last)).cast("date")))
-    for row in written.groupBy("date").agg(F.count(F.lit(1)).alias("rows"),
-                                           F.sum(F.col("is_anomaly").cast("int")).alias("anomalies")) \
-            .orderBy("date").collect():
-        log("score", f"  {row['date']}: {row['rows']:,} events, {row['anomalies']:,} anomalies")
+    from jobs.score import report_written
+
+    report_written(spark, output, config["storage"]["format"], first, last)
     return 0
 
 

@@ -117,13 +117,18 @@ def run(args, config):
     scored = scored.select(*output_columns(dataset, champions.feature_cols, scored.columns))
     with step("score", f"writing scores to {output}"):
         write_scores(scored, output, fmt, first, last)
+    report_written(spark, output, fmt, first, last)
+    return 0
+
+
+def report_written(spark, output, fmt, first, last):
+    """Print events and anomalies per date as they are in the scores table now."""
     written = read_table(spark, output, fmt).where(
         F.col("date").between(F.lit(str(first)).cast("date"), F.lit(str(last)).cast("date")))
     for row in written.groupBy("date").agg(F.count(F.lit(1)).alias("rows"),
                                            F.sum(F.col("is_anomaly").cast("int")).alias("anomalies")) \
             .orderBy("date").collect():
         log("score", f"  {row['date']}: {row['rows']:,} events, {row['anomalies']:,} anomalies")
-    return 0
 
 
 def main(argv=None) -> int:

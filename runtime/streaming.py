@@ -179,12 +179,20 @@ class HadoopFs:
             stream.close()
 
     def write_text(self, path: str, text: str) -> None:
+        """Write ``text`` whole or not at all: a stop mid-write must not leave a truncated marker or
+        ledger behind (a restart would trip over it). Written beside the target, then renamed.
+        """
         fs, p = self._resolve(path)
-        out = fs.create(p, True)
+        tmp = self._jvm.org.apache.hadoop.fs.Path(p.getParent(), f".{p.getName()}.writing")
+        out = fs.create(tmp, True)
         try:
             out.write(bytearray(text.encode("utf-8")))
         finally:
             out.close()
+        if fs.exists(p):
+            fs.delete(p, False)
+        if not fs.rename(tmp, p):
+            raise OSError(f"could not rename {tmp.toString()} to {path}")
 
 
 def _name(path: str) -> str:

@@ -1,7 +1,6 @@
 """The replay job against a moto Kinesis stream (started here), and its retry logic."""
 import json
 import os
-import socket
 
 import pytest
 from aws_local import local_aws
@@ -9,12 +8,6 @@ from aws_local import local_aws
 from runtime.kinesis import KinesisReplayer, LandingWriter, chunk_records
 
 N_RECORDS = 1234
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

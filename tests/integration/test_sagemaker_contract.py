@@ -18,7 +18,7 @@ import logging
 import os
 
 import pytest
-from aws_local import local_aws
+from aws_local import DUMMY_ENV, REGION, local_aws
 
 pytest.importorskip("sagemaker_pyspark",
                     reason="sagemaker_pyspark not installed (pip install --no-deps sagemaker_pyspark==1.4.5)")
@@ -35,20 +35,11 @@ from runtime import aws
 
 pytestmark = pytest.mark.integration
 
-REGION = "us-east-1"
 ACCOUNT = "123456789012"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/sagemaker-execution"
 BUCKET = "fraud-ml-test"
 N_FEATURES = 3
 N_ROWS = 20
-DUMMY_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_REGION": REGION,
-    "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
-}
 
 
 @pytest.fixture(scope="module")

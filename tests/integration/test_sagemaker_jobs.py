@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from aws_local import local_aws
+from aws_local import DUMMY_ENV, REGION, local_aws
 
 pytest.importorskip("sagemaker_pyspark",
                     reason="sagemaker_pyspark not installed (pip install --no-deps sagemaker_pyspark==1.4.5)")
@@ -37,17 +37,8 @@ import yaml
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
-REGION = "us-east-1"
 ACCOUNT = "123456789012"  # moto's default account
 BUCKET = "fraud-ml-jobs"
-DUMMY_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_SESSION_TOKEN": "testing",
-    "AWS_DEFAULT_REGION": REGION,
-    "AWS_REGION": REGION,
-    "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
-}
 START = dt.date(2018, 4, 1)
 DAYS = 20
 ROWS_PER_DAY = 12
