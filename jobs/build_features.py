@@ -20,7 +20,7 @@ from pyspark.sql import functions as F
 
 from features.catalog import feature_builder
 from features.validation import count_outcome, validate_telemetry, validate_transactions
-from jobs.common import InputError, base_parser, log, run_main, step
+from jobs.common import InputError, base_parser, log, parse_date, run_main, step
 from runtime.spark import build_session
 from runtime.storage import StorageError, read_raw, write_table
 
@@ -37,15 +37,6 @@ def build_parser():
     parser.add_argument("--to-date", metavar="YYYY-MM-DD",
                         help="last date to rebuild, inclusive (default features.to_date or --from-date)")
     return parser
-
-
-def parse_date(text, option):
-    if text is None:
-        return None
-    try:
-        return dt.date.fromisoformat(str(text))
-    except ValueError:
-        raise InputError(f"{option} must be a date like 2026-01-31, got {text!r}") from None
 
 
 def validate(raw_df, dataset, schema_conf):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import sys
 import time
 from typing import Callable, Iterator, Sequence
@@ -85,6 +86,16 @@ def run_main(prog: str, parser_factory: Callable[[], argparse.ArgumentParser],
 
 class InputError(RuntimeError):
     """Input that cannot be used at all (a file that cannot be read, a bad date, ...)."""
+
+
+def parse_date(text, option: str) -> "dt.date | None":
+    """``text`` (yyyy-MM-dd) as a date, None for None; a bad value names ``option``."""
+    if text is None:
+        return None
+    try:
+        return dt.date.fromisoformat(str(text))
+    except ValueError:
+        raise InputError(f"{option} must be a date like 2026-01-31, got {text!r}") from None
 
 
 def not_built(job: str, issue: str) -> Callable[[argparse.Namespace, Config], int]:

@@ -12,7 +12,6 @@ mid-write leaves the previous partition as it was; replaceWhere when storage.for
 Submitted as `python -m jobs score --conf FILE --date YYYY-MM-DD` or
 `spark-submit jobs/score.py --conf FILE --date YYYY-MM-DD`.
 """
-import datetime as dt
 import sys
 
 if __package__ in (None, ""):
@@ -21,7 +20,7 @@ if __package__ in (None, ""):
 from pyspark.sql import functions as F
 
 from features.catalog import ENTITY, EVENT_ID, LOCATION
-from jobs.common import InputError, base_parser, log, run_main, step
+from jobs.common import InputError, base_parser, log, parse_date, run_main, step
 from runtime.spark import build_session
 from runtime.storage import StorageError, read_table, write_table
 
@@ -41,13 +40,6 @@ def build_parser():
     return parser
 
 
-def _date(text, option):
-    try:
-        return dt.date.fromisoformat(text)
-    except ValueError:
-        raise InputError(f"{option} must be a date like 2026-01-31, got {text!r}") from None
-
-
 def score_window(args, dates):
     """(first, last) date to score from the options and the dates the feature table holds."""
     if not dates:
@@ -58,11 +50,11 @@ def score_window(args, dates):
     if args.date and (args.from_date or args.to_date):
         raise InputError("give --date or --from/--to, not both")
     if args.date:
-        day = _date(args.date, "--date")
+        day = parse_date(args.date, "--date")
         return day, day
     if args.from_date or args.to_date:
-        first = _date(args.from_date, "--from") if args.from_date else dates[0]
-        last = _date(args.to_date, "--to") if args.to_date else dates[-1]
+        first = parse_date(args.from_date, "--from") if args.from_date else dates[0]
+        last = parse_date(args.to_date, "--to") if args.to_date else dates[-1]
         if last < first:
             raise InputError(f"--to {last} is before --from {first}")
         return first, last

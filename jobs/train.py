@@ -22,7 +22,7 @@ if __package__ in (None, ""):
 from pyspark.sql import functions as F
 
 from features.catalog import EVENT_ID, feature_columns
-from jobs.common import InputError, base_parser, log, run_main, step
+from jobs.common import InputError, base_parser, log, parse_date, run_main, step
 from runtime.spark import build_session
 from runtime.storage import StorageError, read_table
 
@@ -36,15 +36,6 @@ def build_parser():
     for name in ("train-from", "train-to", "test-from", "test-to"):
         parser.add_argument(f"--{name}", metavar="YYYY-MM-DD", help=f"{name.replace('-', ' ')} date, inclusive")
     return parser
-
-
-def _date(text, name):
-    if text is None:
-        return None
-    try:
-        return dt.date.fromisoformat(str(text))
-    except ValueError:
-        raise InputError(f"{name} must be a date like 2026-01-31, got {text!r}") from None
 
 
 def resolve_windows(dates, given, *, test_days, train_days, gap_days):
@@ -124,7 +115,7 @@ def run(args, config):
         raise InputError(str(exc)) from None
     feature_cols = feature_columns(dataset, config)
     dates = [r["date"] for r in table.select("date").distinct().collect()]
-    given = {name: _date(getattr(args, name) or conf[name], "--" + name.replace("_", "-"))
+    given = {name: parse_date(getattr(args, name) or conf[name], "--" + name.replace("_", "-"))
              for name in ("train_from", "train_to", "test_from", "test_to")}
     train_from, train_to, test_from, test_to = resolve_windows(
         dates, given, test_days=conf["test_days"], train_days=conf["train_days"], gap_days=gap_days)
