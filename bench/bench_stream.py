@@ -1,7 +1,9 @@
 """Stream benchmark: sustained events/s and event-to-sink latency of the stream path on this machine.
 
-A producer thread writes JSON-lines transaction files into a landing folder at --rate events/s for
---seconds (the replay job's landing writer); the stream (landing source, the real transaction
+A producer process writes JSON-lines transaction files into a landing folder at --rate events/s for
+--seconds (the replay job's landing writer), each event stamped with the time it is made (a live
+feed: event time moves with the wall clock, so a micro-batch covers seconds of event time and the
+per-entity history grows for the whole run); the stream (landing source, the real transaction
 features over the checkpointed history, a deterministic stand-in scorer, the exactly-once sink,
 no alerts) runs with a --trigger interval until every file is processed. Latency per event = the
 batch's sink commit time - the file's modification time (when the event became readable).
@@ -20,7 +22,7 @@ import random
 import shutil
 import sys
 import tempfile
-import threading
+import multiprocessing
 import time
 from pathlib import Path
 
@@ -28,18 +30,23 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def events(n, *, customers=5000, terminals=10000, per_day=10000, seed=1):
-    """n transactions in event-time order, ~per_day a day (the handbook's reference volume)."""
+def events(n, *, customers=200_000, terminals=50_000, seed=1, prefix="b"):
+    """n transactions stamped with the wall-clock time at which the producer makes them (a live feed)."""
     rng = random.Random(seed)
-    t = dt.datetime(2018, 4, 1)
-    step = 86400.0 / per_day
     for i in range(n):
-        t += dt.timedelta(seconds=rng.expovariate(1 / step))
+        t = dt.datetime.now(dt.timezone.utc)
         yield json.dumps({
-            "transaction_id": f"b{i:09d}", "event_time": t.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "transaction_id": f"{prefix}{i:09d}", "event_time": t.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "customer_id": f"c{rng.randrange(customers)}", "terminal_id": f"k{rng.randrange(terminals)}",
             "amount": round(rng.lognormvariate(3.5, 0.8), 2), "label": int(rng.random() < 0.01),
         }).encode()
+
+
+def produce(folder, file_records, rate, total):
+    """The producer process: ``total`` events into ``folder`` at ``rate`` a second."""
+    from runtime.kinesis import LandingWriter
+
+    LandingWriter(folder, batch_size=file_records, rate=rate).send(events(total))
 
 
 def scorer(_config=None):
@@ -71,6 +78,10 @@ def main(argv=None) -> int:
     parser.add_argument("--trigger", default="5 seconds")
     parser.add_argument("--shuffle-partitions", type=int, default=4)
     parser.add_argument("--driver-memory", default="2g")
+    parser.add_argument("--warmup-events", type=int, default=5000,
+                        help="events processed before the measurement starts (default 5000; 0: none)")
+    parser.add_argument("--engine", choices=("incremental", "spark"), default="incremental",
+                        help="stream feature engine (default incremental, what the stream job picks for transactions)")
     parser.add_argument("--work", help="work folder (default a temporary one, removed afterwards)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "stream.json"))
     args = parser.parse_args(argv)
@@ -101,25 +112,38 @@ def main(argv=None) -> int:
                               output=str(work / "sink"), checkpoint=str(work / "ckpt"), dead_letter=str(work / "dead"),
                               history_seconds=lookback_days(feats["windows_days"], feats["delay_days"]) * 86400,
                               max_record_bytes=config["stream"]["max_record_bytes"])
-    processor = MicroBatchProcessor(settings, transform=transform, scorer_factory=scorer,
+    incremental = None
+    if args.engine == "incremental":
+        from features.incremental import TransactionStreamFeatures
+
+        incremental = TransactionStreamFeatures(windows_days=feats["windows_days"], delay_days=feats["delay_days"],
+                                                keep_seconds=settings.history_seconds)
+    processor = MicroBatchProcessor(settings, transform=transform, scorer_factory=scorer, incremental=incremental,
                                     on_batch=lambda r: print("[bench] " + r.line(), flush=True))
     total = int(args.rate * args.seconds)
-    writer = LandingWriter(str(work / "landing"), batch_size=args.file_records, rate=args.rate)
-    produced = {}
-
-    def produce():
-        produced["report"] = writer.send(events(total))
-
     source = landing_source(spark, str(work / "landing"), max_files_per_trigger=100000)
     query = write_stream(payloads_from_text(source), checkpoint=str(work / "ckpt"), trigger=args.trigger,
                          process_batch=processor, query_name="bench_stream")
+    # Warm-up (not measured): the first micro-batch starts the Python workers and loads the
+    # compiled kernels; a stream on a cluster runs for hours, so its steady state is what counts.
+    warm = args.warmup_events
+    if warm:
+        LandingWriter(str(work / "landing"), batch_size=warm).send(events(warm, seed=2, prefix="w"))
+        while sum(r.scored for r in processor.reports) < warm:
+            time.sleep(0.2)
+            if query.exception():
+                raise query.exception()
+        print(f"[bench] warm-up: {warm:,} events in {processor.reports[-1].seconds:.1f} s (not measured)", flush=True)
+    measured_from = len(processor.reports)
     started = time.time()
-    producer = threading.Thread(target=produce, daemon=True)
+    # its own process, so making JSON does not compete with the stream's driver for the GIL
+    producer = multiprocessing.get_context("spawn").Process(
+        target=produce, args=(str(work / "landing"), args.file_records, args.rate, total), daemon=True)
     producer.start()
     producer.join()
     produced_at = time.time()
     deadline = produced_at + 600
-    while time.time() < deadline and sum(r.scored + r.dead_letters for r in processor.reports) < total:
+    while time.time() < deadline and sum(r.scored + r.dead_letters for r in processor.reports) < total + warm:
         time.sleep(0.5)
         if query.exception():
             raise query.exception()
@@ -129,15 +153,15 @@ def main(argv=None) -> int:
     from pyspark.sql import functions as F
 
     commits = {}
-    for path in (work / "ckpt" / "sink_commits").iterdir():
+    for path in (work / "ckpt" / "sink_commits").glob("[0-9]*"):
         info = json.loads(path.read_text())
         commits[int(info["batch_id"])] = info["committed_at"]
-    sink = spark.read.parquet(str(work / "sink"))
+    sink = spark.read.parquet(str(work / "sink")).where(F.col("transaction_id").startswith("b"))
     rows = sink.select("batch_id", F.unix_micros("arrival_time").alias("a")).collect()
     latencies = [commits[r["batch_id"]] - r["a"] / 1e6 for r in rows]
     scored = len(rows)
     dupes = scored - sink.select("transaction_id").distinct().count()
-    batches = [r for r in processor.reports if r.scored]
+    batches = [r for r in processor.reports[measured_from:] if r.scored]
     busy = sum(r.seconds for r in batches)
     result = {
         "machine": f"{os.cpu_count()} cores, local[2], driver {args.driver_memory}, "
@@ -145,6 +169,8 @@ def main(argv=None) -> int:
         "trigger": args.trigger, "offered_rate_events_per_s": args.rate, "producer_seconds": args.seconds,
         "events_offered": total, "events_scored": scored, "duplicates_in_sink": dupes,
         "dead_letters": sum(r.dead_letters for r in processor.reports),
+        "engine": args.engine, "warmup_events": warm,
+        "batch_phases_s": [r.phases for r in batches],
         "micro_batches": len(batches),
         "sustained_events_per_s": round(scored / (finished - started), 1),
         "processing_events_per_s": round(scored / busy, 1) if busy else None,

@@ -24,7 +24,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from features.validation import REASON, validate_telemetry, validate_transactions
+from features.validation import PRIOR_REASON, REASON, validate_telemetry, validate_transactions
 
 #: The normalised payload frame every source is turned into before decoding.
 PAYLOAD_COLUMNS = ("payload", "payload_bytes", "arrival_time", "record_source")
@@ -115,11 +115,24 @@ def _typed_struct(schema: RecordSchema) -> T.StructType:
                         + [T.StructField(_CORRUPT, T.StringType())])
 
 
+def _record_struct(schema: RecordSchema) -> T.StructType:
+    # What a good record is: numbers where numbers belong, any scalar as text elsewhere.
+    return T.StructType([T.StructField(f, T.DoubleType() if f in schema.numeric else T.StringType())
+                         for f in schema.fields] + [T.StructField(_CORRUPT, T.StringType())])
+
+
 _JSON_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
+_RECORD = "_record"
 
 
 def record_problem(schema: RecordSchema, max_record_bytes: int) -> Column:
-    """Reason a parsed payload is unusable as a record, or null (needs the parse columns)."""
+    """Reason a parsed payload is unusable as a record, or null (needs the parse columns).
+
+    ``_record`` is the payload parsed as a good record; only where that parse failed are the
+    payload's fields also parsed as text (``_text``) and as numbers (``_typed``) to tell bad JSON
+    from a value of the wrong type.
+    """
+    failed = F.col(f"{_RECORD}.{_CORRUPT}").isNotNull()
     wrong_types = []
     for field in schema.numeric:
         text_value = F.col(f"{_TEXT}.`{field}`")
@@ -129,33 +142,41 @@ def record_problem(schema: RecordSchema, max_record_bytes: int) -> Column:
     for field in schema.fields:
         if field in schema.numeric:
             continue
-        text_value = F.ltrim(F.col(f"{_TEXT}.`{field}`"))
+        value = F.when(failed, F.col(f"{_TEXT}.`{field}`")).otherwise(F.col(f"{_RECORD}.`{field}`"))
+        text_value = F.ltrim(value)
         wrong_types.append(F.when(text_value.startswith("{") | text_value.startswith("["),
                                   F.lit(f"wrong type {field} (expected a scalar)")))
-    wrong = F.concat_ws("; ", F.filter(F.array(*wrong_types), lambda r: r.isNotNull()))
+    wrong = F.concat_ws("; ", F.array(*wrong_types))   # concat_ws skips the nulls
     trimmed = F.ltrim(F.col("payload"))
     return (
         F.when(F.col("payload").isNull() | (F.trim(F.col("payload")) == ""), F.lit("empty record"))
         .when(F.col("payload_bytes") > F.lit(int(max_record_bytes)),
               F.concat(F.lit("oversized record ("), F.col("payload_bytes").cast("string"),
                        F.lit(f" bytes > {int(max_record_bytes)})")))
-        .when(~trimmed.startswith("{") | F.col(f"{_TEXT}.{_CORRUPT}").isNotNull(), F.lit("bad JSON"))
+        .when(~trimmed.startswith("{") | (failed & F.col(f"{_TEXT}.{_CORRUPT}").isNotNull()), F.lit("bad JSON"))
         .when(wrong != "", wrong)
     )
 
 
 def parse_payloads(payload_df: DataFrame, schema: RecordSchema, max_record_bytes: int) -> DataFrame:
-    """The payload frame plus ``_problem`` (record-level reason or null) and one text column per field."""
+    """The payload frame plus ``_problem`` (record-level reason or null) and one column per field.
+
+    Numeric fields come out as doubles, the others as text. Each payload is parsed once as a good
+    record; the two diagnostic parses run only for payloads where that failed.
+    """
     _require(payload_df, PAYLOAD_COLUMNS, "payload")
-    parsed = payload_df.select(
-        *PAYLOAD_COLUMNS,
-        F.from_json("payload", _text_struct(schema), _JSON_OPTIONS).alias(_TEXT),
-        F.from_json("payload", _typed_struct(schema), _JSON_OPTIONS).alias(_TYPED),
+    record = F.from_json("payload", _record_struct(schema), _JSON_OPTIONS)
+    parsed = payload_df.select(*PAYLOAD_COLUMNS, record.alias(_RECORD))
+    failed = F.col(f"{_RECORD}.{_CORRUPT}").isNotNull()
+    parsed = parsed.select(
+        *PAYLOAD_COLUMNS, _RECORD,
+        F.when(failed, F.from_json("payload", _text_struct(schema), _JSON_OPTIONS)).alias(_TEXT),
+        F.when(failed, F.from_json("payload", _typed_struct(schema), _JSON_OPTIONS)).alias(_TYPED),
     )
     return parsed.select(
         *PAYLOAD_COLUMNS,
         record_problem(schema, max_record_bytes).alias("_problem"),
-        *[F.col(f"{_TEXT}.`{f}`").alias(f) for f in schema.fields],
+        *[F.col(f"{_RECORD}.`{f}`").alias(f) for f in schema.fields],
     )
 
 
@@ -194,30 +215,31 @@ class Decoded:
 
 def decode_records(payload_df: DataFrame, *, dataset: str, schema_conf: Mapping,
                    max_record_bytes: int) -> Decoded:
-    """Split a payload frame into canonical events and dead letters (nothing is dropped)."""
+    """Split a payload frame into canonical events and dead letters (nothing is dropped).
+
+    One pass: every parsed record goes through the batch validator, which keeps a record-level
+    problem (``_problem``) as the reason when there is one, and adds its own value checks otherwise.
+    """
     schema = record_schema(dataset, schema_conf)
     parsed = parse_payloads(payload_df, schema, max_record_bytes)
     # Source columns the validator carries as text are named with a leading underscore so it
     # does not pass them through as extra columns; we map them back by position below.
-    good = parsed.where(F.col("_problem").isNull()).select(
+    records = parsed.select(
         *schema.fields,
         F.col("payload").alias("_payload"),
         F.col("arrival_time").alias("_arrival_time"),
         F.col("record_source").alias("_record_source"),
+        F.col("_problem").alias(PRIOR_REASON),
     )
     if dataset == "telemetry":
-        validated = validate_telemetry(good, columns=schema_conf["columns"], measures=schema_conf["measures"],
+        validated = validate_telemetry(records, columns=schema_conf["columns"], measures=schema_conf["measures"],
                                        timestamp_format=schema_conf["timestamp_format"])
     else:
-        validated = validate_transactions(good, columns=schema_conf["columns"],
+        validated = validate_transactions(records, columns=schema_conf["columns"],
                                           timestamp_format=schema_conf["timestamp_format"])
     src = {name: F.col(f"_src_{i}") for i, name in enumerate(validated.source_columns)}
     checked = validated.checked.select(*validated.canonical, *_carried(src), F.col(REASON))
-    types = {f.name: f.dataType for f in checked.schema.fields}
-    bad = parsed.where(F.col("_problem").isNotNull()).select(
-        *[F.lit(None).cast(types[c]).alias(c) for c in validated.canonical],
-        *CARRIED_COLUMNS, F.col("_problem").alias(REASON))
-    return Decoded(checked.unionByName(bad), validated.canonical, schema.id_column)
+    return Decoded(checked, validated.canonical, schema.id_column)
 
 
 def split_late_and_duplicates(valid_df: DataFrame, history_df: DataFrame | None, *, id_column: str,

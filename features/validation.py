@@ -18,6 +18,9 @@ from pyspark.sql import types as T
 
 REASON = "reason"
 CORRUPT = "_corrupt_record"
+#: Optional input column holding a reason found before validation (the stream's record-level
+#: problems): a row with one is quarantined with exactly that reason.
+PRIOR_REASON = "_problem"
 
 TELEMETRY_REQUIRED = ("device_id", "event_time")
 TELEMETRY_OPTIONAL = ("event_id", "site_id", "label")
@@ -136,9 +139,13 @@ def _finish(df: DataFrame, parsed: dict[str, tuple[Column, Column]], id_name: st
         *[F.col(f"`{c}`").cast("string").alias(f"_src_{i}") for i, c in enumerate(source_columns)],
         *[value.alias(name) for name, (value, _) in parsed.items()],
         *[F.col(f"`{c}`") for c in extra],
-        F.concat_ws("; ", F.filter(F.array(*reasons), lambda r: r.isNotNull())).alias(REASON),
+        # concat_ws skips the nulls (no higher-order function: this runs on every input row)
+        F.concat_ws("; ", F.array(*reasons)).alias(REASON),
     )
     staged = staged.withColumn(REASON, F.when(F.col(REASON) != "", F.col(REASON)))
+    if PRIOR_REASON in source_columns:
+        prior = F.col(f"_src_{source_columns.index(PRIOR_REASON)}")
+        staged = staged.withColumn(REASON, F.coalesce(prior, F.col(REASON)))
     # The earliest good row keeps an id (first in the input on equal times); later good rows with
     # that id are duplicates. Bad rows do not count, so a garbled copy never pushes out the record.
     order = Window.partitionBy(id_name, F.col(REASON).isNull()).orderBy("event_time", "_input_order")

@@ -45,6 +45,10 @@ def build_parser():
     parser.add_argument("--alerts", dest="alerts", action="store_true", default=None,
                         help="publish SNS alerts for anomalies to stream.alerts.topic_arn (default stream.alerts.enabled)")
     parser.add_argument("--no-alerts", dest="alerts", action="store_false", help="do not publish alerts")
+    parser.add_argument("--engine", choices=("auto", "incremental", "spark"),
+                        help="feature engine: incremental keeps per-entity state in memory (transactions; fast), "
+                             "spark runs the batch feature function over a history snapshot every micro-batch "
+                             "(any data set); auto picks incremental when it can (default stream.engine)")
     parser.add_argument("--run-seconds", type=float, metavar="N",
                         help="stop the query cleanly after N seconds (default: run until stopped)")
     return parser
@@ -115,6 +119,27 @@ def settings_from(args, config):
     return source, source_input, trigger, transform, settings
 
 
+def incremental_engine(args, config, settings):
+    """The incremental feature engine for this run, or None for the Spark history engine."""
+    engine = args.engine or config["stream"]["engine"]
+    possible = settings.dataset == "transactions" and not config["stream"]["features"]
+    if engine == "incremental" and not possible:
+        raise InputError("stream.engine incremental works for the transactions data set with the batch features "
+                         f"(stream.features unset); this run has {settings.dataset!r}"
+                         + (f" and stream.features={config['stream']['features']!r}" if config["stream"]["features"] else "")
+                         + ": use --engine spark")
+    if engine == "spark" or not possible:
+        return None
+    from features.incremental import TransactionStreamFeatures
+
+    conf = config["features"]["transactions"]
+    try:
+        return TransactionStreamFeatures(windows_days=conf["windows_days"], delay_days=conf["delay_days"],
+                                         keep_seconds=settings.history_seconds + settings.allowed_lateness_seconds)
+    except ValueError as exc:
+        raise InputError(f"stream.history_seconds: {exc}") from None
+
+
 def build_alerter(config, settings, fs):
     from runtime.alerts import SentLedger, SnsAlerter
     from runtime.aws import client
@@ -156,12 +181,13 @@ def run(args, config):
                                    consumer_type=kconf["consumer_type"])
         payloads = payloads_from_kinesis
 
+    incremental = incremental_engine(args, config, settings)
     processor = MicroBatchProcessor(settings, transform=transform, scorer_factory=factory,
-                                    alerter=alerter, alert_columns=ALERT_COLUMNS,
+                                    alerter=alerter, alert_columns=ALERT_COLUMNS, incremental=incremental,
                                     on_batch=lambda report: log("stream", report.line()))
     log("stream", f"{source} {source_input} -> {settings.output} (checkpoint {settings.checkpoint}, "
                   f"dead letters {settings.dead_letter}, trigger {trigger}, alerts {'on' if alerter else 'off'}, "
-                  f"history {settings.history_seconds} s)")
+                  f"history {settings.history_seconds} s, {'incremental' if incremental else 'spark'} features)")
     query = write_stream(payloads(stream_df), checkpoint=settings.checkpoint, trigger=trigger,
                          process_batch=processor, query_name=f"stream_{settings.dataset}")
     try:

@@ -39,6 +39,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
+import numpy as np
+import pandas as pd
+
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -46,6 +49,7 @@ from pyspark.sql.streaming import StreamingQuery
 
 from features.decode import (CARRIED_COLUMNS, decode_records, rejected_as_dead_letters,
                              split_late_and_duplicates)
+from features.validation import REASON
 
 Scorer = Callable[[DataFrame], DataFrame]
 AVAILABLE_NOW = "available-now"
@@ -226,11 +230,17 @@ class ExactlyOnceSink:
     def committed(self, batch_id: int) -> bool:
         return self.fs.exists(self.marker(batch_id))
 
+    def committed_ids(self) -> list[int]:
+        return sorted(int(_name(p)) for p in self.fs.list_files(self.commits) if _name(p).isdigit())
+
     def commit_info(self, batch_id: int) -> dict:
         return json.loads(self.fs.read_text(self.marker(batch_id)))
 
-    def write(self, df: DataFrame, batch_id: int) -> dict:
-        """Write ``df`` as batch ``batch_id`` unless already committed; returns the commit record."""
+    def write(self, df: DataFrame, batch_id: int, extra: Mapping[str, Any] | None = None) -> dict:
+        """Write ``df`` as batch ``batch_id`` unless already committed; returns the commit record.
+
+        ``extra`` is stored in the commit record (the incremental engine keeps its watermark there).
+        """
         if self.committed(batch_id):
             info = self.commit_info(batch_id)
             info["skipped"] = True
@@ -254,7 +264,7 @@ class ExactlyOnceSink:
         self.fs.write_text(manifest, json.dumps([t for _, t in moves]))
         for src, target in moves:
             self.fs.rename(src, target)
-        info = {"batch_id": batch_id, "files": len(moves), "committed_at": time.time()}
+        info = {"batch_id": batch_id, "files": len(moves), "committed_at": time.time(), **(extra or {})}
         self.fs.write_text(self.marker(batch_id), json.dumps(info))
         self.fs.delete(staging)
         self.fs.delete(manifest)
@@ -295,6 +305,16 @@ class BatchReport:
     latency_max_s: float | None = None
     seconds: float = 0.0
     dead_reasons: dict = field(default_factory=dict)
+    phases: dict = field(default_factory=dict)
+
+    def phase(self, name: str, since: float) -> float:
+        """Record the seconds spent in ``name`` since ``since``; returns now (the next phase's start)."""
+        now = time.time()
+        self.phases[name] = round(self.phases.get(name, 0.0) + now - since, 3)
+        return now
+
+    def timings(self) -> str:
+        return ", ".join(f"{k} {v:.1f} s" for k, v in self.phases.items())
 
     def line(self) -> str:
         lat = ("n/a" if self.latency_p50_s is None else
@@ -302,7 +322,8 @@ class BatchReport:
         again = " (sink already committed: not rewritten)" if self.sink_skipped else ""
         return (f"batch {self.batch_id}: {self.records:,} records, {self.scored:,} events scored{again}, "
                 f"{self.alerts_sent:,} alerts raised ({self.alerts_skipped} already sent), "
-                f"{self.dead_letters:,} dead letters, event-to-sink latency {lat}, batch took {self.seconds:.1f} s")
+                f"{self.dead_letters:,} dead letters, event-to-sink latency {lat}, batch took {self.seconds:.1f} s"
+                + (f" ({self.timings()})" if self.phases else ""))
 
 
 class MicroBatchProcessor:
@@ -319,8 +340,11 @@ class MicroBatchProcessor:
 
     def __init__(self, settings: StreamSettings, *, transform: Callable[[DataFrame], DataFrame],
                  scorer_factory: Callable[[], Scorer], alerter=None, on_batch: Callable[[BatchReport], None] | None = None,
-                 alert_columns: Sequence[str] = ()):
+                 alert_columns: Sequence[str] = (), incremental=None):
         self.s = settings
+        self.incremental = incremental
+        self._state = None
+        self._state_batch: int | None = None
         self.transform = transform
         self.scorer_factory = scorer_factory
         self.alerter = alerter
@@ -363,36 +387,28 @@ class MicroBatchProcessor:
 
         decoded = decode_records(batch_df, dataset=s.dataset, schema_conf=s.schema_conf,
                                  max_record_bytes=s.max_record_bytes)
-        canonical = list(decoded.canonical)
-        id_col = decoded.id_column
         decoded = decoded.persist(StorageLevel.MEMORY_AND_DISK)
-        valid = decoded.valid
-        history, max_seen = self._history_before(spark, batch_id)
-        watermark = None
-        if max_seen is not None:
-            watermark = max_seen - dt.timedelta(seconds=s.allowed_lateness_seconds)
-        accepted, rejected = split_late_and_duplicates(valid, history, id_column=id_col, watermark=watermark)
-        accepted = accepted.persist(StorageLevel.MEMORY_AND_DISK)
-        batch_events = accepted.select(*canonical)
-        combined = batch_events if history is None else history.select(*canonical).unionByName(batch_events)
-
-        features = self.transform(combined)
-        batch_keys = accepted.select(id_col, *CARRIED_COLUMNS[:1])   # id + arrival_time
-        features = features.join(batch_keys, id_col, "inner")
+        engine = self._incremental_features if self.incremental is not None else self._history_features
+        features, rejected, save_state, cleanup, known = engine(spark, decoded, batch_id, report, sink)
+        mark = time.time()
         scored = score(features)
         if "date" not in scored.columns:
             scored = scored.withColumn("date", F.to_date("event_time"))
         scored = (scored.withColumn("hour", F.hour("event_time"))
                   .withColumn("batch_id", F.lit(batch_id).cast("long")))
-        scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
-        stats = scored.agg(
+        if known is None or self.alerter is not None:   # read more than once: keep it
+            scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
+        # count, arrival-time quantiles (for the latency) and newest event time; the incremental
+        # engine knows them already, the other takes one pass over the scored rows
+        stats = known or scored.agg(
             F.count(F.lit(1)).alias("n"),
             F.percentile_approx(F.unix_micros("arrival_time"), [0.5, 0.05, 0.0], 10000).alias("q"),
             F.max("event_time").alias("newest"),
         ).first()
         report.scored = stats["n"]
+        mark = report.phase("score", mark)
 
-        commit = sink.write(scored, batch_id)
+        commit = sink.write(scored, batch_id, extra=(known or {}).get("commit"))
         report.sink_skipped = commit["skipped"]
         if stats["n"] and stats["q"] is not None:
             committed_at = commit["committed_at"]
@@ -401,9 +417,12 @@ class MicroBatchProcessor:
                 report.latency_p50_s = committed_at - q50
                 report.latency_p95_s = committed_at - q05
                 report.latency_max_s = committed_at - q0
+        mark = report.phase("sink", mark)
         _maybe_kill("after-sink", batch_id)
 
-        dead = decoded.dead_letters.unionByName(rejected_as_dead_letters(rejected))
+        dead = decoded.dead_letters
+        if rejected is not None:
+            dead = dead.unionByName(rejected_as_dead_letters(rejected))
         dead = dead.withColumn("dataset", F.lit(s.dataset)).withColumn("dead_at", F.current_timestamp())
         dead = dead.persist(StorageLevel.MEMORY_AND_DISK)
         reasons = dead.groupBy(F.regexp_replace("reason", r" \(.*", "").alias("r")).count().collect()
@@ -411,18 +430,10 @@ class MicroBatchProcessor:
         report.dead_letters = sum(report.dead_reasons.values())
         if report.dead_letters:
             dead.write.mode("overwrite").parquet(f"{s.dead_letter.rstrip('/')}/batch_id={batch_id}")
+        mark = report.phase("dead letters", mark)
 
-        # The next batch's history: everything accepted so far within the feature lookback of the
-        # newest event (the max event time seen is always kept, so it also carries the watermark).
-        new_history = combined
-        newest = max([t for t in (max_seen, stats["newest"]) if t is not None], default=None)
-        if newest is not None:
-            keep_from = newest - dt.timedelta(seconds=s.history_seconds + s.allowed_lateness_seconds)
-            new_history = new_history.where(F.col("event_time") >= F.lit(keep_from).cast("timestamp"))
-        snapshot = f"{self.history_root}/batch_id={batch_id}"
-        new_history.write.mode("overwrite").parquet(snapshot)
-        self._fs.write_text(f"{snapshot}/_max_event_time", newest.isoformat() if newest else "")
-        self._prune_history(batch_id)
+        save_state(stats["newest"])
+        mark = report.phase("state", mark)
 
         if self.alerter is not None:
             wanted = [c for c in self.alert_columns if c in scored.columns]
@@ -432,15 +443,143 @@ class MicroBatchProcessor:
                 published = self.alerter.publish(anomalies, scope=str(batch_id))
                 report.alerts_sent, report.alerts_skipped = published.sent, published.skipped
                 report.alerts_failed = published.failed
+            report.phase("alerts", mark)
         _maybe_kill("after-alerts", batch_id)
 
         report.records = report.scored + report.dead_letters
-        for df in (scored, dead, accepted, decoded.records):
+        for df in (scored, dead, decoded.records):
             df.unpersist()
+        cleanup()
         report.seconds = time.time() - started
         self.reports.append(report)
         if self.on_batch:
             self.on_batch(report)
+
+    # -- engine 1: the batch feature function over a history snapshot (any data set)
+    def _history_features(self, spark: SparkSession, decoded, batch_id: int, report: BatchReport, _sink):
+        """Run the batch feature function over the history snapshot + the batch (Spark jobs)."""
+        s = self.s
+        mark = time.time()
+        canonical = list(decoded.canonical)
+        id_col = decoded.id_column
+        history, max_seen = self._history_before(spark, batch_id)
+        watermark = None
+        if max_seen is not None:
+            watermark = max_seen - dt.timedelta(seconds=s.allowed_lateness_seconds)
+        accepted, rejected = split_late_and_duplicates(decoded.valid, history, id_column=id_col, watermark=watermark)
+        accepted = accepted.persist(StorageLevel.MEMORY_AND_DISK)
+        batch_events = accepted.select(*canonical)
+        combined = batch_events if history is None else history.select(*canonical).unionByName(batch_events)
+        features = self.transform(combined)
+        batch_keys = accepted.select(id_col, *CARRIED_COLUMNS[:1])   # id + arrival_time
+        features = features.join(batch_keys, id_col, "inner")
+        report.phase("decode+features", mark)
+
+        def save_state(batch_newest) -> None:
+            # The next batch's history: everything accepted so far within the feature lookback of
+            # the newest event (the max event time seen is always kept, so it also carries the watermark).
+            new_history = combined
+            newest = max([t for t in (max_seen, batch_newest) if t is not None], default=None)
+            if newest is not None:
+                keep_from = newest - dt.timedelta(seconds=s.history_seconds + s.allowed_lateness_seconds)
+                new_history = new_history.where(F.col("event_time") >= F.lit(keep_from).cast("timestamp"))
+            snapshot = f"{self.history_root}/batch_id={batch_id}"
+            new_history.write.mode("overwrite").parquet(snapshot)
+            self._fs.write_text(f"{snapshot}/_max_event_time", newest.isoformat() if newest else "")
+            self._prune_history(batch_id)
+
+        return features, rejected, save_state, accepted.unpersist, None
+
+    # -- engine 2: incremental features from per-entity state in driver memory
+    def _incremental_features(self, spark: SparkSession, decoded, batch_id: int, report: BatchReport, sink):
+        """Features from the in-memory state (rebuilt from the sink's committed rows when needed)."""
+        s = self.s
+        inc = self.incremental
+        mark = time.time()
+        state = self._state_before(spark, batch_id, sink)
+        mark = report.phase("state", mark)
+        id_col = decoded.id_column
+        events = decoded.valid.select(*inc.to_state_columns(), F.unix_micros("arrival_time").alias("_arrival_us")) \
+            .toPandas()
+        mark = report.phase("decode", mark)
+        reason = pd.Series(None, index=events.index, dtype=object)
+        if state.max_seen_us is not None:
+            watermark_us = state.max_seen_us - s.allowed_lateness_seconds * 1_000_000
+            watermark = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=watermark_us)
+            reason[events["ts"].to_numpy() < watermark_us] = \
+                f"late (event_time before the watermark {watermark.isoformat()})"
+        seen = state.seen_ids(events[id_col])
+        reason[seen & reason.isna().to_numpy()] = f"duplicate {id_col} (already processed)"
+        bad = reason.notna().to_numpy()
+        accepted = events[~bad].reset_index(drop=True)
+        rejected = None
+        if bad.any():
+            rejected_pdf = pd.DataFrame({"_rid": events.loc[bad, id_col].astype(object).to_numpy(),
+                                         REASON: reason[bad].astype(object).to_numpy()})
+            rejected = decoded.valid.join(F.broadcast(spark.createDataFrame(rejected_pdf)),
+                                          F.col(id_col) == F.col("_rid")).drop("_rid")
+        feats = state.features(accepted)
+        frame = pd.concat([accepted, feats.reset_index(drop=True)], axis=1)
+        features = inc.to_spark(spark, frame)
+        report.phase("features", mark)
+
+        rows = accepted[list(inc.state_columns)]
+        newest = int(rows["ts"].max()) if len(rows) else None
+        max_seen = max([v for v in (state.max_seen_us, newest) if v is not None], default=None)
+
+        def save_state(_batch_newest) -> None:
+            state.add(rows)
+            self._state, self._state_batch = state, batch_id
+
+        known = {"n": len(accepted), "q": None, "newest": None, "commit": {"max_seen_us": max_seen}}
+        if len(accepted):
+            arrival = accepted["_arrival_us"].dropna().to_numpy(np.float64)
+            known["q"] = [float(np.quantile(arrival, q)) for q in (0.5, 0.05, 0.0)] if len(arrival) else None
+            known["newest"] = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=newest)
+        return features, rejected, save_state, lambda: None, known
+
+    def _state_before(self, spark: SparkSession, batch_id: int, sink: ExactlyOnceSink):
+        """The incremental state as of the end of batch ``batch_id - 1``.
+
+        Kept in memory between micro-batches. After a restart it is rebuilt from the sink: the
+        rows of the committed batches before this one within the history window (the sink holds
+        every accepted event) and the max event time seen, from the latest commit record.
+        """
+        if self._state is not None and self._state_batch == batch_id - 1:
+            return self._state
+        inc = self.incremental
+        state = inc.new_state()
+        earlier = [i for i in sink.committed_ids() if i < batch_id]
+        if earlier:
+            state.max_seen_us = sink.commit_info(earlier[-1]).get("max_seen_us")
+            rows = self._sink_rows(spark, batch_id, inc)
+            if rows is not None:
+                if state.max_seen_us is None:     # committed by the Spark engine: no watermark kept
+                    newest = rows.agg(F.max(F.unix_micros("event_time"))).first()[0]
+                    state.max_seen_us = None if newest is None else int(newest)
+                cutoff = state.cutoff_us()
+                if cutoff is not None:
+                    cutoff_time = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=cutoff)
+                    rows = rows.where((F.col("date") >= F.lit(cutoff_time.date()))
+                                      & (F.unix_micros("event_time") >= F.lit(cutoff)))
+                    state.frame = rows.select(*inc.to_state_columns()).toPandas()[list(inc.state_columns)]
+                    state.prune()
+        self._state, self._state_batch = state, batch_id - 1
+        return state
+
+    def _sink_rows(self, spark: SparkSession, batch_id: int, inc):
+        """The sink's committed rows of batches before ``batch_id`` (None when it holds no file yet)."""
+        from pyspark.errors import AnalysisException
+
+        try:
+            rows = spark.read.parquet(self.s.output)
+        except AnalysisException:      # nothing written yet: no schema to infer
+            return None
+        missing = [c for c in ("batch_id", "date", *inc.source_columns) if c not in rows.columns]
+        if missing:
+            raise StreamConfigError(f"the sink {self.s.output} lacks column(s) {', '.join(missing)}: the incremental "
+                                    "engine rebuilds its history from the sink, so the scorer must keep them")
+        return rows.where(F.col("batch_id") < F.lit(batch_id))
 
 
 def _maybe_kill(point: str, batch_id: int) -> None:

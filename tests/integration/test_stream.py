@@ -197,7 +197,9 @@ def test_stream_scores_every_event_once_across_kills_and_alerts_once(tmp_path, m
 # --------------------------------------------------------------------------- parity
 
 
-def test_the_stream_gives_every_event_its_batch_features_and_score(tmp_path, spark):
+@pytest.mark.parametrize("engine", ["incremental", "spark"])
+def test_the_stream_gives_every_event_its_batch_features_and_score(tmp_path, spark, engine):
+    from features.incremental import TransactionStreamFeatures
     from features.transactions import build_transaction_features, lookback_days
     from features.validation import validate_transactions
     from features.decode import payloads_from_text
@@ -216,7 +218,9 @@ def test_the_stream_gives_every_event_its_batch_features_and_score(tmp_path, spa
                               output=str(tmp_path / "sink"), checkpoint=str(tmp_path / "ckpt"),
                               dead_letter=str(tmp_path / "dead"),
                               history_seconds=lookback_days(feats["windows_days"], feats["delay_days"]) * 86400)
-    processor = MicroBatchProcessor(settings, transform=transform, scorer_factory=lambda: deterministic_scorer(config))
+    incremental = TransactionStreamFeatures(**feats) if engine == "incremental" else None
+    processor = MicroBatchProcessor(settings, transform=transform, scorer_factory=lambda: deterministic_scorer(config),
+                                    incremental=incremental)
     source = landing_source(spark, str(tmp_path / "landing"), max_files_per_trigger=1)
     query = write_stream(payloads_from_text(source),
                          checkpoint=str(tmp_path / "ckpt"), trigger="available-now", process_batch=processor)
