@@ -53,6 +53,7 @@ from features.validation import REASON
 
 Scorer = Callable[[DataFrame], DataFrame]
 AVAILABLE_NOW = "available-now"
+_REASON_DETAIL = r" \(.*"     # "late (event_time before ...)" counts as "late"
 _INTERVAL = re.compile(r"^\s*\d+(\.\d+)?\s*(ms|millisecond|milliseconds|s|second|seconds|min|minute|minutes)\s*$")
 
 
@@ -387,7 +388,8 @@ class MicroBatchProcessor:
 
         decoded = decode_records(batch_df, dataset=s.dataset, schema_conf=s.schema_conf,
                                  max_record_bytes=s.max_record_bytes)
-        decoded = decoded.persist(StorageLevel.MEMORY_AND_DISK)
+        if self.incremental is None:   # the history engine reads the decoded records several times
+            decoded = decoded.persist(StorageLevel.MEMORY_AND_DISK)
         engine = self._incremental_features if self.incremental is not None else self._history_features
         features, rejected, save_state, cleanup, known = engine(spark, decoded, batch_id, report, sink)
         mark = time.time()
@@ -424,9 +426,12 @@ class MicroBatchProcessor:
         if rejected is not None:
             dead = dead.unionByName(rejected_as_dead_letters(rejected))
         dead = dead.withColumn("dataset", F.lit(s.dataset)).withColumn("dead_at", F.current_timestamp())
-        dead = dead.persist(StorageLevel.MEMORY_AND_DISK)
-        reasons = dead.groupBy(F.regexp_replace("reason", r" \(.*", "").alias("r")).count().collect()
-        report.dead_reasons = {r["r"]: r["count"] for r in reasons}
+        if known is not None and "dead_reasons" in known:    # counted already: no pass when there are none
+            report.dead_reasons = dict(known["dead_reasons"])
+        else:
+            dead = dead.persist(StorageLevel.MEMORY_AND_DISK)
+            reasons = dead.groupBy(F.regexp_replace("reason", _REASON_DETAIL, "").alias("r")).count().collect()
+            report.dead_reasons = {r["r"]: r["count"] for r in reasons}
         report.dead_letters = sum(report.dead_reasons.values())
         if report.dead_letters:
             dead.write.mode("overwrite").parquet(f"{s.dead_letter.rstrip('/')}/batch_id={batch_id}")
@@ -448,7 +453,7 @@ class MicroBatchProcessor:
 
         report.records = report.scored + report.dead_letters
         for df in (scored, dead, decoded.records):
-            df.unpersist()
+            df.unpersist()   # a no-op for frames that were not persisted
         cleanup()
         report.seconds = time.time() - started
         self.reports.append(report)
@@ -499,8 +504,11 @@ class MicroBatchProcessor:
         state = self._state_before(spark, batch_id, sink)
         mark = report.phase("state", mark)
         id_col = decoded.id_column
-        events = decoded.valid.select(*inc.to_state_columns(), F.unix_micros("arrival_time").alias("_arrival_us")) \
-            .toPandas()
+        # one pass over the micro-batch: every record's event columns and reason come to the driver
+        records = decoded.records.select(*inc.to_state_columns(), F.unix_micros("arrival_time").alias("_arrival_us"),
+                                         F.col(REASON)).toPandas()
+        good = records[REASON].isna().to_numpy()
+        events = records[good].drop(columns=[REASON]).reset_index(drop=True)
         mark = report.phase("decode", mark)
         reason = pd.Series(None, index=events.index, dtype=object)
         if state.max_seen_us is not None:
@@ -531,7 +539,10 @@ class MicroBatchProcessor:
             state.add(rows)
             self._state, self._state_batch = state, batch_id
 
-        known = {"n": len(accepted), "q": None, "newest": None, "commit": {"max_seen_us": max_seen}}
+        dead_reasons = pd.concat([records.loc[~good, REASON], reason[bad]]).astype(str) \
+            .str.replace(_REASON_DETAIL, "", regex=True).value_counts()
+        known = {"n": len(accepted), "q": None, "newest": None, "commit": {"max_seen_us": max_seen},
+                 "dead_reasons": {str(k): int(v) for k, v in dead_reasons.items()}}
         if len(accepted):
             arrival = accepted["_arrival_us"].dropna().to_numpy(np.float64)
             known["q"] = [float(np.quantile(arrival, q)) for q in (0.5, 0.05, 0.0)] if len(arrival) else None
