@@ -121,6 +121,21 @@ def test_isolated_points_rank_above_dense_clusters(clusters, forest_100x256):
     assert auc(y, scores) >= 0.99
 
 
+def test_attribution_only_for_rows_above_min_score(clusters, forest_100x256):
+    X, _ = clusters
+    X = np.vstack([X, [[np.nan, 0.0, 0.0, 0.0]]])
+    full_scores, full_attr = forest_100x256.score_and_attribution(X)
+    min_score = float(np.nanquantile(full_scores, 0.9))
+    scores, attr = forest_100x256.score_and_attribution(X, min_score=min_score)
+    np.testing.assert_array_equal(scores, forest_100x256.score(X))
+    np.testing.assert_array_equal(scores, full_scores)
+    flagged = scores > min_score
+    assert 0 < flagged.sum() < len(X) - 1
+    np.testing.assert_array_equal(attr[flagged], full_attr[flagged])
+    assert np.isnan(attr[~flagged]).all()
+    assert np.isnan(scores[-1]) and np.isnan(attr[-1]).all()
+
+
 def test_attribution_names_the_perturbed_dimension():
     rng = np.random.default_rng(5)
     X = rng.normal(0.0, 1.0, (3000, 4))
@@ -207,6 +222,19 @@ def test_copy_keeps_the_original_unchanged():
     assert copied.getNumTrees() == 300 and rcf.getNumTrees() == 200
 
 
+def test_attribution_scope_param_default_setter_copy_and_validation():
+    rcf = RandomCutForest()
+    assert rcf.getAttributionScope() == "all"
+    assert RandomCutForest(attributionScope="flagged").getAttributionScope() == "flagged"
+    assert rcf.setAttributionScope("flagged") is rcf and rcf.getAttributionScope() == "flagged"
+    copied = rcf.copy({rcf.attributionScope: "all"})
+    assert copied.getAttributionScope() == "all" and rcf.getAttributionScope() == "flagged"
+    with pytest.raises(ValueError, match="attributionScope"):
+        RandomCutForest(attributionScope="top")
+    with pytest.raises(ValueError, match="attributionScope"):
+        RandomCutForest().setAttributionScope("none")
+
+
 # ---------------------------------------------------------------------------------------------
 # Spark fit / transform / persistence
 # ---------------------------------------------------------------------------------------------
@@ -247,6 +275,44 @@ def test_transform_matches_numpy_and_model_save_load_round_trip(fitted, clusters
     np.testing.assert_allclose(attr.sum(axis=1), scores, rtol=1e-9)
     # the loaded model's transform gives exactly the fitted forest's numpy scores
     np.testing.assert_array_equal([r.loaded_score for r in rows], model.forest.score(X))
+
+
+def test_flagged_attribution_scope_transform_and_model_save_load(fitted, tmp_path):
+    """Attribution only for rows above the threshold; same scores; the scope survives save/load."""
+    source_df, model = fitted
+    flagged_model = model.copy({model.attributionScope: "flagged", model.scoreCol: "flagged_score",
+                                model.attributionCol: "flagged_attr", model.predictionCol: ""})
+    path = str(tmp_path / "rcf_flagged")
+    flagged_model.write().overwrite().save(path)
+    loaded = RandomCutForestModel.load(path)
+    assert loaded.getAttributionScope() == "flagged" and model.getAttributionScope() == "all"
+    actual_df = loaded.transform(model.transform(source_df))
+    rows = sorted(actual_df.select("id", "rcf_score", "rcf_attr", "flagged_score",
+                                   "flagged_attr").collect())
+    scores = np.array([r.rcf_score for r in rows])
+    np.testing.assert_array_equal([r.flagged_score for r in rows], scores)
+    flagged = scores > model.threshold
+    assert 0 < flagged.sum() < len(rows)
+    for row, is_flagged in zip(rows, flagged, strict=True):
+        if is_flagged:
+            assert row.flagged_attr == row.rcf_attr
+        else:
+            assert row.flagged_attr is None
+
+
+def test_flagged_attribution_scope_needs_a_threshold(fitted):
+    source_df, model = fitted
+    no_threshold = RandomCutForestModel(forest=model.forest)
+    no_threshold.setAttributionCol("why").setAttributionScope("flagged")
+    with pytest.raises(ValueError, match="threshold"):
+        no_threshold.transform(source_df)
+
+
+def test_estimator_save_load_keeps_attribution_scope(tmp_path):
+    rcf = RandomCutForest(attributionCol="why", attributionScope="flagged")
+    path = str(tmp_path / "rcf_estimator_scope")
+    rcf.save(path)
+    assert RandomCutForest.load(path).getAttributionScope() == "flagged"
 
 
 def test_threshold_is_mean_plus_three_sigma_of_training_scores(fitted):
