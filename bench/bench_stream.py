@@ -3,9 +3,9 @@
 A producer process writes JSON-lines transaction files into a landing folder at --rate events/s for
 --seconds (the replay job's landing writer), each event stamped with the time it is made (a live
 feed: event time moves with the wall clock, so a micro-batch covers seconds of event time and the
-per-entity history grows for the whole run); the stream (landing source, the real transaction
-features over the checkpointed history, a deterministic stand-in scorer, the exactly-once sink,
-no alerts) runs with a --trigger interval until every file is processed. Latency per event = the
+per-entity history grows for the whole run); the stream (landing source, the transaction features
+of the chosen engine, the champion models of --models-lake when it has them (else a stand-in
+formula), the exactly-once sink, no alerts) runs with a --trigger interval until every file is processed. Latency per event = the
 batch's sink commit time - the file's modification time (when the event became readable).
 
     python bench/bench_stream.py [--rate 25000] [--seconds 60] [--trigger "5 seconds"]
@@ -78,6 +78,9 @@ def main(argv=None) -> int:
     parser.add_argument("--trigger", default="5 seconds")
     parser.add_argument("--shuffle-partitions", type=int, default=4)
     parser.add_argument("--driver-memory", default="2g")
+    parser.add_argument("--models-lake", default=str(ROOT / "lake"),
+                        help="score with the transactions champions of this lake (what `make run` trains); "
+                             "when it has none, a stand-in scorer (a formula over the features) is used")
     parser.add_argument("--warmup-events", type=int, default=5000,
                         help="events processed before the measurement starts (default 5000; 0: none)")
     parser.add_argument("--engine", choices=("incremental", "spark"), default="incremental",
@@ -118,7 +121,15 @@ def main(argv=None) -> int:
 
         incremental = TransactionStreamFeatures(windows_days=feats["windows_days"], delay_days=feats["delay_days"],
                                                 keep_seconds=settings.history_seconds)
-    processor = MicroBatchProcessor(settings, transform=transform, scorer_factory=scorer, incremental=incremental,
+    score_with, scorer_factory = "stand-in formula", scorer
+    if args.models_lake and (Path(args.models_lake) / "models" / "transactions" / "rcf" / "champion.json").exists():
+        from jobs.stream import champion_scorer_factory
+
+        scorer_factory = champion_scorer_factory(load_config(ROOT / "conf" / "local.yaml", [
+            "dataset=transactions", f"storage.lake={Path(args.models_lake).resolve()}"]))
+        score_with = f"champions of {args.models_lake} (RCF with attribution + logistic + risk + reasons)"
+    print(f"[bench] scoring with {score_with}", flush=True)
+    processor = MicroBatchProcessor(settings, transform=transform, scorer_factory=scorer_factory, incremental=incremental,
                                     on_batch=lambda r: print("[bench] " + r.line(), flush=True))
     total = int(args.rate * args.seconds)
     source = landing_source(spark, str(work / "landing"), max_files_per_trigger=100000)
@@ -169,7 +180,7 @@ def main(argv=None) -> int:
         "trigger": args.trigger, "offered_rate_events_per_s": args.rate, "producer_seconds": args.seconds,
         "events_offered": total, "events_scored": scored, "duplicates_in_sink": dupes,
         "dead_letters": sum(r.dead_letters for r in processor.reports),
-        "engine": args.engine, "warmup_events": warm,
+        "engine": args.engine, "warmup_events": warm, "scorer": score_with,
         "batch_phases_s": [r.phases for r in batches],
         "micro_batches": len(batches),
         "sustained_events_per_s": round(scored / (finished - started), 1),

@@ -86,10 +86,32 @@ def scorer_factory(config):
         factory = load_callable(spec, "stream.scorer")
         return lambda: factory(config)
     try:
-        from models import scoring
+        from models import scoring  # noqa: F401
     except ImportError as exc:
         raise InputError(f"champion scoring is not available ({exc}); set stream.scorer") from None
-    return lambda: scoring.champion_scorer(config)
+    return champion_scorer_factory(config)
+
+
+def champion_scorer_factory(config):
+    """Champion scoring that follows the registry: a micro-batch reads the champion pointers (small
+    files) and the models are loaded again only when a pointer has moved, so a new champion is
+    picked up by the next micro-batch without a restart and without reloading models every batch.
+    """
+    from models import registry, scoring
+
+    root = scoring.registry_root(config.path("models"), config["dataset"])
+    cache = {}
+
+    def factory():
+        key = tuple((kind, (registry.champion(root, kind) or {}).get("version")) for kind in ("rcf", "logistic"))
+        if cache.get("key") != key:
+            cache["scorer"], cache["key"] = scoring.champion_scorer(config), key
+            if "loaded" in cache:
+                log("stream", f"champions changed: now {dict(key)}")
+            cache["loaded"] = True
+        return cache["scorer"]
+
+    return factory
 
 
 def settings_from(args, config):
