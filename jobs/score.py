@@ -4,6 +4,8 @@ Reads those dates' partitions of the feature table, applies the champion RCF and
 (models/registry: the registry under paths.models/<dataset>), combines them into one risk with
 reason codes (models/scoring.py), and writes the scores table partitioned by date: ids, event
 time, label, each detector's score, risk, is_anomaly, model versions, reasons and the features.
+``reasons`` is filled for flagged rows (is_anomaly) only and is the empty array elsewhere; the
+RCF attributes features only where it flags a row itself (scoring.rcf_attribution: flagged).
 
 Idempotent: re-running a date replaces that date's partition (dynamic partition overwrite: the
 new files are written to a staging folder and swapped in when the write commits, so a crash
@@ -105,7 +107,8 @@ def run(args, config):
     log("score", f"{dataset} {first}..{last} with rcf {champions.rcf_version}, logistic {champions.logistic_version}")
     scoring = config["scoring"]
     scored = score_events(features_df, champions, risk_method=scoring["risk_method"],
-                          anomaly_risk=scoring["anomaly_risk"], reasons=scoring["reasons"])
+                          anomaly_risk=scoring["anomaly_risk"], reasons=scoring["reasons"],
+                          rcf_attribution=scoring["rcf_attribution"])
     scored = scored.select(*output_columns(dataset, champions.feature_cols, scored.columns))
     with step("score", f"writing scores to {output}"):
         write_scores(scored, output, fmt, first, last)

@@ -23,27 +23,49 @@ The detector adds ``logistic_score`` (probability of class 1), ``logistic_flag``
 standardized value per feature, the basis of reason codes). Scoring is plain Spark column work,
 so it runs on streaming frames too. ``save``/``load`` write a Spark ``PipelineModel`` plus a JSON
 sidecar and work on local paths and ``s3a://`` URIs.
+
+Scoring does not run the fitted ``PipelineModel``: ``LogisticDetector.terms`` reads its stages
+once (Imputer surrogates, StandardScaler mean and std, LR coefficients and intercept) and
+``score_column`` writes the whole model as one closed-form column expression,
+``p = 1 / (1 + exp(-(b + sum_j w_j z_j)))`` with ``z_j = (x_j' - mean_j) * scale_j``, where
+``x_j'`` is the feature as a double with null and NaN (the Imputer's missing values) replaced by
+the surrogate, and ``scale_j = 1 / std_j``, or 0 when ``std_j == 0`` (what Spark's
+StandardScaler does: a constant column contributes nothing). For finite inputs this is the
+pipeline's probability up to floating-point summation order (a unit test holds it to 1e-12);
+it needs no vector assembly, no UDF and no vector-to-array conversion per row.
+``contributions_column`` builds the ``w_j z_j`` array only where it is evaluated (scoring asks
+for it inside the reason codes of flagged rows only).
+
+Performance note: with dozens of features the expression compiles to more than the 8000 bytes
+of bytecode HotSpot JIT-compiles per method. Inside whole-stage codegen (one method per stage)
+the JVM would then interpret that method, at about three times the cost of reading the
+features; set ``spark.sql.codegen.hugeMethodLimit`` to 8000 (Spark's advice for HotSpot) so such
+a stage runs as separately compiled projections instead (bench/bench_scoring.py does).
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
+import math
+import operator
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property, reduce
 from typing import Any
 
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.classification import LogisticRegression, LogisticRegressionModel
-from pyspark.ml.feature import Imputer, StandardScaler, VectorAssembler
+from pyspark.ml.feature import Imputer, ImputerModel, StandardScaler, StandardScalerModel, VectorAssembler
 from pyspark.ml.functions import vector_to_array
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from models import evaluation
 from models.registry import join, read_text, write_text
 
-__all__ = ["LogisticDetector", "LogisticError", "fit_pipeline", "time_split", "train_logistic"]
+__all__ = ["LinearTerms", "LogisticDetector", "LogisticError", "fit_pipeline", "linear_terms", "margin",
+           "probability", "time_split", "train_logistic"]
 
 SCORE_COL = "logistic_score"
 FLAG_COL = "logistic_flag"
@@ -161,6 +183,82 @@ def time_split(df: DataFrame, time_col: str, validation_days: int,
     return df.where(day <= F.lit(train_end)), df.where(day >= F.lit(valid_start)), window
 
 
+@dataclass(frozen=True)
+class LinearTerms:
+    """A fitted pipeline as plain numbers, one entry per feature (see the module docstring).
+
+    ``missing_value`` is the Imputer's (NaN by default; null always counts as missing);
+    ``scales`` are ``1 / std`` (0 where std is 0, 1 without ``withStd``), ``means`` 0 without
+    ``withMean``.
+    """
+
+    features: tuple[str, ...]
+    surrogates: tuple[float, ...]
+    missing_value: float
+    means: tuple[float, ...]
+    scales: tuple[float, ...]
+    weights: tuple[float, ...]
+    intercept: float
+
+
+def _stage(pipeline: PipelineModel, kind: type) -> Any:
+    found = [s for s in pipeline.stages if isinstance(s, kind)]
+    if len(found) != 1:
+        raise LogisticError(f"expected one {kind.__name__} stage in the pipeline, found {len(found)}")
+    return found[0]
+
+
+def linear_terms(pipeline: PipelineModel, feature_cols: Sequence[str]) -> LinearTerms:
+    """Read the Imputer, StandardScaler and LogisticRegression stages of a fitted pipeline."""
+    imputer = _stage(pipeline, ImputerModel)
+    scaler = _stage(pipeline, StandardScalerModel)
+    lr = _stage(pipeline, LogisticRegressionModel)
+    if lr.numClasses != 2:
+        raise LogisticError(f"the closed form covers binary models; this one has {lr.numClasses} classes")
+    row = imputer.surrogateDF.first()
+    surrogates = tuple(float(row[_input(c)]) for c in feature_cols)
+    n = len(feature_cols)
+    std = scaler.std.toArray().tolist() if scaler.getWithStd() else [1.0] * n
+    means = scaler.mean.toArray().tolist() if scaler.getWithMean() else [0.0] * n
+    weights = lr.coefficients.toArray().tolist()
+    if not len(std) == len(means) == len(weights) == n:
+        raise LogisticError(f"the pipeline was fitted on {len(weights)} features, not {n}")
+    return LinearTerms(
+        features=tuple(feature_cols), surrogates=surrogates, missing_value=float(imputer.getMissingValue()),
+        means=tuple(float(m) for m in means),
+        # Spark's StandardScalerModel: scale = 1 / std, and 0 for a zero std
+        scales=tuple(0.0 if v == 0 else 1.0 / v for v in std) if scaler.getWithStd() else tuple(std),
+        weights=tuple(float(w) for w in weights), intercept=float(lr.intercept))
+
+
+def standardized_columns(terms: LinearTerms) -> list[Column]:
+    """``z_j`` per feature: cast to double, missing values imputed, centred and scaled."""
+    out = []
+    for name, surrogate, mean, scale in zip(terms.features, terms.surrogates, terms.means, terms.scales,
+                                            strict=True):
+        x = F.col(name).cast("double")
+        fill = F.lit(surrogate)
+        if math.isnan(terms.missing_value):
+            # non-nullable (unlike CASE WHEN ... ELSE x), so the generated code has no null branches
+            imputed = F.nanvl(F.coalesce(x, fill), fill)
+        else:
+            imputed = F.when(x.isNull() | (x == F.lit(terms.missing_value)), fill).otherwise(x)
+        out.append((imputed - F.lit(mean)) * F.lit(scale))
+    return out
+
+
+def margin(terms: LinearTerms) -> Column:
+    """``b + sum_j w_j z_j``; terms with ``w_j == 0`` or ``scale_j == 0`` are left out (they add 0 for finite input)."""
+    products = [F.lit(w) * z for w, z, scale in zip(terms.weights, standardized_columns(terms), terms.scales,
+                                                    strict=True) if w != 0 and scale != 0]
+    return reduce(operator.add, products, F.lit(terms.intercept))
+
+
+def probability(linear: Column) -> Column:
+    """``1 / (1 + exp(-linear))``: the logistic function of a margin."""
+    return F.lit(1.0) / (F.lit(1.0) + F.exp(-linear))
+
+
 @dataclass
 class LogisticDetector:
     """A fitted logistic pipeline with its decision threshold and how both were chosen."""
@@ -187,13 +285,40 @@ class LogisticDetector:
     def intercept(self) -> float:
         return float(self._lr.intercept)
 
+    @cached_property
+    def terms(self) -> LinearTerms:
+        """The pipeline's numbers (read once; reading the surrogates runs one small Spark job)."""
+        return linear_terms(self.pipeline, self.feature_cols)
+
+    def score_column(self, df: DataFrame, score_col: str = SCORE_COL) -> DataFrame:
+        """``df`` plus the probability of class 1, computed in closed form (module docstring)."""
+        _check_columns(df, self.feature_cols)
+        return df.withColumn(score_col, probability(margin(self.terms)))
+
+    def contributions_column(self) -> Column:
+        """array<double> of ``w_j z_j`` in ``feature_cols`` order, computed where it is evaluated."""
+        return F.array(*[F.lit(w) * z for w, z in zip(self.terms.weights, standardized_columns(self.terms),
+                                                      strict=True)])
+
     def transform(self, df: DataFrame, *, score_col: str = SCORE_COL, flag_col: str = FLAG_COL,
                   contributions_col: str | None = None) -> DataFrame:
         """``df`` plus the score, the flag and optionally per-feature contributions."""
+        scored = self.score_column(df, score_col)
+        scored = scored.withColumn(flag_col, F.col(score_col) >= F.lit(self.threshold))
+        if contributions_col:
+            scored = scored.withColumn(contributions_col, self.contributions_column())
+        return scored
+
+    def transform_with_pipeline(self, df: DataFrame, *, score_col: str = SCORE_COL,
+                                contributions_col: str | None = None) -> DataFrame:
+        """The reference path: ``df`` plus the score computed by the fitted ``PipelineModel`` itself.
+
+        Slower than ``transform`` (vector assembly and conversions per row); kept to check the
+        closed form against.
+        """
         _check_columns(df, self.feature_cols)
         scored = self.pipeline.transform(_with_inputs(df, self.feature_cols))
         scored = scored.withColumn(score_col, vector_to_array(F.col("_lr_probability"))[1])
-        scored = scored.withColumn(flag_col, F.col(score_col) >= F.lit(self.threshold))
         if contributions_col:
             coefs = F.array(*[F.lit(float(v)) for v in self.coefficients().values()])
             scored = scored.withColumn(contributions_col,

@@ -74,20 +74,33 @@ def combine_risk(rcf, logistic, *, method: str = "noisy_or", rcf_weight: float =
 
 
 def _weighted_parts(values, names: Sequence[str], weight: Column, prefix: str) -> Column:
-    """array<struct<value, name>>: positive shares of ``values`` times ``weight``."""
+    """array<struct<value, name>>: positive shares of ``values`` times ``weight``.
+
+    ``value`` is null where the row has no positive total (a null array gives ``[]``); the
+    caller keeps only positive values. Spark interprets higher-order functions and evaluates
+    whatever a lambda or an argument refers to once per reference (per element, inside a
+    lambda), so the row's total and weight reach the lambda through an ``array_repeat``
+    (evaluated once per row) and ``values`` is read twice in all.
+    """
     arr = _col(values).cast("array<double>")
     positive = F.transform(arr, lambda v: F.greatest(F.coalesce(v, F.lit(0.0)), F.lit(0.0)))
     total = F.aggregate(positive, F.lit(0.0), lambda acc, v: acc + v)
+    per_row = F.array_repeat(F.struct(total.alias("total"), weight.alias("weight")), len(names))
     name_arr = F.array(*[F.lit(f"{prefix}:{n}") for n in names])
-    return F.when(arr.isNull() | (total <= 0), F.array().cast("array<struct<value:double,name:string>>")) \
-        .otherwise(F.zip_with(positive, name_arr,
-                              lambda v, n: F.struct((v / total * weight).alias("value"), n.alias("name"))))
+    parts = F.zip_with(F.arrays_zip(positive, per_row), name_arr, lambda vr, n: F.struct(
+        F.when(vr["1"]["total"] > 0, vr["0"] / vr["1"]["total"] * vr["1"]["weight"]).alias("value"),
+        n.alias("name")))
+    return F.coalesce(parts, F.array().cast("array<struct<value:double,name:string>>"))
 
 
 def reason_codes(*, n: int = 3, rcf_attribution=None, rcf_features: Sequence[str] = (), rcf_weight=None,
                  logistic_contributions=None, logistic_features: Sequence[str] = (),
                  logistic_weight=None) -> Column:
-    """array<string> of the ``n`` strongest reasons across the detectors given."""
+    """array<string> of the ``n`` strongest reasons across the detectors given.
+
+    Wrap it in ``F.when(flag, ...)`` to rank only some rows: Spark evaluates a CASE WHEN
+    branch only for the rows that take it.
+    """
     parts = []
     if rcf_attribution is not None:
         parts.append(_weighted_parts(rcf_attribution, rcf_features,

@@ -4,7 +4,25 @@
 ``rcf_score``, ``logistic_score`` (null without a logistic champion), ``risk`` in [0, 1]
 (models/risk.py: each detector squashed to 0.5 at its own threshold, then the max, or noisy-OR),
 ``is_anomaly`` (risk >= the configured cut; with max and 0.5: some detector over its threshold),
-``reasons`` (top reason codes such as ``rcf:bytes_down_zscore_1d``) and the model versions.
+``reasons`` and the model versions.
+
+``reasons`` (array<string>, strongest first, e.g. ``rcf:bytes_down_z``) explains flagged rows
+only: it is the empty array wherever ``is_anomaly`` is false. It is evaluated inside a
+``CASE WHEN is_anomaly``, so the other rows pay nothing for it. For a flagged row it holds the
+``reasons`` largest positive shares of the two detectors (models/risk.py ``reason_codes``): the
+RCF's per-feature attribution and the logistic model's coefficient x standardized value, each
+weighted by that detector's risk component. The RCF computes attribution only for rows scoring
+above its own threshold (``rcf_attribution="flagged"``, the default: the model's
+``attributionScope``), so RCF reasons appear exactly when the RCF itself flags the row; a row
+flagged by the logistic model alone is explained by logistic reasons only.
+``rcf_attribution="all"`` computes attribution for every row (far slower: it is the
+most expensive part of scoring) and gives RCF shares to logistic-only flags too.
+
+Cost per row (not flagged): the RCF score-only kernel and one closed-form expression for the
+logistic probability (models/logistic.py); the features go to the RCF as one array column built
+from the input columns (no vector assembly). The logistic expression is large: run with
+``spark.sql.codegen.hugeMethodLimit=8000`` (see models/logistic.py) or whole-stage codegen makes
+a method too big for the JIT, and its stage runs interpreted.
 """
 from __future__ import annotations
 
@@ -12,11 +30,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 from pyspark.ml.feature import VectorAssembler
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from models import registry
-from models.risk import with_risk
+from models.risk import reason_codes, with_risk
 
 SCORE_COLUMNS = ("rcf_score", "logistic_score", "risk", "is_anomaly", "reasons", "rcf_version",
                  "logistic_version")
@@ -29,7 +47,12 @@ class ScoringError(RuntimeError):
 
 @dataclass
 class Champions:
-    """The models a scoring run uses, with the versions written next to every score."""
+    """The models a scoring run uses, with the versions written next to every score.
+
+    ``feature_cols``: the feature table's model inputs (written next to the scores);
+    ``rcf_feature_cols``: the columns the RCF was trained on, in its order, when they differ
+    (None: ``feature_cols``). The logistic model carries its own list.
+    """
 
     feature_cols: list[str]
     rcf: Any = None
@@ -37,6 +60,7 @@ class Champions:
     logistic: Any = None
     logistic_version: Optional[str] = None
     info: dict = field(default_factory=dict)
+    rcf_feature_cols: Optional[list[str]] = None
 
     @property
     def versions(self) -> tuple[Optional[str], Optional[str]]:
@@ -57,55 +81,84 @@ def load_champions(models_path: str, dataset: str, kinds: Sequence[str] = ("rcf"
     if not loaded:
         raise ScoringError(f"no champion model under {root}: run the train job first "
                            f"(python -m jobs train --conf ... --dataset {dataset})")
-    feature_cols = next(iter(loaded.values()))[1]["params"].get("feature_cols")
     rcf, rcf_info = loaded.get("rcf", (None, None))
     logistic, log_info = loaded.get("logistic", (None, None))
+    rcf_cols = list((rcf_info or {}).get("params", {}).get("feature_cols") or [])
+    log_cols = list((log_info or {}).get("params", {}).get("feature_cols") or getattr(logistic, "feature_cols", []))
+    feature_cols = list(dict.fromkeys([*log_cols, *rcf_cols]))  # each model's columns, in order, once
     return Champions(
-        feature_cols=list(feature_cols or getattr(logistic, "feature_cols", [])),
+        feature_cols=feature_cols,
         rcf=rcf, rcf_version=rcf_info["version"] if rcf_info else None,
         logistic=logistic, logistic_version=log_info["version"] if log_info else None,
         info={k: v[1] for k, v in loaded.items()},
+        rcf_feature_cols=rcf_cols if rcf_cols and rcf_cols != feature_cols else None,
     )
 
 
 def assemble(df: DataFrame, feature_cols: Sequence[str], out: str = _VEC) -> DataFrame:
-    """The feature columns as one vector column (nulls kept; the RCF scores them as null)."""
-    missing = [c for c in feature_cols if c not in df.columns]
-    if missing:
-        raise ScoringError(f"the feature table lacks column(s) the models need: {', '.join(missing)}")
+    """Add the feature columns as one vector column (nulls kept; the RCF scores them as null)."""
+    _check_columns(df, feature_cols)
     return VectorAssembler(inputCols=list(feature_cols), outputCol=out, handleInvalid="keep").transform(df)
 
 
+def _check_columns(df: DataFrame, feature_cols: Sequence[str]) -> None:
+    missing = [c for c in feature_cols if c not in df.columns]
+    if missing:
+        raise ScoringError(f"the feature table lacks column(s) the models need: {', '.join(missing)}")
+
+
+def feature_array(feature_cols: Sequence[str]) -> Column:
+    """array<double> of the feature columns (a null feature is a null element: a null RCF score)."""
+    return F.array(*[F.col(c).cast("double") for c in feature_cols])
+
+
 def score_events(features_df: DataFrame, champions: Champions, *, risk_method: str = "max",
-                 anomaly_risk: float = 0.5, reasons: int = 3) -> DataFrame:
-    """``features_df`` plus the score columns (see the module docstring)."""
-    cols = champions.feature_cols
+                 anomaly_risk: float = 0.5, reasons: int = 3, rcf_attribution: str = "flagged") -> DataFrame:
+    """Return ``features_df`` plus the score columns (see the module docstring)."""
+    if rcf_attribution not in ("flagged", "all"):
+        raise ValueError(f"rcf_attribution must be 'flagged' or 'all', got {rcf_attribution!r}")
+    rcf, logistic = champions.rcf, champions.logistic
+    rcf_cols = list(champions.rcf_feature_cols or champions.feature_cols)
+    _check_columns(features_df, [*(rcf_cols if rcf is not None else []),
+                                 *(logistic.feature_cols if logistic is not None else [])])
     out = features_df
     rcf_threshold = logistic_threshold = None
-    if champions.rcf is not None:
-        model = champions.rcf.copy().setFeaturesCol(_VEC).setScoreCol("rcf_score") \
-            .setAttributionCol(_ATTR).setPredictionCol("")
-        out = model.transform(assemble(out, cols))
+    if logistic is not None:
+        out = logistic.score_column(out, "logistic_score")
+        logistic_threshold = logistic.threshold
+    else:
+        out = out.withColumn("logistic_score", F.lit(None).cast("double"))
+    if rcf is not None:
+        model = rcf.copy().setFeaturesCol(_VEC).setScoreCol("rcf_score") \
+            .setAttributionCol(_ATTR if reasons > 0 else "").setPredictionCol("")
+        if reasons > 0 and rcf_attribution == "flagged":
+            model.setAttributionScope("flagged")
+        out = model.transform(out.withColumn(_VEC, feature_array(rcf_cols))).drop(_VEC)
         rcf_threshold = model.threshold
     else:
         out = out.withColumn("rcf_score", F.lit(None).cast("double"))
-    if champions.logistic is not None:
-        out = champions.logistic.transform(out, score_col="logistic_score", flag_col="_logistic_flag",
-                                           contributions_col=_CONTRIB).drop("_logistic_flag")
-        logistic_threshold = champions.logistic.threshold
+    out = with_risk(out, rcf_threshold=rcf_threshold, logistic_threshold=logistic_threshold,
+                    method=risk_method, risk_col="risk")
+    out = out.withColumn("is_anomaly", F.col("risk") >= F.lit(float(anomaly_risk)))
+    no_reasons = F.array().cast("array<string>")
+    if reasons > 0:
+        if logistic is not None:
+            # compiled, and only for flagged rows; the reason codes below are interpreted
+            out = out.withColumn(_CONTRIB, F.when(F.col("is_anomaly"), logistic.contributions_column()))
+        codes = reason_codes(
+            n=reasons,
+            rcf_attribution=_ATTR if rcf is not None else None, rcf_features=rcf_cols,
+            rcf_weight=F.col("risk_rcf") if rcf is not None else None,
+            logistic_contributions=_CONTRIB if logistic is not None else None,
+            logistic_features=logistic.feature_cols if logistic is not None else (),
+            logistic_weight=F.col("risk_logistic") if logistic is not None else None)
+        out = out.withColumn("reasons", F.when(F.col("is_anomaly"), codes).otherwise(no_reasons))
     else:
-        out = out.withColumn("logistic_score", F.lit(None).cast("double"))
-    out = with_risk(
-        out, rcf_threshold=rcf_threshold, logistic_threshold=logistic_threshold,
-        rcf_attribution_col=_ATTR if rcf_threshold is not None else None, rcf_features=cols,
-        logistic_contributions_col=_CONTRIB if logistic_threshold is not None else None,
-        logistic_features=champions.logistic.feature_cols if champions.logistic is not None else (),
-        method=risk_method, reasons=reasons, risk_col="risk", reasons_col="reasons",
-    )
-    return (out.withColumn("is_anomaly", F.col("risk") >= F.lit(float(anomaly_risk)))
-            .withColumn("rcf_version", F.lit(champions.rcf_version).cast("string"))
-            .withColumn("logistic_version", F.lit(champions.logistic_version).cast("string"))
-            .drop(_VEC, _ATTR, _CONTRIB, "risk_rcf", "risk_logistic"))
+        out = out.withColumn("reasons", no_reasons)
+    kept = [c for c in features_df.columns if c not in SCORE_COLUMNS]
+    return out.select(*kept, "rcf_score", "logistic_score", "risk", "reasons", "is_anomaly",
+                      F.lit(champions.rcf_version).cast("string").alias("rcf_version"),
+                      F.lit(champions.logistic_version).cast("string").alias("logistic_version"))
 
 
 def champion_scorer(config) -> Callable[[DataFrame], DataFrame]:
@@ -116,7 +169,8 @@ def champion_scorer(config) -> Callable[[DataFrame], DataFrame]:
 
     def score(features_df: DataFrame) -> DataFrame:
         return score_events(features_df, champions, risk_method=scoring["risk_method"],
-                            anomaly_risk=scoring["anomaly_risk"], reasons=scoring["reasons"])
+                            anomaly_risk=scoring["anomaly_risk"], reasons=scoring["reasons"],
+                            rcf_attribution=scoring["rcf_attribution"])
 
     score.versions = champions.versions  # type: ignore[attr-defined]
     return score

@@ -1,0 +1,116 @@
+"""score_events: the score columns, reasons only for flagged rows, RCF attribution only where it flags."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.logistic import LogisticDetector, fit_pipeline
+from models.rcf import RandomCutForest
+from models.scoring import SCORE_COLUMNS, Champions, ScoringError, assemble, score_events
+
+FEATURES = ["a", "b", "c", "d"]
+
+
+@pytest.fixture(scope="module")
+def events_df(spark):
+    """Gaussian rows, some far out (for the RCF), a label the logistic model learns, a few nulls."""
+    rng = np.random.default_rng(11)
+    n = 1200
+    X = rng.normal(size=(n, len(FEATURES)))
+    out = np.arange(n) % 40 == 0
+    X[out] += rng.choice([-1, 1], size=(out.sum(), len(FEATURES))) * rng.uniform(4, 8, size=(out.sum(), len(FEATURES)))
+    label = X[:, 0] + 0.5 * X[:, 2] > 1.8  # mostly inside the cloud: flags the RCF does not share
+    pdf = pd.DataFrame(X, columns=FEATURES)
+    pdf["event_id"] = [f"e{i}" for i in range(n)]
+    pdf["label"] = label.astype(np.int32)
+    pdf.loc[pdf.index % 97 == 5, "b"] = np.nan
+    return spark.createDataFrame(pdf).coalesce(1).cache()
+
+
+@pytest.fixture(scope="module")
+def champions(events_df):
+    rcf = RandomCutForest(featuresCol="_f", numTrees=50, numSamplesPerTree=128, seed=3).fit(
+        assemble(events_df, FEATURES, "_f"))
+    pipeline = fit_pipeline(events_df, FEATURES, "label", reg_param=0.01)
+    logistic = LogisticDetector(pipeline=pipeline, feature_cols=FEATURES, threshold=0.5)
+    return Champions(feature_cols=FEATURES, rcf=rcf, rcf_version="r1", logistic=logistic, logistic_version="l1")
+
+
+@pytest.fixture(scope="module")
+def scored(events_df, champions):
+    return {r.event_id: r for r in score_events(events_df, champions).collect()}
+
+
+def test_adds_the_score_columns_and_keeps_the_rest(events_df, champions):
+    out = score_events(events_df, champions)
+    assert out.columns[:len(events_df.columns)] == events_df.columns
+    assert set(out.columns) - set(events_df.columns) == set(SCORE_COLUMNS)
+    assert dict(out.dtypes)["reasons"] == "array<string>"
+
+
+def test_reasons_only_for_flagged_rows(scored, champions):
+    flagged = [r for r in scored.values() if r.is_anomaly]
+    assert 5 < len(flagged) < len(scored) / 4
+    assert all(r.reasons == [] for r in scored.values() if not r.is_anomaly)
+    assert all(1 <= len(r.reasons) <= 3 for r in flagged)
+    for r in flagged:
+        # with the default "max" risk and cut 0.5, a flag means some detector is over its threshold
+        assert (r.rcf_score is not None and r.rcf_score >= champions.rcf.threshold) or \
+            r.logistic_score >= champions.logistic.threshold
+        # the RCF explains only the rows it flags itself (attribution is computed only there)
+        if any(x.startswith("rcf:") for x in r.reasons):
+            assert r.rcf_score > champions.rcf.threshold
+
+
+def test_flagged_scope_changes_nothing_but_the_reasons_of_logistic_only_flags(events_df, champions, scored):
+    full = {r.event_id: r for r in score_events(events_df, champions, rcf_attribution="all").collect()}
+    for key, row in full.items():
+        mine = scored[key]
+        for col in ("rcf_score", "logistic_score", "risk", "is_anomaly", "rcf_version", "logistic_version"):
+            assert getattr(mine, col) == getattr(row, col), (key, col)
+        if row.rcf_score is not None and row.rcf_score > champions.rcf.threshold:
+            assert mine.reasons == row.reasons, key
+        else:
+            assert all(x.startswith("logistic:") for x in mine.reasons), key
+    assert any(r.reasons and r.reasons[0].startswith("rcf:") for r in scored.values())
+    logistic_only = [r for r in scored.values()
+                     if r.is_anomaly and not (r.rcf_score is not None and r.rcf_score > champions.rcf.threshold)]
+    assert logistic_only and any(full[r.event_id].reasons != r.reasons for r in logistic_only)
+
+
+def test_scores_match_the_models_own_transforms(events_df, champions, scored):
+    rcf = {r.event_id: r.s for r in champions.rcf.copy().setFeaturesCol("_f").setScoreCol("s").setPredictionCol("")
+           .transform(assemble(events_df, FEATURES, "_f")).select("event_id", "s").collect()}
+    lr = {r.event_id: r.p for r in champions.logistic.transform_with_pipeline(events_df, score_col="p")
+          .select("event_id", "p").collect()}
+    for key, row in scored.items():
+        assert row.rcf_score == rcf[key]  # a null feature scores null either way
+        assert row.logistic_score == pytest.approx(lr[key], rel=0, abs=1e-12)
+    assert any(row.rcf_score is None for row in scored.values())
+
+
+def test_no_reasons_requested_and_missing_columns(events_df, champions):
+    out = score_events(events_df, champions, reasons=0).collect()
+    assert all(r.reasons == [] for r in out)
+    with pytest.raises(ScoringError, match="lacks column"):
+        score_events(events_df.drop("c"), champions)
+
+
+def test_an_rcf_on_fewer_features_scores_with_its_own_columns(spark, events_df, champions, tmp_path):
+    from models import registry
+    from models.scoring import load_champions, registry_root
+
+    subset = ["c", "a"]
+    rcf = RandomCutForest(featuresCol="_f", numTrees=50, numSamplesPerTree=128, seed=5).fit(
+        assemble(events_df, subset, "_f"))
+    root = registry_root(str(tmp_path), "telemetry")
+    registry.register(root, "rcf", rcf, metrics={"average_precision": 0.5}, params={"feature_cols": subset})
+    registry.register(root, "logistic", champions.logistic, metrics={"average_precision": 0.5},
+                      params={"feature_cols": FEATURES})
+    loaded = load_champions(str(tmp_path), "telemetry")
+    assert loaded.rcf_feature_cols == subset and loaded.feature_cols == FEATURES
+    scored = {r.event_id: r for r in score_events(events_df, loaded).collect()}
+    own = {r.event_id: r.s for r in rcf.copy().setFeaturesCol("_f").setScoreCol("s").setPredictionCol("")
+           .transform(assemble(events_df, subset, "_f")).select("event_id", "s").collect()}
+    assert all(row.rcf_score == own[key] for key, row in scored.items())
+    rcf_reasons = {x for row in scored.values() for x in row.reasons if x.startswith("rcf:")}
+    assert rcf_reasons and rcf_reasons <= {"rcf:c", "rcf:a"}
