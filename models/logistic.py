@@ -54,6 +54,7 @@ from dataclasses import dataclass, field
 from functools import cached_property, reduce
 from typing import Any
 
+import numpy as np
 from pyspark.ml import Pipeline, PipelineModel
 from pyspark.ml.classification import LogisticRegression, LogisticRegressionModel
 from pyspark.ml.feature import Imputer, ImputerModel, StandardScaler, StandardScalerModel, VectorAssembler
@@ -422,3 +423,26 @@ def train_logistic(train_df: DataFrame, *, feature_cols: Sequence[str], label_co
         for cached in (data, fit_vec, valid_vec):
             if cached is not None:
                 cached.unpersist()
+
+
+def standardized_matrix(terms: LinearTerms, frame) -> np.ndarray:
+    """The numpy twin of :func:`standardized_columns`: ``z[:, j]`` for a pandas frame's feature columns."""
+    z = np.empty((len(frame), len(terms.features)))
+    for j, (name, surrogate, mean, scale) in enumerate(zip(terms.features, terms.surrogates, terms.means,
+                                                           terms.scales, strict=True)):
+        x = frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+        if math.isnan(terms.missing_value):
+            imputed = np.where(np.isnan(x), surrogate, x)
+        else:
+            imputed = np.where(np.isnan(x) | (x == terms.missing_value), surrogate, x)
+        z[:, j] = (imputed - mean) * scale
+    return z
+
+
+def probability_array(terms: LinearTerms, z: np.ndarray) -> np.ndarray:
+    """The numpy twin of ``probability(margin(terms))``: the same terms added in the same order."""
+    acc = np.full(z.shape[0], terms.intercept)
+    for j, (w, scale) in enumerate(zip(terms.weights, terms.scales, strict=True)):
+        if w != 0 and scale != 0:
+            acc = acc + w * z[:, j]
+    return 1.0 / (1.0 + np.exp(-acc))

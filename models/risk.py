@@ -23,10 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-__all__ = ["combine_risk", "logistic_risk", "rcf_risk", "reason_codes", "sigmoid", "with_risk"]
+__all__ = ["combine_risk", "combine_risk_array", "logistic_risk", "logistic_risk_array", "rcf_risk", "rcf_risk_array",
+           "reason_codes", "reason_codes_row", "sigmoid", "with_risk"]
 
 _EPS = 1e-12
 
@@ -150,3 +152,69 @@ def with_risk(df: DataFrame, *, rcf_threshold: float | None = None, logistic_thr
             logistic_features=logistic_features,
             logistic_weight=F.col("risk_logistic") * F.lit(logistic_weight) if use_log else None))
     return out
+
+
+# ------------------------------------------------------------------ numpy twins (driver-local scoring)
+# The same formulas on numpy arrays, operation for operation, for a micro-batch scored on the driver
+# (models/scoring.py ``score_pandas``); tests check them against the Spark columns above.
+
+def _sigmoid_np(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _logit_np(p):
+    clipped = np.minimum(np.maximum(p, _EPS), 1.0 - _EPS)
+    return np.log(clipped / (1.0 - clipped))
+
+
+def rcf_risk_array(score: np.ndarray, threshold: float, steepness: float = 4.0) -> np.ndarray:
+    """The numpy twin of :func:`rcf_risk` (NaN for a missing score)."""
+    if not threshold > 0:
+        raise ValueError(f"the RCF threshold must be positive, got {threshold!r}")
+    return _sigmoid_np(float(steepness) * (score / float(threshold) - 1.0))
+
+
+def logistic_risk_array(probability: np.ndarray, threshold: float, steepness: float = 1.0) -> np.ndarray:
+    """The numpy twin of :func:`logistic_risk` (NaN for a missing probability)."""
+    if not 0.0 < threshold < 1.0:
+        raise ValueError(f"the logistic threshold must be in (0, 1), got {threshold!r}")
+    shift = np.log(min(max(threshold, _EPS), 1.0 - _EPS) / (1.0 - min(max(threshold, _EPS), 1.0 - _EPS)))
+    return _sigmoid_np(float(steepness) * (_logit_np(probability) - shift))
+
+
+def combine_risk_array(rcf: np.ndarray | None, logistic: np.ndarray | None, *, method: str = "noisy_or",
+                       rcf_weight: float = 1.0, logistic_weight: float = 1.0) -> np.ndarray:
+    """The numpy twin of :func:`combine_risk` (NaN or a missing detector counts as 0)."""
+    n = len(rcf) if rcf is not None else len(logistic)
+    a = (np.zeros(n) if rcf is None else np.nan_to_num(rcf, nan=0.0)) * float(rcf_weight)
+    b = (np.zeros(n) if logistic is None else np.nan_to_num(logistic, nan=0.0)) * float(logistic_weight)
+    if method == "noisy_or":
+        return 1.0 - (1.0 - a) * (1.0 - b)
+    if method == "max":
+        return np.maximum(a, b)
+    raise ValueError(f"method must be 'noisy_or' or 'max', got {method!r}")
+
+
+def _weighted_parts_row(values, names: Sequence[str], weight: float, prefix: str) -> list[tuple[float, str]]:
+    if values is None:
+        return []
+    positive = [max(0.0 if v != v else v, 0.0) for v in values]    # v != v: NaN counts as 0
+    total = 0.0
+    for v in positive:
+        total += v
+    if not total > 0:
+        return []
+    return [(v / total * weight, f"{prefix}:{n}") for v, n in zip(positive, names, strict=True)]
+
+
+def reason_codes_row(*, n: int = 3, rcf_attribution=None, rcf_features: Sequence[str] = (), rcf_weight: float = 1.0,
+                     logistic_contributions=None, logistic_features: Sequence[str] = (),
+                     logistic_weight: float = 1.0) -> list[str]:
+    """The Python twin of :func:`reason_codes` for one row: the ``n`` strongest positive parts, largest first
+    (ties by name, descending, as Spark's ``sort_array`` of (value, name) structs orders them).
+    """
+    parts = _weighted_parts_row(rcf_attribution, rcf_features, rcf_weight, "rcf") \
+        + _weighted_parts_row(logistic_contributions, logistic_features, logistic_weight, "logistic")
+    kept = [p for p in parts if p[0] > 0]
+    kept.sort(reverse=True)
+    return [name for _, name in kept[:n]]

@@ -114,3 +114,29 @@ def test_an_rcf_on_fewer_features_scores_with_its_own_columns(spark, events_df, 
     assert all(row.rcf_score == own[key] for key, row in scored.items())
     rcf_reasons = {x for row in scored.values() for x in row.reasons if x.startswith("rcf:")}
     assert rcf_reasons and rcf_reasons <= {"rcf:c", "rcf:a"}
+
+
+@pytest.mark.parametrize("method,attribution", [("max", "flagged"), ("noisy_or", "all")])
+def test_the_driver_local_twin_gives_what_spark_gives(events_df, champions, method, attribution):
+    from models.scoring import score_pandas
+
+    spark_rows = {r.event_id: r for r in score_events(events_df, champions, risk_method=method,
+                                                      rcf_attribution=attribution).collect()}
+    local = score_pandas(events_df.toPandas(), champions, risk_method=method, rcf_attribution=attribution)
+    assert list(local.columns) == [*events_df.columns, *[c for c in local.columns if c in SCORE_COLUMNS]]
+    assert set(local.columns) - set(events_df.columns) == set(SCORE_COLUMNS)
+    assert len(local) == len(spark_rows)
+    flagged = 0
+    for row in local.itertuples(index=False):
+        ref = spark_rows[row.event_id]
+        if ref.rcf_score is None:
+            assert np.isnan(row.rcf_score)
+        else:
+            assert row.rcf_score == ref.rcf_score          # the same kernel on the same numbers
+        assert row.logistic_score == pytest.approx(ref.logistic_score, rel=1e-12, abs=1e-15)
+        assert row.risk == pytest.approx(ref.risk, rel=1e-12, abs=1e-15)
+        assert bool(row.is_anomaly) == ref.is_anomaly
+        assert list(row.reasons) == list(ref.reasons), row.event_id
+        assert (row.rcf_version, row.logistic_version) == (ref.rcf_version, ref.logistic_version)
+        flagged += bool(row.is_anomaly)
+    assert flagged > 5
