@@ -15,6 +15,8 @@ history rows and the batch rows together, exactly as the Spark range frames do:
 * ``amount_vs_customer_avg_30d`` from the 30-day count and sum, minus the row itself;
 * ``seconds_since_prev_tx``: the customer's latest time in ``[t - 30 days, t)``;
 * terminal windows ``(t - (delay + w) days, t - delay days]``: count, labelled count and frauds.
+* ``log_amount`` and ``customer_log_avg_amount_{w}d``: ``log1p`` of the amount and of the
+  customer's average (numpy's and Java's ``log1p`` may differ in the last bit; the tests allow 1e-12).
 
 Labels may be null (unknown): they count in ``terminal_nb_tx`` but not in the risk, as in Spark.
 """
@@ -26,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from features.transactions import (AMOUNT_HISTORY_DAYS, DEFAULT_DELAY_DAYS, DEFAULT_WINDOWS_DAYS,
-                                   MAX_SECONDS_SINCE_PREV_TX, NIGHT_END_HOUR, _check_parameters,
+                                   MAX_SECONDS_SINCE_PREV_TX, NIGHT_LAST_HOUR, _check_parameters,
                                    lookback_days, transaction_feature_columns)
 from models.rcf import _njit
 
@@ -152,7 +154,7 @@ def compute_features(history: pd.DataFrame, batch: pd.DataFrame, *,
     unix_day = np.floor_divide(seconds, 86400)
     out["unix_day"] = unix_day.astype(np.int32)
     out["is_weekend"] = (np.mod(unix_day + 3, 7) >= 5).astype(np.int32)
-    out["is_night"] = (np.floor_divide(np.mod(seconds, 86400), 3600) < NIGHT_END_HOUR).astype(np.int32)
+    out["is_night"] = (np.floor_divide(np.mod(seconds, 86400), 3600) <= NIGHT_LAST_HOUR).astype(np.int32)
 
     order, ts_c, pos, g0, g1 = _grouped(both["customer_id"], ts, batch_rows)
     counts, sums, h_count, h_sum, previous = _customer_kernel(
@@ -179,6 +181,9 @@ def compute_features(history: pd.DataFrame, batch: pd.DataFrame, *,
     out["amount_vs_customer_avg_30d"] = np.where((others > 0) & (others_mean > 0), ratio, 1.0)
     out["seconds_since_prev_tx"] = np.where(previous >= 0, (b_ts - previous) / US_PER_SECOND,
                                             float(MAX_SECONDS_SINCE_PREV_TX))
+    out["log_amount"] = np.log1p(b_amount)
+    for w in windows:
+        out[f"customer_log_avg_amount_{w}d"] = np.log1p(out[f"customer_avg_amount_{w}d"])
     names = ["unix_day"] + [c for c in transaction_feature_columns(windows) if c != "amount"]
     return pd.DataFrame({name: out[name] for name in names}, index=batch.index[:nb])
 

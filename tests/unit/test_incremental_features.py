@@ -97,3 +97,14 @@ def test_seen_ids_and_an_empty_batch():
     data = random_transactions(20, seed=1)
     state.add(data)
     assert state.seen_ids(pd.Series(["t00003", "nope"])).tolist() == [True, False]
+
+
+def test_is_night_is_utc_hours_zero_to_six_as_in_the_batch_features():
+    """The Handbook's TX_DURING_NIGHT (hour <= 6), on both sides of each boundary and before 1970."""
+    times = ["2026-01-01 23:59:59", "2026-01-02 00:00:00", "2026-01-02 05:59:59", "2026-01-02 06:00:00",
+             "2026-01-02 06:59:59", "2026-01-02 07:00:00", "1969-12-31 06:30:00", "1969-12-31 07:00:00"]
+    ts = [int(pd.Timestamp(t, tz="UTC").value // 1000) + 999_999 for t in times]
+    batch = pd.DataFrame({"transaction_id": [f"t{i}" for i in range(len(ts))], "ts": ts,
+                          "customer_id": "c", "terminal_id": "k", "amount": 1.0, "label": 0.0})
+    out = compute_features(empty_state(), batch)
+    assert out["is_night"].tolist() == [0, 1, 1, 1, 1, 0, 1, 0]

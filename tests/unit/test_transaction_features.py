@@ -1,5 +1,7 @@
 """Transaction features: hand-computed values, window boundaries, the label delay, point in time
 and incremental == full."""
+import math
+
 import pytest
 from pyspark.sql import functions as F
 
@@ -48,6 +50,7 @@ def test_feature_columns_are_fixed_and_ordered():
         "customer_nb_tx_1d", "customer_avg_amount_1d", "customer_nb_tx_7d", "customer_avg_amount_7d",
         "terminal_nb_tx_1d", "terminal_risk_1d", "terminal_nb_tx_7d", "terminal_risk_7d",
         "amount_vs_customer_avg_30d", "seconds_since_prev_tx",
+        "log_amount", "customer_log_avg_amount_1d", "customer_log_avg_amount_7d",
     ]
 
 
@@ -69,11 +72,14 @@ def test_bad_parameters_and_schema_are_rejected(spark):
         build_transaction_features(df.drop("terminal_id"))
 
 
-def test_calendar_features_are_utc_weekend_and_hour_before_six(spark):
+def test_calendar_features_are_utc_weekend_and_hours_zero_to_six_are_night(spark):
+    """is_night is the Handbook's TX_DURING_NIGHT: UTC hour <= 6 (00:00:00..06:59:59)."""
     df = canonical(spark, [
         ("sat_night", "2024-01-06 05:59:59", "c", "x", 1.0, 0),   # Saturday
         ("sun_late", "2024-01-07 23:00:00", "c", "x", 1.0, 0),    # Sunday
-        ("mon_six", "2024-01-08 06:00:00", "c", "x", 1.0, 0),     # Monday, 6 o'clock is day
+        ("mon_six", "2024-01-08 06:00:00", "c", "x", 1.0, 0),     # Monday, hour 6 is night
+        ("mon_last", "2024-01-08 06:59:59", "c", "x", 1.0, 0),    # last second of the night
+        ("mon_seven", "2024-01-08 07:00:00", "c", "x", 1.0, 0),   # 7 o'clock is day
         ("fri_mid", "2024-01-05 00:00:00", "c", "x", 1.0, 0),     # Friday midnight
     ])
     out = by_id(build_transaction_features(df).withColumn("date", F.col("date").cast("string")),
@@ -81,7 +87,9 @@ def test_calendar_features_are_utc_weekend_and_hour_before_six(spark):
     assert out == {
         "sat_night": (1, 1, "2024-01-06"),
         "sun_late": (1, 0, "2024-01-07"),
-        "mon_six": (0, 0, "2024-01-08"),
+        "mon_six": (0, 1, "2024-01-08"),
+        "mon_last": (0, 1, "2024-01-08"),
+        "mon_seven": (0, 0, "2024-01-08"),
         "fri_mid": (0, 1, "2024-01-05"),
     }
 
@@ -104,6 +112,23 @@ def test_customer_windows_include_now_and_exclude_exactly_w_days_ago(spark):
     assert out["t2"] == (2, 25.0, 3, 20.0, 3, 20.0, 2.0, 43200.0)       # t0 left the 1-day window
     assert out["t3"] == (1, 40.0, 3, 30.0, 4, 25.0, 2.0, 518400.0)      # t0 left the 7-day window
     assert out["other"] == (1, 1000.0, 1, 1000.0, 1, 1000.0, 1.0, cap)
+
+
+def test_log_amount_features_are_log1p_of_the_amount_and_the_customer_averages(spark):
+    """ln(1 + x): finite at a zero amount, and the averages are the customer windows' (current row included)."""
+    df = canonical(spark, [
+        ("t0", "2024-01-01 00:00:00", "c1", "x", 0.0, 0),
+        ("t1", "2024-01-01 12:00:00", "c1", "y", 20.0, 0),
+        ("t2", "2024-01-05 00:00:00", "c1", "x", 40.0, 0),
+    ])
+    columns = ["log_amount", "customer_log_avg_amount_1d", "customer_log_avg_amount_7d",
+               "customer_log_avg_amount_30d"]
+    out = by_id(build_transaction_features(df), *columns)
+    expected = {"t0": (0.0, 0.0, 0.0, 0.0),
+                "t1": (math.log(21.0), math.log(11.0), math.log(11.0), math.log(11.0)),
+                "t2": (math.log(41.0), math.log(41.0), math.log(21.0), math.log(21.0))}
+    for tid, values in expected.items():
+        assert out[tid] == pytest.approx(values, rel=1e-15, abs=0.0), tid
 
 
 def test_same_instant_transactions_are_peers_not_previous(spark):
