@@ -214,7 +214,7 @@ class Decoded:
 
 
 def decode_records(payload_df: DataFrame, *, dataset: str, schema_conf: Mapping,
-                   max_record_bytes: int) -> Decoded:
+                   max_record_bytes: int, dedupe: bool = True) -> Decoded:
     """Split a payload frame into canonical events and dead letters (nothing is dropped).
 
     One pass: every parsed record goes through the batch validator, which keeps a record-level
@@ -236,7 +236,7 @@ def decode_records(payload_df: DataFrame, *, dataset: str, schema_conf: Mapping,
                                        timestamp_format=schema_conf["timestamp_format"])
     else:
         validated = validate_transactions(records, columns=schema_conf["columns"],
-                                          timestamp_format=schema_conf["timestamp_format"])
+                                          timestamp_format=schema_conf["timestamp_format"], dedupe=dedupe)
     src = {name: F.col(f"_src_{i}") for i, name in enumerate(validated.source_columns)}
     checked = validated.checked.select(*validated.canonical, *_carried(src), F.col(REASON))
     return Decoded(checked, validated.canonical, schema.id_column)

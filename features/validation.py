@@ -127,8 +127,12 @@ def parse_label(source: Column, name: str = "label") -> tuple[Column, Column]:
 
 
 def _finish(df: DataFrame, parsed: dict[str, tuple[Column, Column]], id_name: str,
-            extra: Sequence[str]) -> Validated:
-    """Add canonical columns and the reason; mark later duplicates of an id among good rows."""
+            extra: Sequence[str], dedupe: bool = True) -> Validated:
+    """Add canonical columns and the reason; mark later duplicates of an id among good rows.
+
+    ``dedupe=False`` leaves the duplicates unmarked and keeps ``_input_order`` instead, for a
+    caller that marks them itself (the stream's incremental engine does it on the driver).
+    """
     source_columns = tuple(df.columns)
     reasons = [reason for _, reason in parsed.values()]
     if CORRUPT in source_columns:
@@ -148,6 +152,8 @@ def _finish(df: DataFrame, parsed: dict[str, tuple[Column, Column]], id_name: st
         staged = staged.withColumn(REASON, F.coalesce(prior, F.col(REASON)))
     # The earliest good row keeps an id (first in the input on equal times); later good rows with
     # that id are duplicates. Bad rows do not count, so a garbled copy never pushes out the record.
+    if not dedupe:
+        return Validated(staged, tuple(parsed), source_columns)
     order = Window.partitionBy(id_name, F.col(REASON).isNull()).orderBy("event_time", "_input_order")
     rank = F.row_number().over(order)
     staged = staged.withColumn(
@@ -184,8 +190,11 @@ def validate_telemetry(raw_df: DataFrame, *, columns: Mapping[str, str], measure
 
 
 def validate_transactions(raw_df: DataFrame, *, columns: Mapping[str, str],
-                          timestamp_format: str | None = None) -> Validated:
-    """Canonical transactions and quarantined ones from a user's frame (any column names)."""
+                          timestamp_format: str | None = None, dedupe: bool = True) -> Validated:
+    """Canonical transactions and quarantined ones from a user's frame (any column names).
+
+    ``dedupe``: see :func:`_finish`.
+    """
     resolved = _check_columns(raw_df, columns, TRANSACTION_REQUIRED, TRANSACTION_OPTIONAL)
     types = {f.name: f.dataType for f in raw_df.schema.fields}
     col = {name: F.col(f"`{source}`") for name, source in resolved.items()}
@@ -200,7 +209,7 @@ def validate_transactions(raw_df: DataFrame, *, columns: Mapping[str, str],
     }
     used = set(resolved.values())
     extra = [c for c in raw_df.columns if c not in used and c not in parsed and not c.startswith("_")]
-    return _finish(raw_df, parsed, "transaction_id", extra)
+    return _finish(raw_df, parsed, "transaction_id", extra, dedupe=dedupe)
 
 
 def count_outcome(validated: Validated) -> dict[str, int]:

@@ -206,7 +206,8 @@ def score_pandas(frame, champions: Champions, *, risk_method: str = "max", anoma
         risk_rcf = rcf_risk_array(rcf_score, rcf.threshold)
     risk = combine_risk_array(risk_rcf, risk_logistic, method=risk_method)
     is_anomaly = risk >= float(anomaly_risk)
-    codes = [[] for _ in range(n)]
+    none: list[str] = []
+    codes = [none] * n     # one shared empty list; flagged rows get their own below
     if reasons > 0:
         for i in np.flatnonzero(is_anomaly):
             rcf_attr = None

@@ -159,6 +159,11 @@ class HadoopFs:
         if not fs.rename(s, d):
             raise OSError(f"could not rename {src} to {dst}")
 
+    def copy_from_local(self, local: str, dst: str) -> None:
+        """Copy a file of this machine's disk to ``dst`` (any Hadoop file system; the local file stays)."""
+        fs, d = self._resolve(dst)
+        fs.copyFromLocalFile(False, True, self._jvm.org.apache.hadoop.fs.Path("file://" + os.path.abspath(local)), d)
+
     def list_dirs(self, folder: str) -> list[str]:
         fs, p = self._resolve(folder)
         if not fs.exists(p):
@@ -243,17 +248,62 @@ class ExactlyOnceSink:
         ``extra`` is stored in the commit record (the incremental engine keeps its watermark there).
         """
         if self.committed(batch_id):
-            info = self.commit_info(batch_id)
-            info["skipped"] = True
-            return info
+            return self._skipped(batch_id)
+        staging = self._fresh_staging(batch_id)
+        df.write.mode("overwrite").partitionBy(*self.partition_by).parquet(staging)
+        return self._commit(batch_id, staging, extra)
+
+    def write_arrow(self, table, batch_id: int, extra: Mapping[str, Any] | None = None) -> dict:
+        """:meth:`write` for a ``pyarrow.Table`` made on the driver (no Spark job).
+
+        One Parquet file per (date, hour) of the batch, written locally with pyarrow, copied into
+        the staging folder through Hadoop's file system (so s3a:// works too), then committed
+        exactly as :meth:`write` commits. The table holds the partition columns; the files do not
+        (they are in the folder names, as Spark writes them).
+        """
+        import tempfile
+
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        if self.committed(batch_id):
+            return self._skipped(batch_id)
+        staging = self._fresh_staging(batch_id)
+        keys = list(self.partition_by)
+        data = table.drop_columns(keys)
+        groups = table.select(keys).group_by(keys).aggregate([]) if table.num_rows else None
+        with tempfile.TemporaryDirectory(prefix="sink_") as tmp:
+            for g in range(groups.num_rows if groups is not None else 0):
+                values = [groups.column(k)[g] for k in keys]
+                mask = None
+                for k, v in zip(keys, values, strict=True):
+                    eq = pc.equal(table.column(k), v)
+                    mask = eq if mask is None else pc.and_(mask, eq)
+                local = os.path.join(tmp, f"part-{g:05d}.parquet")
+                pq.write_table(data.filter(mask), local, compression="snappy")
+                folder = "/".join(f"{k}={_partition_text(v.as_py())}" for k, v in zip(keys, values, strict=True))
+                self.fs.copy_from_local(local, f"{staging}/{folder}/part-{g:05d}.parquet")
+        return self._commit(batch_id, staging, extra)
+
+    def _skipped(self, batch_id: int) -> dict:
+        info = self.commit_info(batch_id)
+        info["skipped"] = True
+        return info
+
+    def _fresh_staging(self, batch_id: int) -> str:
+        """An empty staging folder for the batch, after undoing what a crashed attempt moved."""
         staging = f"{self.output}/_staging/batch_id={batch_id}"
-        manifest = f"{self.output}/_staging/batch_id={batch_id}.manifest.json"
+        manifest = f"{staging}.manifest.json"
         if self.fs.exists(manifest):     # a crashed attempt may have moved some files already
             for target in json.loads(self.fs.read_text(manifest)):
                 self.fs.delete(target)
             self.fs.delete(manifest)
         self.fs.delete(staging)
-        df.write.mode("overwrite").partitionBy(*self.partition_by).parquet(staging)
+        return staging
+
+    def _commit(self, batch_id: int, staging: str, extra: Mapping[str, Any] | None) -> dict:
+        """Move the staged files to their final names (listed in a manifest first), then write the marker."""
+        manifest = f"{staging}.manifest.json"
         sources = [p for p in self.fs.list_files(staging, recursive=True)
                    if _name(p).startswith("part-") and not _name(p).endswith(".crc")]
         moves = []
@@ -271,6 +321,11 @@ class ExactlyOnceSink:
         self.fs.delete(manifest)
         info["skipped"] = False
         return info
+
+
+def _partition_text(value) -> str:
+    """A partition value as Spark writes it in a folder name (dates ISO, numbers plain)."""
+    return value.isoformat() if isinstance(value, dt.date) else str(value)
 
 
 # --------------------------------------------------------------------------- the micro-batch
@@ -391,8 +446,22 @@ class MicroBatchProcessor:
         if self.incremental is None:   # the history engine reads the decoded records several times
             decoded = decoded.persist(StorageLevel.MEMORY_AND_DISK)
         engine = self._incremental_features if self.incremental is not None else self._history_features
-        features, rejected, save_state, cleanup, known = engine(spark, decoded, batch_id, report, sink)
+        features, rejected, save_state, cleanup, known = engine(spark, decoded, batch_id, report, sink, batch_df)
         mark = time.time()
+        local_score = getattr(score, "pandas", None)
+        if known is not None and known.get("frame") is not None and local_score is not None:
+            # the micro-batch is on the driver already: score it there and write it with pyarrow
+            scored_local = local_score(local_feature_frame(known["frame"], self.incremental))
+            scored_local["hour"] = scored_local["event_time"].dt.hour.astype("int32")
+            scored_local["batch_id"] = np.int64(batch_id)
+            report.scored = len(scored_local)
+            mark = report.phase("score", mark)
+            commit = sink.write_arrow(arrow_table(scored_local), batch_id, extra=known.get("commit"))
+            self._finish(batch_id, report, sink, decoded, rejected, save_state, cleanup, known, commit, mark,
+                         started, anomalies=lambda cols: local_anomalies(scored_local, cols))
+            return
+        if callable(features):
+            features = features()
         scored = score(features)
         if "date" not in scored.columns:
             scored = scored.withColumn("date", F.to_date("event_time"))
@@ -411,6 +480,18 @@ class MicroBatchProcessor:
         mark = report.phase("score", mark)
 
         commit = sink.write(scored, batch_id, extra=(known or {}).get("commit"))
+
+        def anomalies(cols):
+            wanted = [c for c in cols if c in scored.columns]
+            return [row.asDict(recursive=True) for row in scored.where(F.col("is_anomaly")).select(*wanted).collect()]
+
+        self._finish(batch_id, report, sink, decoded, rejected, save_state, cleanup, stats, commit, mark,
+                     started, anomalies=anomalies, scored=scored)
+
+    def _finish(self, batch_id, report, sink, decoded, rejected, save_state, cleanup, stats, commit, mark,
+                started, *, anomalies, scored=None) -> None:
+        """After the sink write: latency, dead letters, state, alerts, the report."""
+        s = self.s
         report.sink_skipped = commit["skipped"]
         if stats["n"] and stats["q"] is not None:
             committed_at = commit["committed_at"]
@@ -422,18 +503,25 @@ class MicroBatchProcessor:
         mark = report.phase("sink", mark)
         _maybe_kill("after-sink", batch_id)
 
-        dead = decoded.dead_letters
+        if isinstance(stats, dict) and "decoded" in stats:    # the incremental engine decoded on the driver
+            decoded = stats["decoded"]                        # (None: every record was clean)
+        parts = [] if decoded is None else [decoded.dead_letters]
         if rejected is not None:
-            dead = dead.unionByName(rejected_as_dead_letters(rejected))
-        dead = dead.withColumn("dataset", F.lit(s.dataset)).withColumn("dead_at", F.current_timestamp())
-        if known is not None and "dead_reasons" in known:    # counted already: no pass when there are none
-            report.dead_reasons = dict(known["dead_reasons"])
-        else:
+            parts.append(rejected_as_dead_letters(rejected))
+        dead = None
+        if parts:
+            dead = parts[0]
+            for more in parts[1:]:
+                dead = dead.unionByName(more)
+            dead = dead.withColumn("dataset", F.lit(s.dataset)).withColumn("dead_at", F.current_timestamp())
+        if isinstance(stats, dict) and "dead_reasons" in stats:    # counted already: no pass when there are none
+            report.dead_reasons = dict(stats["dead_reasons"])
+        elif dead is not None:
             dead = dead.persist(StorageLevel.MEMORY_AND_DISK)
             reasons = dead.groupBy(F.regexp_replace("reason", _REASON_DETAIL, "").alias("r")).count().collect()
             report.dead_reasons = {r["r"]: r["count"] for r in reasons}
         report.dead_letters = sum(report.dead_reasons.values())
-        if report.dead_letters:
+        if report.dead_letters and dead is not None:
             dead.write.mode("overwrite").parquet(f"{s.dead_letter.rstrip('/')}/batch_id={batch_id}")
         mark = report.phase("dead letters", mark)
 
@@ -441,19 +529,18 @@ class MicroBatchProcessor:
         mark = report.phase("state", mark)
 
         if self.alerter is not None:
-            wanted = [c for c in self.alert_columns if c in scored.columns]
-            anomalies = [row.asDict(recursive=True) for row in
-                         scored.where(F.col("is_anomaly")).select(*wanted).collect()]
-            if anomalies:
-                published = self.alerter.publish(anomalies, scope=str(batch_id))
+            flagged = anomalies(list(self.alert_columns))
+            if flagged:
+                published = self.alerter.publish(flagged, scope=str(batch_id))
                 report.alerts_sent, report.alerts_skipped = published.sent, published.skipped
                 report.alerts_failed = published.failed
             report.phase("alerts", mark)
         _maybe_kill("after-alerts", batch_id)
 
         report.records = report.scored + report.dead_letters
-        for df in (scored, dead, decoded.records):
-            df.unpersist()   # a no-op for frames that were not persisted
+        for df in (scored, dead, decoded.records if decoded is not None else None):
+            if df is not None:
+                df.unpersist()   # a no-op for frames that were not persisted
         cleanup()
         report.seconds = time.time() - started
         self.reports.append(report)
@@ -461,7 +548,7 @@ class MicroBatchProcessor:
             self.on_batch(report)
 
     # -- engine 1: the batch feature function over a history snapshot (any data set)
-    def _history_features(self, spark: SparkSession, decoded, batch_id: int, report: BatchReport, _sink):
+    def _history_features(self, spark: SparkSession, decoded, batch_id: int, report: BatchReport, _sink, _batch_df):
         """Run the batch feature function over the history snapshot + the batch (Spark jobs)."""
         s = self.s
         mark = time.time()
@@ -496,7 +583,8 @@ class MicroBatchProcessor:
         return features, rejected, save_state, accepted.unpersist, None
 
     # -- engine 2: incremental features from per-entity state in driver memory
-    def _incremental_features(self, spark: SparkSession, decoded, batch_id: int, report: BatchReport, sink):
+    def _incremental_features(self, spark: SparkSession, decoded, batch_id: int, report: BatchReport, sink,
+                              batch_df: DataFrame):
         """Features from the in-memory state (rebuilt from the sink's committed rows when needed)."""
         s = self.s
         inc = self.incremental
@@ -504,31 +592,40 @@ class MicroBatchProcessor:
         state = self._state_before(spark, batch_id, sink)
         mark = report.phase("state", mark)
         id_col = decoded.id_column
-        # one pass over the micro-batch: every record's event columns and reason come to the driver
-        records = decoded.records.select(*inc.to_state_columns(), F.unix_micros("arrival_time").alias("_arrival_us"),
-                                         F.col(REASON)).toPandas()
-        good = records[REASON].isna().to_numpy()
-        events = records[good].drop(columns=[REASON]).reset_index(drop=True)
+        events, raw, decoded_left, spark_reasons = self._decode_on_driver(spark, batch_df)
         mark = report.phase("decode", mark)
         reason = pd.Series(None, index=events.index, dtype=object)
+        # the earliest good record of an id in the batch keeps it (first in the input on equal times)
+        order = np.lexsort((events["_order"].to_numpy(), events["ts"].to_numpy()))
+        repeated = np.zeros(len(events), bool)
+        repeated[order] = events[id_col].iloc[order].duplicated().to_numpy()
+        reason[repeated] = f"duplicate {id_col}"
         if state.max_seen_us is not None:
             watermark_us = state.max_seen_us - s.allowed_lateness_seconds * 1_000_000
             watermark = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=watermark_us)
-            reason[events["ts"].to_numpy() < watermark_us] = \
+            reason[(events["ts"].to_numpy() < watermark_us) & reason.isna().to_numpy()] = \
                 f"late (event_time before the watermark {watermark.isoformat()})"
         seen = state.seen_ids(events[id_col])
         reason[seen & reason.isna().to_numpy()] = f"duplicate {id_col} (already processed)"
         bad = reason.notna().to_numpy()
-        accepted = events[~bad].reset_index(drop=True)
+        accepted = events[~bad].drop(columns=["_order"]).reset_index(drop=True)
         rejected = None
-        if bad.any():
-            rejected_pdf = pd.DataFrame({"_rid": events.loc[bad, id_col].astype(object).to_numpy(),
-                                         REASON: reason[bad].astype(object).to_numpy()})
-            rejected = decoded.valid.join(F.broadcast(spark.createDataFrame(rejected_pdf)),
-                                          F.col(id_col) == F.col("_rid")).drop("_rid")
+        if bad.any():    # dead letters with their raw payloads, from the rows collected already
+            rows = raw.iloc[events.loc[bad, "_order"].to_numpy()]
+            dead_pdf = pd.DataFrame({"payload": rows["payload"].astype(object).to_numpy(),
+                                     REASON: reason[bad].astype(object).to_numpy(),
+                                     "_arrival_us": rows["_arrival_us"].to_numpy(np.float64),
+                                     "record_source": rows["record_source"].astype(object).to_numpy()})
+            rejected = spark.createDataFrame(dead_pdf, "payload string, reason string, _arrival_us double, "
+                                                       "record_source string") \
+                .select("payload", REASON, F.timestamp_micros(F.col("_arrival_us").cast("long")).alias("arrival_time"),
+                        "record_source")
         feats = state.features(accepted)
         frame = pd.concat([accepted, feats.reset_index(drop=True)], axis=1)
-        features = inc.to_spark(spark, frame)
+
+        def features():    # for a Spark scorer only: a driver-local one takes ``frame`` as it is
+            return inc.to_spark(spark, frame)
+
         report.phase("features", mark)
 
         rows = accepted[list(inc.state_columns)]
@@ -539,15 +636,59 @@ class MicroBatchProcessor:
             state.add(rows)
             self._state, self._state_batch = state, batch_id
 
-        dead_reasons = pd.concat([records.loc[~good, REASON], reason[bad]]).astype(str) \
+        dead_reasons = pd.concat([spark_reasons, reason[bad]]).astype(str) \
             .str.replace(_REASON_DETAIL, "", regex=True).value_counts()
-        known = {"n": len(accepted), "q": None, "newest": None, "commit": {"max_seen_us": max_seen},
-                 "dead_reasons": {str(k): int(v) for k, v in dead_reasons.items()}}
+        known = {"n": len(accepted), "q": None, "newest": None, "commit": {"max_seen_us": max_seen}, "frame": frame,
+                 "dead_reasons": {str(k): int(v) for k, v in dead_reasons.items()}, "decoded": decoded_left}
         if len(accepted):
             arrival = accepted["_arrival_us"].dropna().to_numpy(np.float64)
             known["q"] = [float(np.quantile(arrival, q)) for q in (0.5, 0.05, 0.0)] if len(arrival) else None
             known["newest"] = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=newest)
         return features, rejected, save_state, lambda: None, known
+
+    def _decode_on_driver(self, spark: SparkSession, batch_df: DataFrame):
+        """(good events with ``_arrival_us`` and ``_order``, the raw rows, the Spark-decoded left-overs, their reasons).
+
+        One Arrow transfer brings the raw payloads to the driver; clean records are decoded there
+        (features/fastdecode.py) and only the others go through the Spark decoder, which judges
+        them exactly as the batch path does. ``_order`` is a record's position in the batch.
+        """
+        from features.fastdecode import decode_clean_transactions
+
+        s = self.s
+        inc = self.incremental
+        raw = batch_df.select("payload", F.unix_micros("arrival_time").alias("_arrival_us"),
+                              "record_source").toPandas()
+        payloads = raw["payload"].astype(object).tolist()
+        events, clean = decode_clean_transactions(payloads, schema_conf=s.schema_conf,
+                                                  max_record_bytes=s.max_record_bytes)
+        events["_arrival_us"] = raw["_arrival_us"].to_numpy(np.float64)[clean]
+        events["_order"] = np.flatnonzero(clean)
+        decoded_left, spark_reasons = None, pd.Series([], dtype=object)
+        if not clean.all():
+            left = raw[~clean]
+            left_pdf = pd.DataFrame({
+                "payload": left["payload"].astype(object).to_numpy(),
+                "payload_bytes": [len(p.encode("utf-8")) if isinstance(p, str) else 0 for p in left["payload"]],
+                "_arrival_us": left["_arrival_us"].to_numpy(np.float64),
+                "record_source": left["record_source"].astype(object).to_numpy()})
+            left_df = spark.createDataFrame(left_pdf, "payload string, payload_bytes int, _arrival_us double, "
+                                                      "record_source string").select(
+                "payload", "payload_bytes", F.timestamp_micros(F.col("_arrival_us").cast("long")).alias("arrival_time"),
+                "record_source")
+            decoded_left = decode_records(left_df, dataset=s.dataset, schema_conf=s.schema_conf,
+                                          max_record_bytes=s.max_record_bytes, dedupe=False)
+            # no shuffle in the plan (dedupe=False), so rows come back in the order they went in
+            judged = decoded_left.records.select(*inc.to_state_columns(),
+                                                 F.unix_micros("arrival_time").alias("_arrival_us"),
+                                                 F.col(REASON)).toPandas()
+            ok = judged[REASON].isna().to_numpy()
+            spark_reasons = judged.loc[~ok, REASON]
+            more = judged[ok].drop(columns=[REASON])
+            more["_arrival_us"] = more["_arrival_us"].astype(np.float64)
+            more["_order"] = np.flatnonzero(~clean)[ok]
+            events = pd.concat([events, more], ignore_index=True)
+        return events.reset_index(drop=True), raw, decoded_left, spark_reasons
 
     def _state_before(self, spark: SparkSession, batch_id: int, sink: ExactlyOnceSink):
         """The incremental state as of the end of batch ``batch_id - 1``.
@@ -591,6 +732,81 @@ class MicroBatchProcessor:
             raise StreamConfigError(f"the sink {self.s.output} lacks column(s) {', '.join(missing)}: the incremental "
                                     "engine rebuilds its history from the sink, so the scorer must keep them")
         return rows.where(F.col("batch_id") < F.lit(batch_id))
+
+
+# --------------------------------------------------------------------------- driver-local micro-batches
+
+def local_feature_frame(frame: pd.DataFrame, inc) -> pd.DataFrame:
+    """The incremental engine's batch frame as the rows ``inc.to_spark`` would give, in pandas.
+
+    Same columns, order and values: times from epoch microseconds (UTC), ``label`` a nullable
+    int, ``date`` from the engine's ``unix_day``, ``arrival_time`` from ``_arrival_us``.
+    """
+    from features.transactions import transaction_feature_columns
+
+    names = [c for c in transaction_feature_columns(inc.windows_days) if c != "amount"]
+    label = frame["label"].to_numpy(np.float64)
+    out = pd.DataFrame({
+        "transaction_id": frame["transaction_id"].astype(object).to_numpy(),
+        "event_time": pd.to_datetime(frame["ts"].to_numpy(np.int64), unit="us", utc=True),
+        "customer_id": frame["customer_id"].astype(object).to_numpy(),
+        "terminal_id": frame["terminal_id"].astype(object).to_numpy(),
+        "amount": frame["amount"].to_numpy(np.float64),
+        "label": pd.array(label, dtype="Float64").astype("Int32"),    # NaN: unknown (null)
+    })
+    out["date"] = (np.datetime64("1970-01-01", "D") + frame["unix_day"].to_numpy(np.int64).astype("timedelta64[D]"))
+    for c in names:
+        out[c] = frame[c].to_numpy()
+    arrival = frame["_arrival_us"].to_numpy(np.float64)
+    out["arrival_time"] = pd.to_datetime(np.where(np.isnan(arrival), np.nan, arrival), unit="us", utc=True)
+    return out
+
+
+_ARROW_TYPES = {"reasons": "list<string>", "rcf_version": "string", "logistic_version": "string",
+                "is_anomaly": "bool", "hour": "int32", "batch_id": "int64", "date": "date32", "label": "int32"}
+
+
+def arrow_table(frame: pd.DataFrame):
+    """``frame`` as a ``pyarrow.Table`` with the types Spark gives the same columns (NaN -> null)."""
+    import pyarrow as pa
+
+    named = {"list<string>": pa.list_(pa.string()), "string": pa.string(), "bool": pa.bool_(),
+             "int32": pa.int32(), "int64": pa.int64(), "date32": pa.date32()}
+    arrays, names = [], []
+    for name in frame.columns:
+        col = frame[name]
+        kind = _ARROW_TYPES.get(name)
+        if kind == "date32":
+            array = pa.array(col.to_numpy("datetime64[D]"), pa.date32())
+        elif kind is not None:
+            array = pa.array(col, named[kind], from_pandas=True)
+        elif col.dtype == object or str(col.dtype) in ("str", "string"):
+            array = pa.array(col, pa.string(), from_pandas=True)
+        elif str(col.dtype).startswith("datetime64"):
+            array = pa.array(col, pa.timestamp("us", tz="UTC"), from_pandas=True)
+        else:
+            array = pa.array(col, from_pandas=True)
+        arrays.append(array)
+        names.append(name)
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def local_anomalies(scored: pd.DataFrame, cols: Sequence[str]) -> list[dict]:
+    """The flagged rows' ``cols`` as plain Python values, as ``Row.asDict`` gives them from Spark."""
+    wanted = [c for c in cols if c in scored.columns]
+    out = []
+    for record in scored.loc[scored["is_anomaly"].to_numpy(bool), wanted].to_dict("records"):
+        for k, v in record.items():
+            if isinstance(v, pd.Timestamp):
+                record[k] = v.tz_convert(None).to_pydatetime() if v.tzinfo else v.to_pydatetime()
+            elif isinstance(v, float) and v != v:
+                record[k] = None
+            elif v is pd.NA:
+                record[k] = None
+            elif isinstance(v, np.generic):
+                record[k] = v.item()
+        out.append(record)
+    return out
 
 
 def _maybe_kill(point: str, batch_id: int) -> None:

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from aws_local import local_aws
 from pyspark.sql import functions as F
@@ -63,6 +64,21 @@ def deterministic_scorer(config):
                 .withColumn("reasons", F.array(F.lit("amount above the customer's 30-day mean")))
                 .withColumn("rcf_version", F.lit("test-rcf"))
                 .withColumn("logistic_version", F.lit("test-logistic")))
+
+    def score_frame(frame):
+        """The same function on a pandas frame (the stream scores driver-local batches with it)."""
+        out = frame.copy()
+        total = (frame["amount_vs_customer_avg_30d"] / 3.0 + frame["terminal_risk_7d"] * 0.5
+                 + frame["customer_nb_tx_1d"] * 0.01).to_numpy(np.float64)
+        out["rcf_score"] = frame["amount_vs_customer_avg_30d"]
+        out["logistic_score"] = frame["terminal_risk_7d"]
+        out["risk"] = np.fmin(1.0, total)        # like least(): a null term is skipped
+        out["is_anomaly"] = (out["risk"] >= 0.8).to_numpy() | (frame["amount"] > 250).to_numpy()
+        out["reasons"] = [["amount above the customer's 30-day mean"]] * len(out)
+        out["rcf_version"], out["logistic_version"] = "test-rcf", "test-logistic"
+        return out
+
+    score.pandas = score_frame
     return score
 
 
@@ -197,8 +213,11 @@ def test_stream_scores_every_event_once_across_kills_and_alerts_once(tmp_path, m
 # --------------------------------------------------------------------------- parity
 
 
-@pytest.mark.parametrize("engine", ["incremental", "spark"])
+@pytest.mark.parametrize("engine", ["incremental", "incremental-spark-scorer", "spark"])
 def test_the_stream_gives_every_event_its_batch_features_and_score(tmp_path, spark, engine):
+    """incremental: features from driver state, scored and written on the driver (the scorer's pandas
+    twin, pyarrow sink files); incremental-spark-scorer: the same features scored by a Spark-only
+    scorer; spark: the batch feature function over a history snapshot."""
     from features.incremental import TransactionStreamFeatures
     from features.transactions import build_transaction_features, lookback_days
     from features.validation import validate_transactions
@@ -218,9 +237,14 @@ def test_the_stream_gives_every_event_its_batch_features_and_score(tmp_path, spa
                               output=str(tmp_path / "sink"), checkpoint=str(tmp_path / "ckpt"),
                               dead_letter=str(tmp_path / "dead"),
                               history_seconds=lookback_days(feats["windows_days"], feats["delay_days"]) * 86400)
-    incremental = TransactionStreamFeatures(**feats) if engine == "incremental" else None
-    processor = MicroBatchProcessor(settings, transform=transform, scorer_factory=lambda: deterministic_scorer(config),
-                                    incremental=incremental)
+    incremental = TransactionStreamFeatures(**feats) if engine.startswith("incremental") else None
+
+    def spark_only():
+        score = deterministic_scorer(config)
+        return lambda df: score(df)       # no pandas twin: the Spark scoring and sink path
+
+    factory = spark_only if engine == "incremental-spark-scorer" else (lambda: deterministic_scorer(config))
+    processor = MicroBatchProcessor(settings, transform=transform, scorer_factory=factory, incremental=incremental)
     source = landing_source(spark, str(tmp_path / "landing"), max_files_per_trigger=1)
     query = write_stream(payloads_from_text(source),
                          checkpoint=str(tmp_path / "ckpt"), trigger="available-now", process_batch=processor)
@@ -233,7 +257,9 @@ def test_the_stream_gives_every_event_its_batch_features_and_score(tmp_path, spa
     validated = validate_transactions(raw, columns=config["schema"]["transactions"]["columns"])
     batch = deterministic_scorer(config)(transform(validated.valid))
     stream = spark.read.parquet(str(tmp_path / "sink"))
-    compared = [c for c in batch.columns if c in stream.columns and c not in ("reasons",)]
+    compared = [c for c in batch.columns if c in stream.columns]
+    assert dict(stream.dtypes) == {**dict(stream.dtypes), **{c: t for c, t in batch.dtypes if c in compared}}, \
+        "the sink's column types are the batch path's"
     assert {"risk", "customer_nb_tx_7d", "terminal_risk_7d", "seconds_since_prev_tx"} <= set(compared)
     stream_rows = {r["transaction_id"]: r.asDict() for r in stream.select(*compared).collect()}
     batch_rows = {r["transaction_id"]: r.asDict() for r in batch.select(*compared).collect()}
@@ -316,3 +342,63 @@ def test_alerts_are_batched_rate_limited_and_never_sent_twice(moto_endpoint):
     body = messages[0]["Body"]
     for expected in ("customer_id c1", "terminal_id k9", "Risk:  0.970", "rcf_score 3.200", "rcf:amount"):
         assert expected in body, body
+
+
+def test_both_engines_reject_the_same_records_for_the_same_reasons(tmp_path, spark):
+    """Duplicates in a batch (clean and garbled copies), replays of an earlier batch and late events:
+    the incremental engine (decoding clean records on the driver) and the Spark engine keep the same
+    copy of every event and dead-letter the same records with the same reasons."""
+    from features.decode import payloads_from_text
+    from features.incremental import TransactionStreamFeatures
+    from features.transactions import build_transaction_features, lookback_days
+    from runtime.config import load_config
+    from runtime.streaming import MicroBatchProcessor, StreamSettings, landing_source, write_stream
+
+    config = load_config(ROOT / "conf" / "local.yaml", ["dataset=transactions"])
+    feats = config["features"]["transactions"]
+    first = make_transactions(45, seed=3)
+    later = make_transactions(85, seed=3)[45:]          # 40 more, plus 5 special records: 2 files of 45
+    dup_late = dict(later[5], event_time=later[9]["event_time"], amount=1.25)      # same id, later time: dropped
+    dup_early = dict(later[12], event_time=later[11]["event_time"], amount=2.5)    # same id, earlier time: kept
+    garbled = dict(later[20], amount="lots")                                        # bad copy: never displaces
+    replayed = first[-1]              # already processed (at the watermark itself: not late)
+    late = dict(later[30], transaction_id="late1", event_time=first[0]["event_time"])   # before the watermark
+    batch2 = [json.dumps(r) for r in later] + [json.dumps(r) for r in (dup_late, dup_early, garbled, replayed, late)]
+    batch2.insert(0, batch2.pop(-4))          # the early copy comes first in the input
+    write_landing(tmp_path / "landing", [json.dumps(r) for r in first] + batch2, per_file=len(first))
+
+    def transform(df):
+        return build_transaction_features(df, windows_days=feats["windows_days"], delay_days=feats["delay_days"])
+
+    results = {}
+    for engine in ("incremental", "spark"):
+        root = tmp_path / engine
+        settings = StreamSettings(dataset="transactions", schema_conf=config["schema"]["transactions"],
+                                  output=str(root / "sink"), checkpoint=str(root / "ckpt"),
+                                  dead_letter=str(root / "dead"),
+                                  history_seconds=lookback_days(feats["windows_days"], feats["delay_days"]) * 86400)
+        incremental = TransactionStreamFeatures(**feats) if engine == "incremental" else None
+        processor = MicroBatchProcessor(settings, transform=transform, incremental=incremental,
+                                        scorer_factory=lambda: deterministic_scorer(config))
+        source = landing_source(spark, str(tmp_path / "landing"), max_files_per_trigger=1)
+        write_stream(payloads_from_text(source), checkpoint=str(root / "ckpt"), trigger="available-now",
+                     process_batch=processor).awaitTermination()
+        sink = {r["transaction_id"]: (r["amount"], r["risk"]) for r in
+                spark.read.parquet(str(root / "sink")).select("transaction_id", "amount", "risk").collect()}
+        dead = sorted((r["payload"], r["reason"]) for r in spark.read.parquet(str(root / "dead")).collect())
+        results[engine] = (sink, dead, [r.dead_reasons for r in processor.reports])
+    sink, dead, reasons = results["incremental"]
+    assert len(processor.reports) == 2
+    assert len(sink) == 85 and sink[dup_early["transaction_id"]][0] == 2.5 and sink[later[5]["transaction_id"]][0] != 1.25
+    assert sink[garbled["transaction_id"]][0] == later[20]["amount"] and "late1" not in sink
+    by_reason = {}
+    for payload, reason in dead:
+        by_reason.setdefault(reason.split(" (")[0], []).append(json.loads(payload)["transaction_id"])
+    assert sorted(by_reason.pop("duplicate transaction_id")) == sorted([later[5]["transaction_id"],
+                                                                         later[12]["transaction_id"], replayed["transaction_id"]])
+    assert by_reason.pop("late") == ["late1"]
+    assert list(by_reason.values()) == [[garbled["transaction_id"]]]
+    assert results["spark"][0].keys() == sink.keys()
+    assert all(math.isclose(results["spark"][0][k][1], sink[k][1], rel_tol=1e-9) for k in sink)
+    assert [(p, r.split(" (")[0]) for p, r in results["spark"][1]] == [(p, r.split(" (")[0]) for p, r in dead]
+    assert results["spark"][2] == reasons

@@ -1,0 +1,114 @@
+"""The stream's driver-side fast path for clean transaction records; Spark judges everything else.
+
+A micro-batch of the incremental engine ends up on the driver anyway, so its payloads are
+collected once (one Arrow transfer of the raw text) and parsed here with Python's ``json``.
+Only records that are *clean* in a strict sense are decoded here, and a clean record gets
+exactly the values :func:`features.decode.decode_records` gives it; every other record (bad JSON,
+a missing field, a number written as text, padding around an id, a time without a zone, an
+oversized payload, ...) is *left over* and goes through the Spark decoder, which assigns the
+reasons. The fast path never rejects anything, so dead letters and their reasons stay Spark's.
+
+Clean, for a transaction record (source field names from ``schema.transactions.columns``):
+
+* the payload is at most ``max_record_bytes`` bytes and is a JSON object (Spark's parser is not
+  stricter than Python's on what both accept);
+* the id, customer and terminal fields are non-empty JSON strings without surrounding white space
+  (the validator trims, so padded ids are left over rather than trimmed twice);
+* the event time is a JSON string ``YYYY-MM-DDTHH:MM:SS[.ffffff]`` with ``Z`` or a ``+HH:MM`` /
+  ``-HH:MM`` offset (an explicit zone, so the session time zone plays no part), at most 6
+  fraction digits, years 1900..2999;
+* the amount is a JSON number (not a boolean), finite and not negative;
+* the label is absent, null, or the JSON integer 0 or 1;
+* no ``timestamp_format`` is configured (a custom format is Spark's to apply).
+
+``tests/unit/test_fastdecode.py`` decodes a mix of clean and tricky records both ways and checks
+the fast path agrees with Spark on every record it accepts.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+_TIME = re.compile(r"^(19|2\d)\d\d-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)$")
+_IDS = ("transaction_id", "customer_id", "terminal_id")
+
+
+def decode_clean_transactions(payloads: Sequence, *, schema_conf: Mapping, max_record_bytes: int
+                              ) -> tuple[pd.DataFrame, np.ndarray]:
+    """(values of the clean records, boolean mask of the clean records) for ``payloads``.
+
+    The frame has one row per clean record, in input order: ``transaction_id``, ``ts`` (epoch
+    microseconds), ``customer_id``, ``terminal_id``, ``amount`` and ``label`` (float, NaN when
+    unknown) - the incremental engine's state columns.
+    """
+    n = len(payloads)
+    clean = np.zeros(n, bool)
+    if schema_conf.get("timestamp_format"):
+        return _empty(), clean
+    cols = schema_conf["columns"]
+    names = {k: cols.get(k) or "" for k in (*_IDS, "event_time", "amount", "label")}
+    if not all(names[k] for k in (*_IDS, "event_time", "amount")):
+        return _empty(), clean
+    ids = {k: [] for k in _IDS}
+    times, amounts, labels, rows = [], [], [], []
+    loads = json.loads
+    max_chars = max_record_bytes // 4   # a str of at most this many characters is within the byte limit
+    for i, text in enumerate(payloads):
+        if not isinstance(text, str) or not text or text[0] != "{":
+            continue
+        if len(text) > max_chars and len(text.encode("utf-8")) > max_record_bytes:
+            continue
+        try:
+            record = loads(text)
+        except ValueError:
+            continue
+        if type(record) is not dict:
+            continue
+        values = [record.get(names[k]) for k in _IDS]
+        if not all(type(v) is str and v and v == v.strip() for v in values):
+            continue
+        when = record.get(names["event_time"])
+        if type(when) is not str or not _TIME.match(when):
+            continue
+        amount = record.get(names["amount"])
+        if type(amount) is int:
+            if not 0 <= amount < 2 ** 53:      # exactly a double; huge integers are Spark's to judge
+                continue
+        elif type(amount) is not float or not math.isfinite(amount) or amount < 0:
+            continue
+        label = record.get(names["label"]) if names["label"] else None
+        if label is not None and (type(label) is not int or label not in (0, 1)):
+            continue
+        clean[i] = True
+        rows.append(i)
+        for k, v in zip(_IDS, values, strict=True):
+            ids[k].append(v)
+        times.append(when)
+        amounts.append(float(amount))
+        labels.append(np.nan if label is None else float(label))
+    # an impossible date (month 13, February 30) is Spark's to judge: left over
+    ts = pd.to_datetime(pd.Series(times, dtype=object), format="ISO8601", utc=True, errors="coerce").dt.tz_convert(None)
+    frame = pd.DataFrame({
+        "transaction_id": pd.Series(ids["transaction_id"], dtype=object),
+        "ts": ts.to_numpy("datetime64[us]").view(np.int64),
+        "customer_id": pd.Series(ids["customer_id"], dtype=object),
+        "terminal_id": pd.Series(ids["terminal_id"], dtype=object),
+        "amount": np.asarray(amounts, np.float64),
+        "label": np.asarray(labels, np.float64),
+    })
+    bad = ts.isna().to_numpy()
+    if bad.any():
+        clean[np.asarray(rows)[bad]] = False
+        frame = frame[~bad].reset_index(drop=True)
+    return frame, clean
+
+
+def _empty() -> pd.DataFrame:
+    return pd.DataFrame({"transaction_id": pd.Series([], dtype=object), "ts": np.empty(0, np.int64),
+                         "customer_id": pd.Series([], dtype=object), "terminal_id": pd.Series([], dtype=object),
+                         "amount": np.empty(0), "label": np.empty(0)})
