@@ -140,3 +140,18 @@ def test_the_driver_local_twin_gives_what_spark_gives(events_df, champions, meth
         assert (row.rcf_version, row.logistic_version) == (ref.rcf_version, ref.logistic_version)
         flagged += bool(row.is_anomaly)
     assert flagged > 5
+
+
+def test_rcf_scores_in_threads_are_the_scores_of_one_call(champions):
+    from models.scoring import _rcf_in_threads
+
+    X = np.random.default_rng(2).normal(size=(5000, len(FEATURES))) * 2
+    X[7, 1] = np.nan
+    forest, threshold = champions.rcf.forest, champions.rcf.threshold
+    one_s, one_a = forest.score_and_attribution(X, min_score=threshold)
+    many_s, many_a = _rcf_in_threads(forest, X, attribution=True, min_score=threshold, min_rows=10)
+    np.testing.assert_array_equal(many_s, one_s)
+    np.testing.assert_array_equal(many_a, one_a)
+    assert np.isnan(many_s[7]) and (~np.isnan(many_a).any(axis=1)).sum() > 0
+    np.testing.assert_array_equal(_rcf_in_threads(forest, X, attribution=False, min_score=None, min_rows=10)[0],
+                                  forest.score(X))
