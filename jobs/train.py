@@ -7,6 +7,10 @@ data window, metrics, time) and moves the champion only if the new version is no
 champion on train.registry.metric (within train.registry.tolerance). Run it again on a moving
 window to retrain: that is the seeds' "incremental learning", done safely.
 
+The RCF takes train.rcf.features (default: the data set's own subset, features/catalog.py
+rcf_feature_columns), robust-scaled by default (train.rcf.scaling); the logistic model takes
+every feature column. Each version records its own feature list, which scoring reads.
+
 Windows (dates, inclusive): --train-from/--train-to/--test-from/--test-to; by default the test
 window is the last train.test_days dates, after a gap of train.gap_days (the label delay), and
 training takes the dates before the gap.
@@ -21,7 +25,7 @@ if __package__ in (None, ""):
 
 from pyspark.sql import functions as F
 
-from features.catalog import EVENT_ID, feature_columns
+from features.catalog import EVENT_ID, feature_columns, rcf_feature_columns
 from jobs.common import InputError, base_parser, log, parse_date, run_main, step
 from runtime.spark import build_session
 from runtime.storage import StorageError, read_table
@@ -64,7 +68,8 @@ def train_rcf(train_df, feature_cols, conf):
     estimator = RandomCutForest(featuresCol="_score_features", numTrees=conf["num_trees"],
                                 numSamplesPerTree=conf["num_samples_per_tree"],
                                 thresholdMethod=conf["threshold_method"], thresholdSigmas=conf["threshold_sigmas"],
-                                thresholdQuantile=conf["threshold_quantile"], seed=conf["seed"])
+                                thresholdQuantile=conf["threshold_quantile"], featureScaling=conf["scaling"],
+                                seed=conf["seed"])
     model = estimator.fit(assemble(train_df, feature_cols))
     params = {k: conf[k] for k in conf} | {"threshold": model.threshold}
     return model, params
@@ -87,7 +92,8 @@ def evaluate(test_df, dataset, kind, model, feature_cols, k):
     from models.evaluation import evaluate_scores
     from models.scoring import Champions, score_events
 
-    champions = Champions(feature_cols=feature_cols, **{kind: model, f"{kind}_version": "candidate"})
+    champions = Champions(feature_cols=feature_cols, **{kind: model, f"{kind}_version": "candidate"},
+                          rcf_feature_cols=feature_cols if kind == "rcf" else None)
     scored = score_events(test_df, champions)
     score_col = "rcf_score" if kind == "rcf" else "logistic_score"
     labeled = scored.where(F.col("label").isNotNull())
@@ -114,6 +120,10 @@ def run(args, config):
     except StorageError as exc:
         raise InputError(str(exc)) from None
     feature_cols = feature_columns(dataset, config)
+    try:
+        rcf_cols = rcf_feature_columns(dataset, config)
+    except ValueError as exc:
+        raise InputError(str(exc)) from None
     dates = [r["date"] for r in table.select("date").distinct().collect()]
     given = {name: parse_date(getattr(args, name) or conf[name], "--" + name.replace("_", "-"))
              for name in ("train_from", "train_to", "test_from", "test_to")}
@@ -140,16 +150,17 @@ def run(args, config):
     for kind in kinds:
         with step("train", f"training {kind}"):
             if kind == "rcf":
-                model, params = train_rcf(train_df, feature_cols, conf["rcf"])
+                model, params = train_rcf(train_df, rcf_cols, conf["rcf"])
             else:
                 if train_df.where(F.col("label").isNotNull()).limit(1).count() == 0:
                     raise InputError("the training window has no labels: the logistic model needs them "
                                      "(use --model rcf for unlabeled data)")
                 model, params = train_logistic_model(train_df, feature_cols, conf["logistic"], gap_days)
         with step("train", f"evaluating {kind} on {test_from}..{test_to}"):
-            metrics = evaluate(test_df, dataset, kind, model, feature_cols, conf["k"])
+            cols = rcf_cols if kind == "rcf" else feature_cols
+            metrics = evaluate(test_df, dataset, kind, model, cols, conf["k"])
         info = registry.register(
-            root, kind, model, metrics=metrics, params={**params, "feature_cols": feature_cols},
+            root, kind, model, metrics=metrics, params={**params, "feature_cols": cols},
             data_window=window, metric=conf["registry"]["metric"], tolerance=conf["registry"]["tolerance"],
             extra={"dataset": dataset, "event_id": EVENT_ID[dataset]})
         results[kind] = info

