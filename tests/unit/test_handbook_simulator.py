@@ -237,3 +237,21 @@ def test_reference_call_gives_the_handbooks_data_set():
     assert got == expected
     assert tx["TX_TIME_SECONDS"].iloc[-1] == 15811197 and tx["TX_TIME_DAYS"].iloc[-1] == 182
     assert tx["TX_DATETIME"].iloc[0].to_pydatetime() == dt.datetime(2018, 4, 1, 0, 0, 31)
+
+
+def test_the_generate_job_runs_either_simulator(spark):
+    """generate.transactions.simulator picks the Handbook's own simulator; a wrong name is an input error."""
+    from jobs.common import InputError
+    from jobs.generate import generate
+
+    conf = {"transactions": {"customers": 40, "terminals": 80, "days": 12, "start_date": "2018-04-01",
+                             "radius": 20.0, "simulator": "handbook"}}
+    exact = generate(spark, "transactions", conf, seed=5, partitions=2)
+    sim = hs.simulate(n_customers=40, n_terminals=80, nb_days=12, start_date="2018-04-01", r=20.0)
+    assert exact.count() == len(sim.transactions) and tuple(exact.columns) == OUTPUT_COLUMNS
+    conf["transactions"]["simulator"] = "spark"
+    ours = generate(spark, "transactions", conf, seed=5, partitions=2)
+    assert [(f.name, f.dataType) for f in ours.schema] == [(f.name, f.dataType) for f in exact.schema]
+    conf["transactions"]["simulator"] = "numpy"
+    with pytest.raises(InputError, match="simulator"):
+        generate(spark, "transactions", conf, seed=5, partitions=2)
