@@ -22,6 +22,8 @@ setup(
         "matplotlib>=3.8,<4",
         # Compiles the Random Cut Forest scoring kernels (IsolationForest speed, not pure Python).
         "numba>=0.60",
+        # The stream's driver-side decoding of clean JSON records (features/fastdecode.py).
+        "orjson>=3.8,<4",
     ],
     extras_require={
         # sagemaker_pyspark==1.4.5 pins pyspark==3.3.0, so the Makefile installs it with --no-deps.

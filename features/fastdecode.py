@@ -29,6 +29,11 @@ from __future__ import annotations
 import json
 import math
 import re
+
+try:  # about 3x faster than the standard library on these records; same values (and stricter)
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover - orjson is a dependency; json is the fallback
+    _loads = json.loads
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -56,7 +61,9 @@ def decode_clean_transactions(payloads: Sequence, *, schema_conf: Mapping, max_r
         return _empty(), clean
     ids = {k: [] for k in _IDS}
     times, amounts, labels, rows = [], [], [], []
-    loads = json.loads
+    loads = _loads
+    match = _TIME.match
+    key_id, key_customer, key_terminal = (names[k] for k in _IDS)
     max_chars = max_record_bytes // 4   # a str of at most this many characters is within the byte limit
     for i, text in enumerate(payloads):
         if not isinstance(text, str) or not text or text[0] != "{":
@@ -69,11 +76,11 @@ def decode_clean_transactions(payloads: Sequence, *, schema_conf: Mapping, max_r
             continue
         if type(record) is not dict:
             continue
-        values = [record.get(names[k]) for k in _IDS]
-        if not all(type(v) is str and v and v == v.strip() for v in values):
+        values = (record.get(key_id), record.get(key_customer), record.get(key_terminal))
+        if not (_clean_id(values[0]) and _clean_id(values[1]) and _clean_id(values[2])):
             continue
         when = record.get(names["event_time"])
-        if type(when) is not str or not _TIME.match(when):
+        if type(when) is not str or not match(when):
             continue
         amount = record.get(names["amount"])
         if type(amount) is int:
@@ -91,21 +98,54 @@ def decode_clean_transactions(payloads: Sequence, *, schema_conf: Mapping, max_r
         times.append(when)
         amounts.append(float(amount))
         labels.append(np.nan if label is None else float(label))
-    # an impossible date (month 13, February 30) is Spark's to judge: left over
-    ts = pd.to_datetime(pd.Series(times, dtype=object), format="ISO8601", utc=True, errors="coerce").dt.tz_convert(None)
+    ts = _epoch_micros(times)
     frame = pd.DataFrame({
         "transaction_id": pd.Series(ids["transaction_id"], dtype=object),
-        "ts": ts.to_numpy("datetime64[us]").view(np.int64),
+        "ts": ts,
         "customer_id": pd.Series(ids["customer_id"], dtype=object),
         "terminal_id": pd.Series(ids["terminal_id"], dtype=object),
         "amount": np.asarray(amounts, np.float64),
         "label": np.asarray(labels, np.float64),
     })
-    bad = ts.isna().to_numpy()
+    bad = ts == _NAT
     if bad.any():
         clean[np.asarray(rows)[bad]] = False
         frame = frame[~bad].reset_index(drop=True)
     return frame, clean
+
+
+_NAT = np.iinfo(np.int64).min
+
+
+def _clean_id(value) -> bool:
+    return type(value) is str and value != "" and value == value.strip()
+
+
+def _epoch_micros(times: list) -> np.ndarray:
+    """Epoch microseconds (int64; ``_NAT`` for an impossible date, left over to Spark) of ISO times
+    that passed ``_TIME``. Times in UTC ("...Z") go through numpy's parser in one call; the others
+    (and any batch numpy refuses) through pandas, which applies the offsets.
+    """
+    n = len(times)
+    out = np.full(n, _NAT, np.int64)
+    if not n:
+        return out
+    zulu = np.fromiter((t[-1] == "Z" for t in times), bool, n)
+    if zulu.any():
+        try:
+            out[zulu] = np.array([t[:-1] for t, z in zip(times, zulu, strict=True) if z],
+                                 dtype="datetime64[us]").view(np.int64)
+            rest = ~zulu
+        except ValueError:          # an impossible date somewhere: let pandas sort them out one by one
+            rest = np.ones(n, bool)
+    else:
+        rest = np.ones(n, bool)
+    if rest.any():
+        parsed = pd.to_datetime(pd.Series([t for t, r in zip(times, rest, strict=True) if r], dtype=object),
+                                format="ISO8601", utc=True, errors="coerce").dt.tz_convert(None)
+        values = parsed.to_numpy("datetime64[us]").view(np.int64)   # NaT is int64 min
+        out[rest] = values
+    return out
 
 
 def _empty() -> pd.DataFrame:
