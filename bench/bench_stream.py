@@ -35,15 +35,20 @@ sys.path.insert(0, str(ROOT))
 
 
 def events(n, *, customers=200_000, terminals=50_000, seed=1, prefix="b"):
-    """n transactions stamped with the wall-clock time at which the producer makes them (a live feed)."""
+    """n transactions stamped with the wall-clock time at which the producer makes them (a live feed).
+
+    The producer shares the stream's 2 cores (in production it runs elsewhere), so it is kept
+    cheap: the JSON is formatted directly (the same document json.dumps makes) and the clock is
+    read every 100 events (at 20,000 events/s, event times lag real time by at most about 5 ms).
+    """
     rng = random.Random(seed)
+    stamp = ""
     for i in range(n):
-        t = dt.datetime.now(dt.timezone.utc)
-        yield json.dumps({
-            "transaction_id": f"{prefix}{i:09d}", "event_time": t.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "customer_id": f"c{rng.randrange(customers)}", "terminal_id": f"k{rng.randrange(terminals)}",
-            "amount": round(rng.lognormvariate(3.5, 0.8), 2), "label": int(rng.random() < 0.01),
-        }).encode()
+        if i % 100 == 0:
+            stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        yield (f'{{"transaction_id": "{prefix}{i:09d}", "event_time": "{stamp}", '
+               f'"customer_id": "c{rng.randrange(customers)}", "terminal_id": "k{rng.randrange(terminals)}", '
+               f'"amount": {round(rng.lognormvariate(3.5, 0.8), 2)!r}, "label": {int(rng.random() < 0.01)}}}').encode()
 
 
 def produce(folder, file_records, rate, total):

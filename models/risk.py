@@ -28,7 +28,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 __all__ = ["combine_risk", "combine_risk_array", "logistic_risk", "logistic_risk_array", "rcf_risk", "rcf_risk_array",
-           "reason_codes", "reason_codes_row", "sigmoid", "with_risk"]
+           "reason_codes", "reason_codes_array", "reason_codes_row", "sigmoid", "with_risk"]
 
 _EPS = 1e-12
 
@@ -218,3 +218,36 @@ def reason_codes_row(*, n: int = 3, rcf_attribution=None, rcf_features: Sequence
     kept = [p for p in parts if p[0] > 0]
     kept.sort(reverse=True)
     return [name for _, name in kept[:n]]
+
+
+def reason_codes_array(*, n: int = 3, rcf_attribution=None, rcf_features: Sequence[str] = (), rcf_weight=None,
+                       logistic_contributions=None, logistic_features: Sequence[str] = (),
+                       logistic_weight=None) -> list[list[str]]:
+    """:func:`reason_codes_row` for many rows at once: matrices (rows x features) and weight vectors.
+
+    A row of NaN attributions (not computed) gives no RCF parts, as ``None`` does for one row.
+    Shares are computed with the same operations in the same order (the row total summed feature
+    by feature), so the ranking is the row-wise one, ties included.
+    """
+    blocks, names = [], []
+    for values, feats, weight, prefix in ((rcf_attribution, rcf_features, rcf_weight, "rcf"),
+                                          (logistic_contributions, logistic_features, logistic_weight, "logistic")):
+        if values is None:
+            continue
+        positive = np.maximum(np.nan_to_num(np.asarray(values, np.float64), nan=0.0), 0.0)
+        total = np.zeros(positive.shape[0])
+        for j in range(positive.shape[1]):
+            total = total + positive[:, j]
+        w = np.ones(positive.shape[0]) if weight is None else np.asarray(weight, np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share = positive / total[:, None] * w[:, None]
+        blocks.append(np.where(total[:, None] > 0, share, 0.0))
+        names.extend(f"{prefix}:{f}" for f in feats)
+    if not blocks:
+        raise ValueError("reason codes need an RCF attribution or logistic contributions matrix")
+    parts = np.hstack(blocks)
+    kept = np.where(parts > 0, parts, 0.0)
+    name_rank = np.argsort(np.argsort(np.array(names, dtype=object), kind="stable"), kind="stable")
+    order = np.lexsort((np.broadcast_to(-name_rank, kept.shape), -kept), axis=-1)
+    counts = np.minimum((kept > 0).sum(axis=1), n)
+    return [[names[k] for k in order[i, :counts[i]]] for i in range(kept.shape[0])]

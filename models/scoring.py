@@ -177,7 +177,7 @@ def score_pandas(frame, champions: Champions, *, risk_method: str = "max", anoma
     import numpy as np
 
     from models.logistic import probability_array, standardized_matrix
-    from models.risk import combine_risk_array, logistic_risk_array, rcf_risk_array, reason_codes_row
+    from models.risk import combine_risk_array, logistic_risk_array, rcf_risk_array, reason_codes_array
 
     if rcf_attribution not in ("flagged", "all"):
         raise ValueError(f"rcf_attribution must be 'flagged' or 'all', got {rcf_attribution!r}")
@@ -205,20 +205,17 @@ def score_pandas(frame, champions: Champions, *, risk_method: str = "max", anoma
     is_anomaly = risk >= float(anomaly_risk)
     none: list[str] = []
     codes = [none] * n     # one shared empty list; flagged rows get their own below
-    if reasons > 0:
-        for i in np.flatnonzero(is_anomaly):
-            rcf_attr = None
-            if attribution is not None and not np.isnan(attribution[i]).any():
-                rcf_attr = attribution[i].tolist()
-            contrib = None
-            if logistic is not None:
-                contrib = (np.asarray(logistic.terms.weights) * z[i]).tolist()
-            codes[i] = reason_codes_row(
-                n=reasons, rcf_attribution=rcf_attr, rcf_features=rcf_cols,
-                rcf_weight=float(risk_rcf[i]) if risk_rcf is not None else 1.0,
-                logistic_contributions=contrib,
-                logistic_features=logistic.feature_cols if logistic is not None else (),
-                logistic_weight=float(risk_logistic[i]) if risk_logistic is not None else 1.0)
+    flagged = np.flatnonzero(is_anomaly)
+    if reasons > 0 and len(flagged):
+        ranked = reason_codes_array(
+            n=reasons,
+            rcf_attribution=attribution[flagged] if attribution is not None else None, rcf_features=rcf_cols,
+            rcf_weight=risk_rcf[flagged] if risk_rcf is not None else None,
+            logistic_contributions=(np.asarray(logistic.terms.weights) * z[flagged]) if logistic is not None else None,
+            logistic_features=logistic.feature_cols if logistic is not None else (),
+            logistic_weight=risk_logistic[flagged] if risk_logistic is not None else None)
+        for i, codes_i in zip(flagged, ranked, strict=True):
+            codes[i] = codes_i
     out["rcf_score"] = rcf_score if rcf_score is not None else np.full(n, np.nan)
     out["logistic_score"] = logistic_score if logistic_score is not None else np.full(n, np.nan)
     out["risk"] = risk

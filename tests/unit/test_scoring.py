@@ -155,3 +155,28 @@ def test_rcf_scores_in_threads_are_the_scores_of_one_call(champions):
     assert np.isnan(many_s[7]) and (~np.isnan(many_a).any(axis=1)).sum() > 0
     np.testing.assert_array_equal(_rcf_in_threads(forest, X, attribution=False, min_score=None, min_rows=10)[0],
                                   forest.score(X))
+
+
+def test_reason_ranking_for_many_rows_is_the_row_by_row_ranking():
+    from models.risk import reason_codes_array, reason_codes_row
+
+    rng = np.random.default_rng(4)
+    m = 300
+    attr = rng.normal(size=(m, 4))
+    attr[::7] = np.nan                      # attribution not computed for these rows
+    attr[1] = [0.5, 0.5, 0.5, -1.0]         # ties: broken by name, as Spark's sort_array does
+    contrib = rng.normal(size=(m, 3))
+    contrib[2] = 0.0
+    contrib[1] = -1.0                       # row 1: only the tied RCF parts are positive
+    w_rcf, w_log = rng.uniform(size=m), rng.uniform(size=m)
+    names_rcf, names_log = ["a", "b", "c", "d"], ["x", "y", "z"]
+    many = reason_codes_array(n=3, rcf_attribution=attr, rcf_features=names_rcf, rcf_weight=w_rcf,
+                              logistic_contributions=contrib, logistic_features=names_log, logistic_weight=w_log)
+    for i in range(m):
+        one = reason_codes_row(n=3, rcf_attribution=None if np.isnan(attr[i]).any() else attr[i].tolist(),
+                               rcf_features=names_rcf, rcf_weight=float(w_rcf[i]),
+                               logistic_contributions=contrib[i].tolist(), logistic_features=names_log,
+                               logistic_weight=float(w_log[i]))
+        assert many[i] == one, i
+    assert many[1] == ["rcf:c", "rcf:b", "rcf:a"]
+    assert any(len(r) < 3 for r in many) and all(len(r) <= 3 for r in many)
