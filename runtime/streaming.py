@@ -27,6 +27,14 @@ function; per micro-batch ``N`` it
 Spark re-runs batch ``N`` with the same input after a crash (its offset log), and every step
 above either is skipped (marker, ledger) or rewrites the same content, so a ``kill -9`` anywhere
 never duplicates a row or an alert.
+
+With the incremental engine (transactions) steps 2-4 run on the driver instead: one Arrow
+transfer brings the raw payloads over, clean records are decoded there (features/fastdecode.py;
+the others go through the Spark decoder, which gives the reasons), in-batch duplicates, late
+and already-processed events are marked there, the features come from the in-memory state
+(features/incremental.py), a scorer with a ``pandas`` twin (models/scoring.py ``score_pandas``)
+scores the frame, and :meth:`ExactlyOnceSink.write_arrow` writes it under the same commit.
+Every one of these is tested equal to the Spark path.
 """
 from __future__ import annotations
 
