@@ -67,6 +67,21 @@ def best_cpu(fn, repeats, *args):
     return out, best_wall, best_cpu_s
 
 
+def head_to_head(ours, theirs, X, rounds):
+    """Interleaved CPU timings of two scorers on ``X``: (best ours s, best theirs s, median per-round ratio).
+
+    Run one after the other, round by round, so both see the same machine state: on these VMs a
+    process's first seconds of sustained work run slower than later ones (both scorers speed up
+    by 10-25% after a few seconds), which favours whichever is timed second.
+    """
+    a, b = [], []
+    for _ in range(max(1, rounds)):
+        a.append(timed(ours, X)[2])
+        b.append(timed(theirs, X)[2])
+    ratio = float(np.median(np.asarray(b) / np.asarray(a)))
+    return min(a), min(b), ratio
+
+
 def tree_cpu_seconds():
     """CPU seconds used so far by this process and all its descendants (JVM, Python workers).
 
@@ -218,6 +233,9 @@ def main(argv=None):
     parser.add_argument("--no-spark", action="store_true", help="skip the Spark-path timing")
     parser.add_argument("--spark-cores", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5, help="timed runs; the best counts")
+    parser.add_argument("--rounds", type=int, default=12,
+                        help="interleaved ours/IsolationForest scoring rounds (best of each counts, with the "
+                             "earlier runs; the median per-round ratio is reported too)")
     parser.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "rcf.json"),
                         help="also write the JSON result here ('' = do not write)")
     args = parser.parse_args(argv)
@@ -234,8 +252,13 @@ def main(argv=None):
 
     results = {"rows_train": half, "rows_test": len(X_test), "dim": args.dim,
                "anomalies_test": int(y_test.sum()), "rrcf_subset_rows": int(len(sub))}
-    _, ours_scores, ours = bench_ours(X_train, X_test, args.seed, args.repeats)
-    _, iso_scores, iso = bench_iforest(X_train, X_test, args.seed, args.repeats)
+    forest, ours_scores, ours = bench_ours(X_train, X_test, args.seed, args.repeats)
+    iso_model, iso_scores, iso = bench_iforest(X_train, X_test, args.seed, args.repeats)
+    best_ours, best_iso, median_ratio = head_to_head(forest.score, iso_model.score_samples, X_test, args.rounds)
+    ours["score_cpu_s"] = min(ours["score_cpu_s"], best_ours)
+    iso["score_cpu_s"] = min(iso["score_cpu_s"], best_iso)
+    for info in (ours, iso):
+        info["rows_per_s_core"] = len(X_test) / max(info["score_cpu_s"], 1e-9)
     rr_scores, rr = bench_rrcf(X_train, X_test[sub], args.seed)
     for name, scores, info in (("rcf_numpy", ours_scores, ours), ("iforest", iso_scores, iso)):
         info["auc"], info["ap"] = metrics(y_test, scores)
@@ -250,6 +273,8 @@ def main(argv=None):
         results["rcf_spark"] = sp
         results["spark_vs_iforest"] = sp["rows_per_s_core"] / iso["rows_per_s_core"]
     results["speedup_vs_iforest"] = ours["rows_per_s_core"] / iso["rows_per_s_core"]
+    results["speedup_vs_iforest_median_interleaved"] = median_ratio
+    results["interleaved_rounds"] = args.rounds
     results["attribution_vs_iforest"] = (ours["rows_per_s_core_with_attribution"]
                                          / iso["rows_per_s_core"])
     results["speedup_vs_rrcf"] = ours["rows_per_s_core"] / rr["rows_per_s_core"]
@@ -268,7 +293,8 @@ def main(argv=None):
     print(f"rcf_numpy with attribution: {ours['rows_per_s_core_with_attribution']:,.0f} rows/s/core; "
           f"attribution only above the threshold ({ours['flagged_fraction']:.1%} of rows): "
           f"{ours['rows_per_s_core_with_flagged_attribution']:,.0f} rows/s/core")
-    print(f"ours / iforest throughput: {results['speedup_vs_iforest']:.2f}x; "
+    print(f"ours / iforest throughput: {results['speedup_vs_iforest']:.2f}x best of each "
+          f"({results['speedup_vs_iforest_median_interleaved']:.2f}x median of {args.rounds} interleaved rounds); "
           f"ours / rrcf: {results['speedup_vs_rrcf']:,.0f}x"
           + (f"; spark path / iforest: {results['spark_vs_iforest']:.2f}x"
              if "spark_vs_iforest" in results else ""))
