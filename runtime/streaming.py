@@ -786,6 +786,8 @@ def arrow_table(frame: pd.DataFrame):
         kind = _ARROW_TYPES.get(name)
         if kind == "date32":
             array = pa.array(col.to_numpy("datetime64[D]"), pa.date32())
+        elif kind == "list<string>":      # from Python lists (an empty column has no list dtype)
+            array = pa.array(col.tolist(), named[kind])
         elif kind is not None:
             array = pa.array(col, named[kind], from_pandas=True)
         elif col.dtype == object or str(col.dtype) in ("str", "string"):

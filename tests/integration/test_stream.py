@@ -402,3 +402,28 @@ def test_both_engines_reject_the_same_records_for_the_same_reasons(tmp_path, spa
     assert all(math.isclose(results["spark"][0][k][1], sink[k][1], rel_tol=1e-9) for k in sink)
     assert [(p, r.split(" (")[0]) for p, r in results["spark"][1]] == [(p, r.split(" (")[0]) for p, r in dead]
     assert results["spark"][2] == reasons
+
+
+def test_a_micro_batch_of_only_bad_records_commits_an_empty_batch(tmp_path, spark):
+    """The driver-local path with nothing to score: no rows in the sink, every record a dead letter."""
+    from features.decode import payloads_from_text
+    from features.incremental import TransactionStreamFeatures
+    from runtime.config import load_config
+    from runtime.streaming import MicroBatchProcessor, StreamSettings, landing_source, write_stream
+
+    config = load_config(ROOT / "conf" / "local.yaml", ["dataset=transactions"])
+    feats = config["features"]["transactions"]
+    good = [json.dumps(r) for r in make_transactions(20, seed=9)]
+    write_landing(tmp_path / "landing", good + BAD_RECORDS * 2 + ["{}"] * 14, per_file=20)
+    settings = StreamSettings(dataset="transactions", schema_conf=config["schema"]["transactions"],
+                              output=str(tmp_path / "sink"), checkpoint=str(tmp_path / "ckpt"),
+                              dead_letter=str(tmp_path / "dead"), history_seconds=40 * 86400)
+    processor = MicroBatchProcessor(settings, transform=lambda df: df, incremental=TransactionStreamFeatures(**feats),
+                                    scorer_factory=lambda: deterministic_scorer(config))
+    source = landing_source(spark, str(tmp_path / "landing"), max_files_per_trigger=1)
+    write_stream(payloads_from_text(source), checkpoint=str(tmp_path / "ckpt"), trigger="available-now",
+                 process_batch=processor).awaitTermination()
+    assert [(r.scored, r.dead_letters) for r in processor.reports] == [(20, 0), (0, 20)]
+    assert (tmp_path / "ckpt" / "sink_commits" / "1").exists()
+    assert spark.read.parquet(str(tmp_path / "sink")).count() == 20
+    assert spark.read.parquet(str(tmp_path / "dead")).count() == 20
