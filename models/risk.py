@@ -21,13 +21,15 @@ Formula (all pure Spark columns, so it runs in batch and streaming alike):
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-__all__ = ["combine_risk", "combine_risk_array", "logistic_risk", "logistic_risk_array", "rcf_risk", "rcf_risk_array",
+__all__ = ["combine_risk", "combine_risk_array", "logistic_probability_at_risk", "logistic_risk", "logistic_risk_array",
+           "rcf_risk", "rcf_risk_array",
            "reason_codes", "reason_codes_array", "reason_codes_row", "sigmoid", "with_risk"]
 
 _EPS = 1e-12
@@ -180,6 +182,21 @@ def logistic_risk_array(probability: np.ndarray, threshold: float, steepness: fl
         raise ValueError(f"the logistic threshold must be in (0, 1), got {threshold!r}")
     shift = np.log(min(max(threshold, _EPS), 1.0 - _EPS) / (1.0 - min(max(threshold, _EPS), 1.0 - _EPS)))
     return _sigmoid_np(float(steepness) * (_logit_np(probability) - shift))
+
+
+def logistic_probability_at_risk(threshold: float, risk: float, steepness: float = 1.0) -> float:
+    """The probability at which :func:`logistic_risk` reaches ``risk``: ``p >= this`` exactly where the
+    logistic model alone puts a row at ``risk`` or more (``threshold`` itself for risk 0.5; never for
+    risk 1 and above, always for risk 0 and below).
+    """
+    if risk >= 1.0:
+        return math.inf
+    if risk <= 0.0:
+        return 0.0
+    if risk == 0.5:
+        return float(threshold)  # exactly, not through logit and back
+    margin = math.log(threshold / (1.0 - threshold)) + math.log(risk / (1.0 - risk)) / float(steepness)
+    return 1.0 / (1.0 + math.exp(-margin))
 
 
 def combine_risk_array(rcf: np.ndarray | None, logistic: np.ndarray | None, *, method: str = "noisy_or",

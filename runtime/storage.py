@@ -2,11 +2,14 @@
 from __future__ import annotations
 
 from typing import Sequence
+from urllib.parse import unquote
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 
 RAW_FORMATS = ("parquet", "csv", "json", "delta")
+_PLANNED_WRITE = "spark.sql.optimizer.plannedWrite.enabled"
+_OPEN_FILES = "spark.sql.maxConcurrentOutputFileWriters"
 
 
 class StorageError(RuntimeError):
@@ -45,16 +48,65 @@ def read_table(spark: SparkSession, path: str, fmt: str = "parquet") -> DataFram
         raise StorageError(f"cannot read {fmt} table {path}: {first_line(exc)}") from None
 
 
+def partition_files(df: DataFrame, column: str) -> list[tuple[str, str]] | None:
+    """``(file, value of column)`` of each file of a table partitioned by ``column`` (Hive layout).
+
+    None when some file is not on the local file system or not under a ``column=value`` folder:
+    the Python workers read the files themselves (models/scoring.py ``score_parquet_files``),
+    and they read local files only so far (on S3 the job reads through Spark).
+    """
+    out = []
+    for uri in df.inputFiles():
+        if not (uri.startswith("file:") or uri.startswith("/")):
+            return None
+        folders = uri.split("/")[:-1]
+        values = [unquote(part.split("=", 1)[1]) for part in folders if part.startswith(f"{column}=")]
+        if len(values) != 1:
+            return None
+        out.append((uri, values[0]))
+    return sorted(out)
+
+
 def write_table(df: DataFrame, path: str, fmt: str = "parquet", *, partition_by: Sequence[str] = (),
-                mode: str = "overwrite") -> None:
+                mode: str = "overwrite", plain_columns: Sequence[str] = (), open_files: int = 0) -> None:
     """Write ``df``. With partitions and mode overwrite only the partitions present in ``df`` are
     replaced (dynamic partition overwrite), so rebuilding one date leaves the others alone.
+
+    ``plain_columns`` (Parquet only): columns written without dictionary encoding, for columns
+    whose values hardly repeat (ids, timestamps, scores): Parquet tries a dictionary for each
+    column chunk and falls back to plain encoding when it grows too big, and for such columns that
+    attempt costs writing time for nothing (about a quarter of the scores write, measured).
+
+    ``open_files`` (> 0, with partitions): write without sorting the rows by partition first;
+    each task keeps up to that many files open (one per partition value it meets) and sorts only
+    the rest. For rows that arrive grouped by partition already (scores of a date-partitioned
+    feature table); it saved a tenth of the JVM time of scoring 10M rows. Every open file buffers
+    its row group in memory, so keep it small.
     """
     writer = df.write.format(fmt).mode(mode)
     if fmt == "csv":
         writer = writer.option("header", "true")
+    if fmt == "parquet":
+        for column in plain_columns:
+            writer = writer.option(f"parquet.enable.dictionary#{column}", "false")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
         if fmt == "delta" and mode == "overwrite":
             writer = writer.option("partitionOverwriteMode", "dynamic")
-    writer.save(path)
+    if not (partition_by and open_files > 0):
+        writer.save(path)
+        return
+    conf = df.sparkSession.conf
+    # Spark >= 3.4 plans a sort by the partition columns into every partitioned write; without
+    # it, FileFormatWriter uses up to maxConcurrentOutputFileWriters open files instead.
+    saved = {key: conf.get(key, None) for key in (_PLANNED_WRITE, _OPEN_FILES)}
+    conf.set(_PLANNED_WRITE, "false")
+    conf.set(_OPEN_FILES, str(int(open_files)))
+    try:
+        writer.save(path)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                conf.unset(key)
+            else:
+                conf.set(key, value)

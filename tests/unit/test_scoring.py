@@ -77,6 +77,46 @@ def test_flagged_scope_changes_nothing_but_the_reasons_of_logistic_only_flags(ev
     assert logistic_only and any(full[r.event_id].reasons != r.reasons for r in logistic_only)
 
 
+def test_each_detector_explains_only_the_rows_it_flags_itself(scored, champions):
+    rcf_only = logistic_only = both = 0
+    for r in scored.values():
+        if not r.is_anomaly:
+            continue
+        rcf_own = r.rcf_score is not None and r.rcf_score >= champions.rcf.threshold
+        logistic_own = r.logistic_score >= champions.logistic.threshold
+        assert rcf_own or logistic_own
+        kinds = {x.split(":")[0] for x in r.reasons}
+        assert kinds <= {"rcf"} | ({"logistic"} if logistic_own else set()), r
+        assert kinds <= {"logistic"} | ({"rcf"} if rcf_own else set()), r
+        rcf_only += rcf_own and not logistic_own
+        logistic_only += logistic_own and not rcf_own
+        both += rcf_own and logistic_own
+    assert rcf_only and logistic_only, (rcf_only, logistic_only, both)
+
+
+def test_rows_only_the_two_detectors_together_flag_are_explained_by_the_rcf(events_df, champions):
+    from models.risk import logistic_risk_array, rcf_risk_array
+
+    rows = score_events(events_df, champions, risk_method="noisy_or").collect()
+    together = [r for r in rows if r.is_anomaly and r.rcf_score is not None
+                and rcf_risk_array(np.array([r.rcf_score]), champions.rcf.threshold)[0] < 0.5
+                and logistic_risk_array(np.array([r.logistic_score]), champions.logistic.threshold)[0] < 0.5]
+    assert together, "the fixture should hold rows flagged by agreement only"
+    assert all(r.reasons and all(x.startswith("rcf:") for x in r.reasons) for r in together)
+
+
+def test_keep_selects_the_passed_through_columns(events_df, champions, scored):
+    out = score_events(events_df, champions, keep=["label", "event_id"])
+    assert out.columns == ["label", "event_id", "rcf_score", "logistic_score", "risk", "reasons", "is_anomaly",
+                           "rcf_version", "logistic_version"]
+    for r in out.collect():
+        ref = scored[r.event_id]
+        assert (r.label, r.rcf_score, r.logistic_score, r.risk, r.reasons) == \
+            (ref.label, ref.rcf_score, ref.logistic_score, ref.risk, ref.reasons)
+    with pytest.raises(ScoringError, match="lacks column.*nope"):
+        score_events(events_df, champions, keep=["event_id", "nope"])
+
+
 def test_scores_match_the_models_own_transforms(events_df, champions, scored):
     rcf = {r.event_id: r.s for r in champions.rcf.copy().setFeaturesCol("_f").setScoreCol("s").setPredictionCol("")
            .transform(assemble(events_df, FEATURES, "_f")).select("event_id", "s").collect()}
@@ -147,14 +187,10 @@ def test_rcf_scores_in_threads_are_the_scores_of_one_call(champions):
 
     X = np.random.default_rng(2).normal(size=(5000, len(FEATURES))) * 2
     X[7, 1] = np.nan
-    forest, threshold = champions.rcf.forest, champions.rcf.threshold
-    one_s, one_a = forest.score_and_attribution(X, min_score=threshold)
-    many_s, many_a = _rcf_in_threads(forest, X, attribution=True, min_score=threshold, min_rows=10)
-    np.testing.assert_array_equal(many_s, one_s)
-    np.testing.assert_array_equal(many_a, one_a)
-    assert np.isnan(many_s[7]) and (~np.isnan(many_a).any(axis=1)).sum() > 0
-    np.testing.assert_array_equal(_rcf_in_threads(forest, X, attribution=False, min_score=None, min_rows=10)[0],
-                                  forest.score(X))
+    forest = champions.rcf.forest
+    many = _rcf_in_threads(forest, X, min_rows=10)
+    np.testing.assert_array_equal(many, forest.score(X))
+    assert np.isnan(many[7]) and np.isfinite(np.delete(many, 7)).all()
 
 
 def test_reason_ranking_for_many_rows_is_the_row_by_row_ranking():
