@@ -54,6 +54,7 @@ def test_window(args, champions):
 def run(args, config):
     from models.evaluation import exclude_known_compromised
     from models.report import evaluation_report, write_report
+    from jobs.score import kept_columns
     from models.scoring import ScoringError, load_champions, score_events
 
     dataset = config["dataset"]
@@ -78,7 +79,8 @@ def run(args, config):
         card = {"card_col": "customer_id", "date_col": "date"}
     scoring = config["scoring"]
     scored = score_events(test_df, champions, risk_method=scoring["risk_method"],
-                          anomaly_risk=scoring["anomaly_risk"], reasons=scoring["reasons"])
+                          anomaly_risk=scoring["anomaly_risk"], reasons=scoring["reasons"],
+                          keep=kept_columns(dataset, test_df.columns))
     scored = scored.where(F.col("label").isNotNull()).persist()
     if scored.limit(1).count() == 0:
         raise InputError(f"no labeled rows in the test window {first}..{last}: nothing to evaluate")

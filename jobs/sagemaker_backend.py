@@ -395,9 +395,9 @@ def _score(spark, config, *, features_df, output, first, last, models_root, writ
                                      anomaly_risk=scoring["anomaly_risk"], reasons=scoring["reasons"])
         scored = (scored.withColumn("rcf_version", F.lit(versions.get("rcf")).cast("string"))
                   .withColumn("logistic_version", F.lit(versions.get("logistic")).cast("string")))
-        scored = scored.select(*output_columns(dataset, feature_cols, scored.columns))
+        scored = scored.select(*output_columns(dataset, scored.columns))
         with step("score", f"writing scores to {output}"):
-            write(scored, output, config["storage"]["format"], first, last)
+            write(scored, output, config["storage"]["format"], first, last, dataset)
 
     def through(index: int, df: DataFrame):
         """Score ``df`` with ``order[index:]``, each endpoint alive until the write is done."""

@@ -3,9 +3,11 @@
 Reads those dates' partitions of the feature table, applies the champion RCF and logistic models
 (models/registry: the registry under paths.models/<dataset>), combines them into one risk with
 reason codes (models/scoring.py), and writes the scores table partitioned by date: ids, event
-time, label, each detector's score, risk, is_anomaly, model versions, reasons and the features.
-``reasons`` is filled for flagged rows (is_anomaly) only and is the empty array elsewhere; the
-RCF attributes features only where it flags a row itself (scoring.rcf_attribution: flagged).
+time, label (and amount/scenario columns where the data set has them), each detector's score,
+risk, is_anomaly, model versions and reasons. The features stay in the feature table (join on the
+event id). ``reasons`` is filled for flagged rows (is_anomaly) only and is the empty array
+elsewhere: each detector explains the rows it flags itself (scoring.rcf_attribution: flagged;
+"all" adds the RCF's shares to every flagged row).
 
 Idempotent: re-running a date replaces that date's partition (dynamic partition overwrite: the
 new files are written to a staging folder and swapped in when the write commits, so a crash
@@ -24,7 +26,7 @@ from pyspark.sql import functions as F
 from features.catalog import ENTITY, EVENT_ID, LOCATION
 from jobs.common import InputError, base_parser, log, parse_date, run_main, step
 from runtime.spark import build_session
-from runtime.storage import StorageError, read_table, write_table
+from runtime.storage import StorageError, partition_files, read_table, write_table
 
 PROG = "python -m jobs score"
 
@@ -63,25 +65,59 @@ def score_window(args, dates):
     return dates[-1], dates[-1]
 
 
-def output_columns(dataset, feature_cols, available):
+SCORES = ["rcf_score", "logistic_score", "risk", "is_anomaly", "rcf_version", "logistic_version", "reasons"]
+OPEN_FILES = 8  # dates one writing task keeps open before it sorts (runtime/storage.write_table)
+# written without dictionary encoding: their values hardly repeat (runtime/storage.write_table)
+UNIQUE_COLUMNS = ["event_time", "rcf_score", "logistic_score", "risk"]
+
+
+def kept_columns(dataset, available):
+    """The feature table's columns the scores table carries: ids, time, date, label and context."""
     ids = [EVENT_ID[dataset], ENTITY[dataset], LOCATION[dataset], "event_time", "date", "label"]
-    scores = ["rcf_score", "logistic_score", "risk", "is_anomaly", "rcf_version", "logistic_version", "reasons"]
-    extra = [c for c in ("amount", "anomaly_type", "fraud_scenario") if c in available]
-    return [c for c in ids + extra if c in available] + scores + [c for c in feature_cols if c not in extra]
+    extra = ["amount", "anomaly_type", "fraud_scenario"]
+    return [c for c in ids + extra if c in available]
 
 
-def write_scores(scored_df, path, fmt, first, last):
+def output_columns(dataset, available):
+    """The scores table's columns in order: the kept columns, then the scores (no features: the
+    feature table has them, joined on the event id; carrying ~90 of them through scoring and
+    writing them again doubled the nightly job's time).
+    """
+    return kept_columns(dataset, available) + [c for c in SCORES if c in available]
+
+
+def write_scores(scored_df, path, fmt, first, last, dataset=None):
     """Replace the partitions of ``first..last`` atomically; other dates stay as they are."""
     if fmt == "delta":
         (scored_df.write.format("delta").mode("overwrite")
          .option("replaceWhere", f"date >= '{first}' AND date <= '{last}'")
          .partitionBy("date").save(path))
     else:
-        write_table(scored_df, path, fmt, partition_by=["date"])
+        plain = ([EVENT_ID[dataset]] if dataset in EVENT_ID else []) + UNIQUE_COLUMNS
+        # the feature table is partitioned by date, so a task's rows come in one or two dates
+        write_table(scored_df, path, fmt, partition_by=["date"], open_files=OPEN_FILES,
+                    plain_columns=[c for c in plain if c in scored_df.columns])
+
+
+def window_files(table, fmt, reader, first, last):
+    """The feature files of ``first..last`` for the Python workers to read, or None to read through
+    Spark (scoring.reader: spark; or auto on a table they cannot read: Delta, not local).
+    """
+    if reader not in ("auto", "arrow", "spark"):
+        raise InputError(f"scoring.reader must be auto, arrow or spark, got {reader!r}")
+    if reader == "spark":
+        return None
+    files = partition_files(table, "date") if fmt == "parquet" else None
+    if files is None:
+        if reader == "arrow":
+            raise InputError("scoring.reader arrow needs a local Parquet feature table partitioned by date "
+                             f"(storage.format {fmt}); use auto or spark")
+        return None
+    return [(path, day) for path, day in files if str(first) <= day <= str(last)]
 
 
 def run(args, config):
-    from models.scoring import ScoringError, load_champions, score_events
+    from models.scoring import ScoringError, load_champions, score_events, score_parquet_files
 
     dataset = config["dataset"]
     source = args.input or config.path("features")
@@ -104,14 +140,23 @@ def run(args, config):
         champions = load_champions(args.models or config.path("models"), dataset)
     except ScoringError as exc:
         raise InputError(str(exc)) from None
-    log("score", f"{dataset} {first}..{last} with rcf {champions.rcf_version}, logistic {champions.logistic_version}")
     scoring = config["scoring"]
-    scored = score_events(features_df, champions, risk_method=scoring["risk_method"],
-                          anomaly_risk=scoring["anomaly_risk"], reasons=scoring["reasons"],
-                          rcf_attribution=scoring["rcf_attribution"])
-    scored = scored.select(*output_columns(dataset, champions.feature_cols, scored.columns))
-    with step("score", f"writing scores to {output}"):
-        write_scores(scored, output, fmt, first, last)
+    files = window_files(table, fmt, scoring["reader"], first, last)
+    log("score", f"{dataset} {first}..{last} with rcf {champions.rcf_version}, logistic {champions.logistic_version}"
+                 + (f" ({len(files)} files read by the Python workers)" if files is not None else " (read by Spark)"))
+    options = dict(risk_method=scoring["risk_method"], anomaly_risk=scoring["anomaly_risk"],
+                   reasons=scoring["reasons"], rcf_attribution=scoring["rcf_attribution"],
+                   keep=kept_columns(dataset, features_df.columns))
+    try:
+        if files is not None:
+            scored = score_parquet_files(spark, files, champions, table_schema=table.schema, **options)
+        else:
+            scored = score_events(features_df, champions, **options)
+    except ScoringError as exc:
+        raise InputError(str(exc)) from None
+    scored = scored.select(*output_columns(dataset, scored.columns))
+    with step("score", f"scoring and writing to {output}"):
+        write_scores(scored, output, fmt, first, last, dataset)
     report_written(spark, output, fmt, first, last)
     return 0
 

@@ -90,11 +90,12 @@ def train_logistic_model(train_df, feature_cols, conf, gap_days):
 def evaluate(test_df, dataset, kind, model, feature_cols, k):
     """Metrics of one detector on the test window (None where the window has no labels)."""
     from models.evaluation import evaluate_scores
+    from jobs.score import kept_columns
     from models.scoring import Champions, score_events
 
     champions = Champions(feature_cols=feature_cols, **{kind: model, f"{kind}_version": "candidate"},
                           rcf_feature_cols=feature_cols if kind == "rcf" else None)
-    scored = score_events(test_df, champions)
+    scored = score_events(test_df, champions, reasons=0, keep=kept_columns(dataset, test_df.columns))
     score_col = "rcf_score" if kind == "rcf" else "logistic_score"
     labeled = scored.where(F.col("label").isNotNull())
     threshold = model.threshold

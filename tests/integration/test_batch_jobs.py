@@ -58,24 +58,42 @@ def test_a_crash_mid_write_leaves_the_previous_partition(spark, lake, monkeypatc
 
     from models import scoring
 
-    real = scoring.score_events
-
     @F.udf("double")
     def explode_midway(risk, tx_id):
         if int(tx_id) % 7 == 3:
             raise RuntimeError("simulated crash while writing")
         return risk
 
-    def crashing(df, champions, **kw):
-        out = real(df, champions, **kw)
-        return out.withColumn("risk", explode_midway("risk", "transaction_id"))
+    def crashing(real):
+        def scorer(*args, **kw):
+            return real(*args, **kw).withColumn("risk", explode_midway("risk", "transaction_id"))
+        return scorer
 
-    monkeypatch.setattr(scoring, "score_events", crashing)
+    for name in ("score_events", "score_parquet_files"):  # whichever reader the job uses
+        monkeypatch.setattr(scoring, name, crashing(getattr(scoring, name)))
     with pytest.raises(Exception, match="simulated crash"):
         score.main(lake["args"] + ["--date", day])
     after = scores_of(spark, lake["scores"], day).toPandas().sort_values("transaction_id").reset_index(drop=True)
     assert sorted(p.name for p in (lake["scores"] / f"date={day}").iterdir()) == files_before
     assert before.drop(columns=["reasons"]).equals(after.drop(columns=["reasons"]))
+
+
+def test_both_readers_write_the_same_scores(spark, lake, tmp_path):
+    day = "2018-04-28"
+    tables = {}
+    for reader in ("arrow", "spark"):
+        out = tmp_path / reader
+        assert score.main(lake["args"] + ["--date", day, "--output", str(out), "--set", f"scoring.reader={reader}"]) == 0
+        tables[reader] = scores_of(spark, out, day).toPandas().sort_values("transaction_id").reset_index(drop=True)
+    arrow, spark_read = tables["arrow"], tables["spark"]
+    assert list(arrow.columns) == list(spark_read.columns) and len(arrow) == len(spark_read) > 0
+    assert "amount" in arrow.columns and "customer_nb_tx_1d" not in arrow.columns  # no features
+    for col in ("transaction_id", "customer_id", "terminal_id", "event_time", "label", "rcf_score", "is_anomaly",
+                "rcf_version", "logistic_version"):
+        assert arrow[col].equals(spark_read[col]), col
+    for col in ("logistic_score", "risk"):
+        assert (arrow[col] - spark_read[col]).abs().max() < 1e-12, col
+    assert [list(r) for r in arrow["reasons"]] == [list(r) for r in spark_read["reasons"]]
 
 
 def test_evaluate_json_prints_one_object_with_the_documented_keys(lake, capsys):
