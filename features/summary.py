@@ -301,13 +301,16 @@ def psi(reference_df: DataFrame, current_df: DataFrame, columns: Sequence[str], 
 def summary_tables(scores_df: DataFrame, day: dt.date, *, entity_col: str, location_col: str | None,
                    history_days: int = 14, reference_days: int = 7, top: int = 20, top_reasons: int = 3,
                    histogram_bins: int = 20, psi_bins: int = 10, reference_fraction: float = 1.0,
-                   current_fraction: float = 1.0, seed: int = 7) -> dict[str, DataFrame]:
+                   current_fraction: float = 1.0, seed: int = 7,
+                   features_df: DataFrame | None = None) -> dict[str, DataFrame]:
     """Every summary table of ``day`` from the scores table, by name (lazy frames).
 
     ``daily`` covers the ``history_days`` days up to ``day``; ``drift`` compares ``day`` with the
     ``reference_days`` days before it, on samples of ``reference_fraction`` and ``current_fraction``
-    of their rows (absent when
-    ``reference_days`` is 0). Every table has a ``date`` column (``day``, or each day for daily).
+    of their rows (absent when ``reference_days`` is 0): the scores' drift from the scores table,
+    the features' from ``features_df`` (the feature table, which holds one row per scored row)
+    when given, else from the feature columns the scores table carries. Every table has a
+    ``date`` column (``day``, or each day for daily).
     """
     require_columns(scores_df, ["date", "event_time", entity_col, "risk", "is_anomaly"], "the summary")
     day_df = for_date(scores_df, day)
@@ -323,14 +326,24 @@ def summary_tables(scores_df: DataFrame, day: dt.date, *, entity_col: str, locat
         tables["locations"] = counts_by(day_df, location_col, distinct_col=entity_col)
     if reference_days > 0:
         first = day - dt.timedelta(days=reference_days)
-        reference_df = between_dates(scores_df, first, day - dt.timedelta(days=1))
-        current_df = day_df
-        if reference_fraction < 1.0:
-            reference_df = reference_df.sample(fraction=reference_fraction, seed=seed)
-        if current_fraction < 1.0:
-            current_df = current_df.sample(fraction=current_fraction, seed=seed)
+
+        def windows(df):
+            reference_df = between_dates(df, first, day - dt.timedelta(days=1))
+            current_df = for_date(df, day)
+            if reference_fraction < 1.0:
+                reference_df = reference_df.sample(fraction=reference_fraction, seed=seed)
+            if current_fraction < 1.0:
+                current_df = current_df.sample(fraction=current_fraction, seed=seed)
+            return reference_df, current_df
+
         scores = score_columns(scores_df)
-        drift = psi(reference_df, current_df, feature_columns(scores_df) + scores, psi_bins)
+        if features_df is None:
+            drift = psi(*windows(scores_df), feature_columns(scores_df) + scores, psi_bins)
+        else:
+            drift = psi(*windows(scores_df), scores, psi_bins)
+            features = feature_columns(features_df)
+            if features:
+                drift = drift.unionByName(psi(*windows(features_df), features, psi_bins))
         tables["drift"] = drift.select(
             day_lit.alias("date"), "column",
             F.when(F.col("column").isin(scores), "score").otherwise("feature").alias("kind"),

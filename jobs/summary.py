@@ -7,7 +7,8 @@ under the summary root (--output, default paths.summary):
                                   summary.history_days days), hourly (anomalies per hour),
                                   entities, locations (counts and max risk), top_entities (with top
                                   reasons), histogram (score bins by label), drift (PSI of every
-                                  feature and score vs the summary.reference_days days before)
+                                  score and of every feature (from the feature table, --features)
+                                  vs the summary.reference_days days before)
   quicksight/<table>/date=.../    the same rows as CSV with a header (or JSON lines:
                                   summary.export_format), one file per table and date
   quicksight/manifests/<table>_YYYY-MM-DD.json   QuickSight manifest of that date's file
@@ -56,6 +57,9 @@ def build_parser():
     parser.add_argument("--top", type=int, metavar="N", help="riskiest entities to list (default summary.top)")
     parser.add_argument("--export-format", choices=("csv", "json"),
                         help="QuickSight export format (default summary.export_format)")
+    parser.add_argument("--features", metavar="PATH",
+                        help="the feature table the drift of the features is measured on (default "
+                             "paths.features; without one, the feature columns of the scores table, if any)")
     parser.add_argument("--report", metavar="PATH",
                         help="where the HTML report goes (default paths.reports/summary_<dataset>_<date>.html)")
     return parser
@@ -159,6 +163,15 @@ def report_html(tables, *, dataset, day, entity_col, location_col, reference, so
         sources=sources)
 
 
+def drift_features(spark, path, fmt):
+    """The feature table for the features' PSI (the scores table holds no features), or None."""
+    try:
+        return read_table(spark, path, fmt)
+    except StorageError:
+        log("summary", f"no feature table at {path}: feature drift from the scores table's columns only")
+        return None
+
+
 def run(args, config):
     dataset = config["dataset"]
     conf = config["summary"]
@@ -195,13 +208,15 @@ def run(args, config):
     if reference_days and not reference_rows:
         log("summary", "no reference rows: the drift table is skipped")
     max_rows = conf["psi_max_rows"]
+    features_df = drift_features(spark, args.features or config.path("features"), config["storage"]["format"]) \
+        if reference_days and reference_rows else None
     try:
         tables = summary_tables(
             scores_df, day, entity_col=entity_col, location_col=location_col, history_days=history_days,
             reference_days=reference_days if reference_rows else 0, top=top, top_reasons=conf["top_reasons"],
             histogram_bins=conf["histogram_bins"], psi_bins=conf["psi_bins"],
             reference_fraction=min(1.0, max_rows / reference_rows) if reference_rows else 1.0,
-            current_fraction=min(1.0, max_rows / events))
+            current_fraction=min(1.0, max_rows / events), features_df=features_df)
     except (SummaryInputError, ValueError) as exc:
         raise InputError(str(exc)) from None
 

@@ -168,3 +168,21 @@ def test_json_export_without_reference_days_skips_drift(scores_path, tmp_path):
         lines = [json.loads(line) for line in f]
     assert len(lines) == 24 and {line["date"] for line in lines} == {str(DAYS[1])}
     assert "No PSI" in report.read_text()
+
+
+def test_feature_drift_comes_from_the_feature_table_when_the_scores_carry_no_features(spark, tmp_path):
+    # what the score job writes now: scores without features; the features stay in their table
+    both = spark.createDataFrame(synthetic_scores(), SCORES_SCHEMA)
+    scores = tmp_path / "scores"
+    features = tmp_path / "features"
+    both.drop("bytes_down", "duration_s").write.partitionBy("date").parquet(str(scores))
+    both.select("event_id", "device_id", "event_time", "date", "label", "bytes_down", "duration_s") \
+        .write.partitionBy("date").parquet(str(features))
+    code, out, _ = run_job(tmp_path, scores, "--features", str(features))
+    assert code == 0
+    drift = {r["column"]: r for r in spark.read.parquet(str(out / "drift")).collect()}
+    assert set(drift) == {"bytes_down", "duration_s", "risk", "rcf_score", "logistic_score"}
+    assert drift["bytes_down"]["reading"] == "significant" and drift["bytes_down"]["kind"] == "feature"
+    assert drift["duration_s"]["psi"] < 0.25 and drift["duration_s"]["kind"] == "feature"
+    assert drift["bytes_down"]["reference_rows"] == 3 * 240 and drift["bytes_down"]["current_rows"] == 240
+    assert drift["risk"]["kind"] == "score"
