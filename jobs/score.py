@@ -9,6 +9,11 @@ event id). ``reasons`` is filled for flagged rows (is_anomaly) only and is the e
 elsewhere: each detector explains the rows it flags itself (scoring.rcf_attribution: flagged;
 "all" adds the RCF's shares to every flagged row).
 
+Reading (scoring.reader): auto (default) lets the Python workers read the feature files of a
+local Parquet table themselves (pyarrow; about a third faster on 10M rows), and Spark read
+anything else (S3, Delta); arrow insists on the former, spark always reads through Spark. Both
+write the same rows.
+
 Idempotent: re-running a date replaces that date's partition (dynamic partition overwrite: the
 new files are written to a staging folder and swapped in when the write commits, so a crash
 mid-write leaves the previous partition as it was; replaceWhere when storage.format is delta).

@@ -17,6 +17,10 @@ Where the work happens (one Spark pass, nothing buffered):
   the reason codes, with numpy (:func:`score_arrays`). ``score_pandas``, the stream's
   driver-local twin, runs the same function on a pandas frame.
 
+:func:`score_parquet_files` is the nightly job's faster way for a local Parquet feature table:
+Spark hands the table's files to the Python workers, which read them with pyarrow and score them
+with the same numpy functions as ``score_pandas``; the JVM only writes what they return.
+
 ``reasons`` (array<string>, strongest first, e.g. ``rcf:bytes_down``) explains flagged rows only:
 it is the empty array wherever ``is_anomaly`` is false. A flagged row's reasons are the
 ``reasons`` largest positive shares (models/risk.py ``reason_codes_array``) of the detectors that
