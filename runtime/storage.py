@@ -110,3 +110,73 @@ def write_table(df: DataFrame, path: str, fmt: str = "parquet", *, partition_by:
                 conf.unset(key)
             else:
                 conf.set(key, value)
+
+
+def is_local(path: str) -> bool:
+    """True for a path on this machine's file system (a plain path or a ``file:`` URI)."""
+    return path.startswith("file:") or "://" not in path
+
+
+def local_path(path: str) -> str:
+    """``path`` without a ``file:`` scheme (``file:/x``, ``file:///x`` -> ``/x``)."""
+    if path.startswith("file:"):
+        path = path[len("file:"):]
+        if path.startswith("//"):
+            path = path[2:]
+    return unquote(path)
+
+
+def replace_partitions(table: str, column: str, staged: dict[str, list[str]], staging: str) -> None:
+    """Make the files ``staged[value]`` the whole ``column=value`` partition of the local table
+    ``table``, for each value; the table's other partitions stay as they are (the dynamic
+    partition overwrite that Spark's writer does, for files written outside Spark: models/scoring.py
+    ``write_scored_files``).
+
+    ``staging`` is a folder inside ``table`` whose name starts with ``_`` (Spark and pyarrow skip
+    it when they read the table) and holds the staged files; it is removed at the end, also when
+    this fails. A partition is swapped by two renames: the old folder into ``staging``, the new
+    one into its place, so a reader sees either the old files or all the new ones. A failure
+    before the swaps leaves every partition as it was; one during them puts the old folder back.
+    """
+    import os
+    import shutil
+
+    root, staging = local_path(table), local_path(staging)
+    if os.path.dirname(os.path.normpath(staging)) != os.path.normpath(root) or \
+            not os.path.basename(staging).startswith("_"):
+        raise StorageError(f"staging folder {staging} must be a '_' folder directly inside {root}")
+    try:
+        ready = {}
+        for value, files in staged.items():
+            folder = os.path.join(staging, "commit", partition_folder(column, value))
+            os.makedirs(folder, exist_ok=True)
+            for path in files:
+                path = local_path(path)
+                os.rename(path, os.path.join(folder, os.path.basename(path)))
+            ready[value] = folder
+        os.makedirs(os.path.join(staging, "old"), exist_ok=True)
+        for value, folder in ready.items():
+            final = os.path.join(root, partition_folder(column, value))
+            old = os.path.join(staging, "old", partition_folder(column, value))
+            if os.path.exists(final):
+                os.rename(final, old)
+            try:
+                os.rename(folder, final)
+            except OSError:
+                if os.path.exists(old) and not os.path.exists(final):
+                    os.rename(old, final)
+                raise
+        with open(os.path.join(root, "_SUCCESS"), "w"):
+            pass
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def partition_folder(column: str, value: str) -> str:
+    """``column=value``, for values that need no escaping in a Hive-style path (dates, ids)."""
+    import re
+
+    if not re.fullmatch(r"[0-9A-Za-z_.+-]+", value):
+        raise StorageError(f"partition value {value!r} of {column} needs escaping in a path; "
+                           "write this table through Spark")
+    return f"{column}={value}"

@@ -1,10 +1,12 @@
-"""runtime/storage.py: partitioned writes without the planned sort, per-column encodings, file listings."""
+"""runtime/storage.py: partitioned writes without the planned sort, per-column encodings, file listings,
+the partition swap of files written outside Spark."""
 import datetime as dt
 
 import pyarrow.parquet as pq
+import pytest
 from pyspark.sql import functions as F
 
-from runtime.storage import partition_files, write_table
+from runtime.storage import StorageError, partition_files, replace_partitions, write_table
 
 
 def rows(spark, days=3, per_day=50):
@@ -43,3 +45,62 @@ def test_partition_files_name_each_file_with_its_partition_value(spark, tmp_path
     flat = tmp_path / "flat"
     rows(spark).withColumn("date", F.col("date").cast("string")).write.parquet(str(flat))
     assert partition_files(spark.read.parquet(str(flat)), "date") is None
+
+
+def _table(tmp_path, partitions):
+    """A folder table with one file per partition value, holding the value's name."""
+    root = tmp_path / "scores"
+    for value in partitions:
+        (root / f"date={value}").mkdir(parents=True)
+        (root / f"date={value}" / "part-0.parquet").write_text(f"old {value}")
+    return root
+
+
+def _stage(root, name, files):
+    staging = root / name
+    staged = {}
+    for value, content in files.items():
+        folder = staging / "task-1" / f"date={value}"
+        folder.mkdir(parents=True)
+        (folder / "part-new.parquet").write_text(content)
+        staged[value] = [str(folder / "part-new.parquet")]
+    return staging, staged
+
+
+def test_replace_partitions_swaps_the_staged_values_and_leaves_the_others(tmp_path):
+    root = _table(tmp_path, ["2026-01-01", "2026-01-02"])
+    staging, staged = _stage(root, "_scoring-1", {"2026-01-02": "new 2", "2026-01-03": "new 3"})
+    replace_partitions(f"file://{root}", "date", staged, str(staging))
+    assert (root / "date=2026-01-01" / "part-0.parquet").read_text() == "old 2026-01-01"
+    assert [p.name for p in (root / "date=2026-01-02").iterdir()] == ["part-new.parquet"]
+    assert (root / "date=2026-01-02" / "part-new.parquet").read_text() == "new 2"
+    assert (root / "date=2026-01-03" / "part-new.parquet").read_text() == "new 3"
+    assert (root / "_SUCCESS").exists()
+    assert not staging.exists()
+
+
+def test_replace_partitions_that_fails_before_the_swap_leaves_the_table(tmp_path):
+    root = _table(tmp_path, ["2026-01-01", "2026-01-02"])
+    staging, staged = _stage(root, "_scoring-2", {"2026-01-02": "new 2"})
+    staged["2026-01-01"] = [str(staging / "task-9" / "gone.parquet")]  # a file a task never wrote
+    with pytest.raises(FileNotFoundError):
+        replace_partitions(str(root), "date", staged, str(staging))
+    for value in ("2026-01-01", "2026-01-02"):
+        assert [p.name for p in (root / f"date={value}").iterdir()] == ["part-0.parquet"]
+    assert not staging.exists()
+
+
+def test_replace_partitions_refuses_a_staging_folder_readers_would_see(tmp_path):
+    root = _table(tmp_path, ["2026-01-01"])
+    staging, staged = _stage(root, "scoring-3", {"2026-01-01": "new"})
+    with pytest.raises(StorageError, match="must be a '_' folder directly inside"):
+        replace_partitions(str(root), "date", staged, str(staging))
+    assert (root / "date=2026-01-01" / "part-0.parquet").read_text() == "old 2026-01-01"
+
+
+def test_partition_values_that_need_escaping_are_refused(tmp_path):
+    root = _table(tmp_path, [])
+    staging = root / "_scoring-4"
+    staging.mkdir(parents=True)
+    with pytest.raises(StorageError, match="needs escaping"):
+        replace_partitions(str(root), "site", {"a/b": []}, str(staging))
