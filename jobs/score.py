@@ -11,12 +11,15 @@ elsewhere: each detector explains the rows it flags itself (scoring.rcf_attribut
 
 Reading (scoring.reader): auto (default) lets the Python workers read the feature files of a
 local Parquet table themselves (pyarrow; about a third faster on 10M rows), and Spark read
-anything else (S3, Delta); arrow insists on the former, spark always reads through Spark. Both
-write the same rows.
+anything else (S3, Delta); arrow insists on the former, spark always reads through Spark.
+Writing (scoring.writer): auto (default): where the Python workers read the features and the
+scores table is local Parquet, they write its files too (pyarrow) and the driver swaps the
+partitions in; spark: Spark writes them. Every combination writes the same rows.
 
 Idempotent: re-running a date replaces that date's partition (dynamic partition overwrite: the
-new files are written to a staging folder and swapped in when the write commits, so a crash
-mid-write leaves the previous partition as it was; replaceWhere when storage.format is delta).
+new files are written to a staging folder and swapped in when every task has written its own,
+so a crash mid-write leaves the previous partition as it was; replaceWhere when storage.format
+is delta).
 
 Submitted as `python -m jobs score --conf FILE --date YYYY-MM-DD` or
 `spark-submit jobs/score.py --conf FILE --date YYYY-MM-DD`.
@@ -31,7 +34,7 @@ from pyspark.sql import functions as F
 from features.catalog import ENTITY, EVENT_ID, LOCATION
 from jobs.common import InputError, base_parser, log, parse_date, run_main, step
 from runtime.spark import build_session
-from runtime.storage import StorageError, partition_files, read_table, write_table
+from runtime.storage import StorageError, is_local, partition_files, read_table, write_table
 
 PROG = "python -m jobs score"
 
@@ -98,10 +101,15 @@ def write_scores(scored_df, path, fmt, first, last, dataset=None):
          .option("replaceWhere", f"date >= '{first}' AND date <= '{last}'")
          .partitionBy("date").save(path))
     else:
-        plain = ([EVENT_ID[dataset]] if dataset in EVENT_ID else []) + UNIQUE_COLUMNS
         # the feature table is partitioned by date, so a task's rows come in one or two dates
         write_table(scored_df, path, fmt, partition_by=["date"], open_files=OPEN_FILES,
-                    plain_columns=[c for c in plain if c in scored_df.columns])
+                    plain_columns=plain_columns(dataset, scored_df.columns))
+
+
+def plain_columns(dataset, columns):
+    """The columns of the scores table written without dictionary encoding (their values hardly repeat)."""
+    plain = ([EVENT_ID[dataset]] if dataset in EVENT_ID else []) + UNIQUE_COLUMNS
+    return [c for c in plain if c in columns]
 
 
 def window_files(table, fmt, reader, first, last):
@@ -122,7 +130,8 @@ def window_files(table, fmt, reader, first, last):
 
 
 def run(args, config):
-    from models.scoring import ScoringError, load_champions, score_events, score_parquet_files
+    from models.scoring import (ScoringError, load_champions, score_events, score_parquet_files,
+                                write_scored_files)
 
     dataset = config["dataset"]
     source = args.input or config.path("features")
@@ -152,6 +161,16 @@ def run(args, config):
     options = dict(risk_method=scoring["risk_method"], anomaly_risk=scoring["anomaly_risk"],
                    reasons=scoring["reasons"], rcf_attribution=scoring["rcf_attribution"],
                    keep=kept_columns(dataset, features_df.columns))
+    if python_writes(spark, scoring["writer"], files, fmt, output):
+        columns = output_columns(dataset, [*options["keep"], *SCORES])
+        try:
+            with step("score", f"scoring and writing to {output} (written by the Python workers)"):
+                write_scored_files(spark, files, champions, output, table_schema=table.schema, columns=columns,
+                                   plain_columns=plain_columns(dataset, columns), **options)
+        except ScoringError as exc:
+            raise InputError(str(exc)) from None
+        report_written(spark, output, fmt, first, last)
+        return 0
     try:
         if files is not None:
             scored = score_parquet_files(spark, files, champions, table_schema=table.schema, **options)
@@ -164,6 +183,18 @@ def run(args, config):
         write_scores(scored, output, fmt, first, last, dataset)
     report_written(spark, output, fmt, first, last)
     return 0
+
+
+def python_writes(spark, writer, files, fmt, output):
+    """Whether the Python workers write the scores files themselves (scoring.writer auto): they
+    read the features (``files``), and the scores table is local Parquet in a codec pyarrow has.
+    """
+    from models.scoring import arrow_codec
+
+    if writer not in ("auto", "spark"):
+        raise InputError(f"scoring.writer must be auto or spark, got {writer!r}")
+    return (writer == "auto" and files is not None and fmt == "parquet" and is_local(output)
+            and arrow_codec(spark) is not None)
 
 
 def report_written(spark, output, fmt, first, last):

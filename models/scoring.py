@@ -353,10 +353,87 @@ def score_parquet_files(spark, files: Sequence[tuple[str, str]], champions: Cham
     writes them. The JVM never builds a row of the ~90 feature columns: on 2 cores this scores
     10M rows in about half the time of :func:`score_events` (see README "Performance"). The
     result has :func:`score_events`'s columns in its order, and the same values (a test holds
-    the two paths to each other).
+    the two paths to each other). :func:`write_scored_files` also leaves the writing to them.
     """
-    plan = ScoringPlan.of(champions, risk_method=risk_method, anomaly_risk=anomaly_risk, reasons=reasons,
-                          rcf_attribution=rcf_attribution)
+    scorer = _parquet_scorer(spark, champions, table_schema, keep, partition_col, batch_rows,
+                             dict(risk_method=risk_method, anomaly_risk=anomaly_risk, reasons=reasons,
+                                  rcf_attribution=rcf_attribution))
+    kept = scorer.kept
+    schema = T.StructType([table_schema[c] for c in kept] + _OUT_FIELDS)
+    return _listing(spark, files).mapInArrow(scorer, schema).select(
+        *kept, "rcf_score", "logistic_score", "risk", "reasons", "is_anomaly",
+        F.lit(champions.rcf_version).cast("string").alias("rcf_version"),
+        F.lit(champions.logistic_version).cast("string").alias("logistic_version"))
+
+
+def write_scored_files(spark, files: Sequence[tuple[str, str]], champions: Champions, table: str, *,
+                       table_schema: T.StructType, keep: Sequence[str], columns: Sequence[str],
+                       plain_columns: Sequence[str] = (), partition_col: str = "date", risk_method: str = "max",
+                       anomaly_risk: float = 0.5, reasons: int = 3, rcf_attribution: str = "flagged",
+                       batch_rows: int = 65_536) -> dict[str, tuple[int, int]]:
+    """:func:`score_parquet_files`, and the Python workers write the scores too: into the local
+    Parquet table ``table``, partitioned by ``partition_col``; returns ``{value: (rows, anomalies)}``.
+
+    Each task writes its rows of a partition value to one Parquet file (pyarrow; the codec of
+    ``spark.sql.parquet.compression.codec``, dictionary encoding but for ``plain_columns``)
+    under a staging folder in ``table``; when every task has succeeded, the driver swaps the
+    written partitions in (runtime/storage.py ``replace_partitions``): the dynamic partition
+    overwrite of Spark's writer, and a failed run leaves the table as it was. ``columns``: the
+    table's columns in order (``keep`` and the score columns). Spark reads the files as it reads
+    its own (the same column types; timestamps as INT64 microseconds in UTC). The JVM then only
+    hands out file names: it no longer turns 10M Arrow rows into its own rows and encodes
+    them again, which was most of its work in the score job (README "Performance").
+    """
+    import shutil
+    import uuid
+
+    from runtime.storage import local_path, replace_partitions
+
+    codec = arrow_codec(spark)
+    if codec is None:
+        raise ScoringError("spark.sql.parquet.compression.codec "
+                           f"{spark.conf.get('spark.sql.parquet.compression.codec')!r} has no pyarrow twin; "
+                           "write the scores through Spark (scoring.writer: spark)")
+    scorer = _parquet_scorer(spark, champions, table_schema, keep, partition_col, batch_rows,
+                             dict(risk_method=risk_method, anomaly_risk=anomaly_risk, reasons=reasons,
+                                  rcf_attribution=rcf_attribution))
+    missing = [c for c in columns if c not in (*scorer.kept, *SCORE_COLUMNS)]
+    if missing:
+        raise ScoringError(f"cannot write column(s) {', '.join(missing)}: neither kept nor a score")
+    job = uuid.uuid4().hex
+    staging = os.path.join(local_path(table), f"_scoring-{job}")
+    os.makedirs(staging)
+    writer = ScoresWriter(scorer, staging, job, [c for c in columns if c != partition_col],
+                          champions.versions, plain_columns, codec)
+    try:
+        written = _listing(spark, files).mapInArrow(
+            writer, "value string, path string, rows long, anomalies long").collect()
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    staged: dict[str, list[str]] = {}
+    counts: dict[str, tuple[int, int]] = {}
+    for row in written:
+        staged.setdefault(row["value"], []).append(row["path"])
+        rows, anomalies = counts.get(row["value"], (0, 0))
+        counts[row["value"]] = (rows + row["rows"], anomalies + row["anomalies"])
+    replace_partitions(table, partition_col, staged, staging)
+    return counts
+
+
+# spark.sql.parquet.compression.codec -> (pyarrow's name, Spark's file name extension)
+_CODECS = {"none": ("none", ""), "uncompressed": ("none", ""), "snappy": ("snappy", ".snappy"),
+           "gzip": ("gzip", ".gz"), "zstd": ("zstd", ".zstd"), "brotli": ("brotli", ".br")}
+
+
+def arrow_codec(spark) -> Optional[tuple[str, str]]:
+    """The codec's name in pyarrow and Spark's file name extension for it, or None (lzo, lz4: Spark only)."""
+    return _CODECS.get(str(spark.conf.get("spark.sql.parquet.compression.codec", "snappy")).lower())
+
+
+def _parquet_scorer(spark, champions: Champions, table_schema: T.StructType, keep: Sequence[str], partition_col: str,
+                    batch_rows: int, options: dict) -> "ParquetScorer":
+    plan = ScoringPlan.of(champions, **options)
     rcf, logistic = champions.rcf, champions.logistic
     columns = table_schema.fieldNames()
     needed = [*plan.rcf_features, *(logistic.feature_cols if logistic is not None else [])]
@@ -368,15 +445,13 @@ def score_parquet_files(spark, files: Sequence[tuple[str, str]], champions: Cham
     kept_types = [to_arrow_type(table_schema[c].dataType) for c in kept]
     read = list(dict.fromkeys([*(c for c in kept if c != partition_col), *needed]))
     forest_bc = rcf.forest_broadcast(spark.sparkContext) if rcf is not None else None
-    scorer = ParquetScorer(plan, forest_bc, kept, kept_types, read, partition_col, batch_rows)
-    listing = spark.createDataFrame(
+    return ParquetScorer(plan, forest_bc, kept, kept_types, read, partition_col, batch_rows)
+
+
+def _listing(spark, files: Sequence[tuple[str, str]]) -> DataFrame:
+    return spark.createDataFrame(
         spark.sparkContext.parallelize([(str(path), str(value)) for path, value in files], _tasks(spark, files)),
         "path string, value string")
-    schema = T.StructType([table_schema[c] for c in kept] + _OUT_FIELDS)
-    return listing.mapInArrow(scorer, schema).select(
-        *kept, "rcf_score", "logistic_score", "risk", "reasons", "is_anomaly",
-        F.lit(champions.rcf_version).cast("string").alias("rcf_version"),
-        F.lit(champions.logistic_version).cast("string").alias("logistic_version"))
 
 
 def _tasks(spark, files: Sequence[tuple[str, str]]) -> int:
@@ -410,12 +485,19 @@ class ParquetScorer:
         self.read, self.partition_col, self.batch_rows = list(read), partition_col, int(batch_rows)
 
     def __call__(self, listings):
+        forest = self.forest()
+        for path, value in self.files(listings):
+            yield from self.score_file(path, value, forest)
+
+    def forest(self):
         from models.rcf import forest_from_broadcast
 
-        forest = forest_from_broadcast(self.forest_bc) if self.forest_bc is not None else None
+        return forest_from_broadcast(self.forest_bc) if self.forest_bc is not None else None
+
+    @staticmethod
+    def files(listings):
         for listing in listings:
-            for path, value in zip(listing.column(0).to_pylist(), listing.column(1).to_pylist(), strict=True):
-                yield from self.score_file(path, value, forest)
+            yield from zip(listing.column(0).to_pylist(), listing.column(1).to_pylist(), strict=True)
 
     def score_file(self, path: str, value: str, forest):
         import pyarrow as pa
@@ -457,6 +539,70 @@ class ParquetScorer:
         kept = [pa.repeat(constant, n) if name == self.partition_col else batch.column(name).cast(kind)
                 for name, kind in zip(self.kept, self.kept_types, strict=True)]
         return _output_batch(kept, self.kept, rcf_score, p, risk, codes, is_anomaly)
+
+
+class ScoresWriter:
+    """The Python step of :func:`write_scored_files`: ``(path, partition value)`` rows in, the
+    scores written to Parquet files under ``staging/task-<attempt>/``, one row per file out:
+    ``(value, path, rows, anomalies)``. Only the files of the attempts that succeed reach the
+    driver, so a retried or killed attempt's files are never swapped in.
+    """
+
+    def __init__(self, scorer: ParquetScorer, staging: str, job: str, columns: Sequence[str],
+                 versions: tuple[Optional[str], Optional[str]], plain_columns: Sequence[str], codec: tuple[str, str]):
+        self.scorer, self.staging, self.job, self.columns = scorer, staging, job, list(columns)
+        self.versions, self.plain, self.codec = versions, set(plain_columns), codec
+
+    def __call__(self, listings):
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+        from pyspark import TaskContext
+
+        from runtime.storage import partition_folder
+
+        context = TaskContext.get()
+        attempt = context.taskAttemptId() if context is not None else os.getpid()
+        part = context.partitionId() if context is not None else 0
+        forest, scorer, (compression, extension) = self.scorer.forest(), self.scorer, self.codec
+        writers: dict[str, Any] = {}
+        out: dict[str, list] = {"value": [], "path": [], "rows": [], "anomalies": []}
+        try:
+            for path, value in scorer.files(listings):
+                for batch in scorer.score_file(path, value, forest):
+                    batch = self.finish(batch)
+                    if value not in writers:
+                        folder = os.path.join(self.staging, f"task-{attempt}", partition_folder(scorer.partition_col, value))
+                        os.makedirs(folder, exist_ok=True)
+                        name = os.path.join(folder, f"part-{part:05d}-{self.job}.c{len(writers):03d}{extension}.parquet")
+                        dictionary = [f.name for f in batch.schema if f.name not in self.plain]
+                        writers[value] = pq.ParquetWriter(name, batch.schema, compression=compression,
+                                                          use_dictionary=dictionary)
+                        out["value"].append(value)
+                        out["path"].append(name)
+                        out["rows"].append(0)
+                        out["anomalies"].append(0)
+                    writers[value].write_batch(batch)
+                    at = out["value"].index(value)
+                    out["rows"][at] += batch.num_rows
+                    out["anomalies"][at] += pc.sum(batch.column("is_anomaly")).as_py() or 0
+        finally:
+            for writer in writers.values():
+                writer.close()
+        yield pa.RecordBatch.from_arrays([pa.array(out["value"], pa.string()), pa.array(out["path"], pa.string()),
+                                          pa.array(out["rows"], pa.int64()), pa.array(out["anomalies"], pa.int64())],
+                                         names=["value", "path", "rows", "anomalies"])
+
+    def finish(self, batch):
+        """A scored batch as the table's columns, in order, the model versions added."""
+        import pyarrow as pa
+
+        rcf_version, logistic_version = self.versions
+        extra = {"rcf_version": rcf_version, "logistic_version": logistic_version}
+        n = batch.num_rows
+        arrays = [(pa.nulls(n, pa.string()) if extra[c] is None else pa.repeat(pa.scalar(extra[c], pa.string()), n))
+                  if c in extra else batch.column(c) for c in self.columns]
+        return pa.RecordBatch.from_arrays(arrays, names=self.columns)
 
 
 def score_pandas(frame, champions: Champions, *, risk_method: str = "max", anomaly_risk: float = 0.5,

@@ -1,6 +1,8 @@
 """train -> evaluate -> score on a small transactions lake, run in-process on the test session."""
 import json
+import shutil
 
+import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
@@ -72,28 +74,61 @@ def test_a_crash_mid_write_leaves_the_previous_partition(spark, lake, monkeypatc
     for name in ("score_events", "score_parquet_files"):  # whichever reader the job uses
         monkeypatch.setattr(scoring, name, crashing(getattr(scoring, name)))
     with pytest.raises(Exception, match="simulated crash"):
-        score.main(lake["args"] + ["--date", day])
+        score.main(lake["args"] + ["--date", day, "--set", "scoring.writer=spark"])
     after = scores_of(spark, lake["scores"], day).toPandas().sort_values("transaction_id").reset_index(drop=True)
     assert sorted(p.name for p in (lake["scores"] / f"date={day}").iterdir()) == files_before
     assert before.drop(columns=["reasons"]).equals(after.drop(columns=["reasons"]))
 
 
-def test_both_readers_write_the_same_scores(spark, lake, tmp_path):
+def test_a_crash_in_the_python_writers_leaves_the_previous_partition(spark, lake, tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    day = "2018-04-27"
+    features = tmp_path / "features"
+    shutil.copytree(lake["root"] / "lake" / "features" / "transactions", features)
+    scores = tmp_path / "scores"
+    args = lake["args"] + ["--date", day, "--input", str(features), "--output", str(scores)]
+    assert score.main(args) == 0  # the Python workers write (scoring.writer auto)
+    assert not list(scores.glob("_scoring-*"))
+    before = scores_of(spark, scores, day).toPandas().sort_values("transaction_id").reset_index(drop=True)
+    files_before = sorted(p.name for p in (scores / f"date={day}").iterdir())
+    # a file whose feature column is text: its worker fails while others have written theirs
+    good = sorted((features / f"date={day}").glob("*.parquet"))
+    bad = pq.read_table(good[0])
+    column = bad.schema.get_field_index("customer_nb_tx_1d")
+    bad = bad.set_column(column, "customer_nb_tx_1d", pa.array(["not a number"] * bad.num_rows))
+    pq.write_table(bad, features / f"date={day}" / "part-99999-bad.parquet")
+    with pytest.raises(Exception, match="not a number"):
+        score.main(args)
+    after = scores_of(spark, scores, day).toPandas().sort_values("transaction_id").reset_index(drop=True)
+    assert sorted(p.name for p in (scores / f"date={day}").iterdir()) == files_before
+    assert before.drop(columns=["reasons"]).equals(after.drop(columns=["reasons"]))
+    assert not list(scores.glob("_scoring-*"))  # the staged files are gone too
+
+
+@pytest.mark.parametrize("reader, writer", [("arrow", "spark"), ("spark", "auto")])
+def test_every_reader_and_writer_writes_the_same_scores(spark, lake, tmp_path, reader, writer):
     day = "2018-04-28"
     tables = {}
-    for reader in ("arrow", "spark"):
-        out = tmp_path / reader
-        assert score.main(lake["args"] + ["--date", day, "--output", str(out), "--set", f"scoring.reader={reader}"]) == 0
-        tables[reader] = scores_of(spark, out, day).toPandas().sort_values("transaction_id").reset_index(drop=True)
-    arrow, spark_read = tables["arrow"], tables["spark"]
-    assert list(arrow.columns) == list(spark_read.columns) and len(arrow) == len(spark_read) > 0
-    assert "amount" in arrow.columns and "customer_nb_tx_1d" not in arrow.columns  # no features
+    for name, options in (("python", ["--set", "scoring.reader=arrow"]),
+                          ("other", ["--set", f"scoring.reader={reader}", "--set", f"scoring.writer={writer}"])):
+        out = tmp_path / name
+        assert score.main(lake["args"] + ["--date", day, "--output", str(out), *options]) == 0
+        tables[name] = scores_of(spark, out, day).toPandas().sort_values("transaction_id").reset_index(drop=True)
+    python, other = tables["python"], tables["other"]
+    # the first wrote its files with pyarrow, the second through Spark
+    assert "parquet-cpp" in pq.ParquetFile(next((tmp_path / "python").glob("date=*/*.parquet"))).metadata.created_by
+    assert "parquet-mr" in pq.ParquetFile(next((tmp_path / "other").glob("date=*/*.parquet"))).metadata.created_by
+    assert list(python.columns) == list(other.columns) and len(python) == len(other) > 0
+    assert "amount" in python.columns and "customer_nb_tx_1d" not in python.columns  # no features
     for col in ("transaction_id", "customer_id", "terminal_id", "event_time", "label", "rcf_score", "is_anomaly",
                 "rcf_version", "logistic_version"):
-        assert arrow[col].equals(spark_read[col]), col
+        assert python[col].equals(other[col]), col
     for col in ("logistic_score", "risk"):
-        assert (arrow[col] - spark_read[col]).abs().max() < 1e-12, col
-    assert [list(r) for r in arrow["reasons"]] == [list(r) for r in spark_read["reasons"]]
+        assert (python[col] - other[col]).abs().max() < 1e-12, col
+    assert [list(r) for r in python["reasons"]] == [list(r) for r in other["reasons"]]
+    assert spark.read.parquet(str(tmp_path / "python")).schema == spark.read.parquet(str(tmp_path / "other")).schema
 
 
 def test_evaluate_json_prints_one_object_with_the_documented_keys(lake, capsys):

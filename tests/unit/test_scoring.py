@@ -1,6 +1,7 @@
 """score_events: the score columns, reasons only for flagged rows, RCF attribution only where it flags."""
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from models.logistic import LogisticDetector, fit_pipeline
@@ -216,3 +217,48 @@ def test_reason_ranking_for_many_rows_is_the_row_by_row_ranking():
         assert many[i] == one, i
     assert many[1] == ["rcf:c", "rcf:b", "rcf:a"]
     assert any(len(r) < 3 for r in many) and all(len(r) <= 3 for r in many)
+
+
+def test_the_python_writers_write_what_spark_scores_in_the_session_codec(spark, events_df, champions, tmp_path):
+    from pyspark.sql import functions as F
+
+    from models.scoring import write_scored_files
+    from runtime.storage import partition_files
+
+    dated = events_df.withColumn("date", F.when(F.col("event_id").substr(2, 9).cast("int") % 3 == 0,
+                                                F.lit("2026-01-02")).otherwise(F.lit("2026-01-01")).cast("date"))
+    dated.repartition(3).write.partitionBy("date").parquet(str(tmp_path / "features"))
+    table = spark.read.parquet(str(tmp_path / "features"))
+    files = partition_files(table, "date")
+    columns = ["event_id", "date", "rcf_score", "logistic_score", "risk", "is_anomaly", "rcf_version", "reasons"]
+    previous = spark.conf.get("spark.sql.parquet.compression.codec")
+    spark.conf.set("spark.sql.parquet.compression.codec", "zstd")
+    try:
+        counts = write_scored_files(spark, files, champions, str(tmp_path / "scores"), table_schema=table.schema,
+                                    keep=["event_id", "date"], columns=columns, plain_columns=["event_id"])
+        spark.conf.set("spark.sql.parquet.compression.codec", "lzo")
+        with pytest.raises(ScoringError, match="'lzo' has no pyarrow twin"):
+            write_scored_files(spark, files, champions, str(tmp_path / "other"), table_schema=table.schema,
+                               keep=["event_id", "date"], columns=columns)
+    finally:
+        spark.conf.set("spark.sql.parquet.compression.codec", previous)
+
+    expected = {r.event_id: r for r in score_events(dated, champions, keep=["event_id", "date"]).collect()}
+    written = spark.read.parquet(str(tmp_path / "scores"))
+    assert written.columns == [c for c in columns if c != "date"] + ["date"]
+    rows = written.collect()
+    assert len(rows) == len(expected) == sum(n for n, _ in counts.values())
+    assert {str(r.date) for r in rows} == set(counts) == {"2026-01-01", "2026-01-02"}
+    assert sum(a for _, a in counts.values()) == sum(r.is_anomaly for r in rows) > 0
+    for r in rows:
+        e = expected[r.event_id]
+        assert (r.date, r.is_anomaly, r.reasons, r.rcf_version) == (e.date, e.is_anomaly, e.reasons, "r1")
+        assert r.risk == pytest.approx(e.risk, rel=1e-9, abs=1e-12)
+    one = next((tmp_path / "scores").glob("date=*/*.parquet"))
+    assert one.name.endswith(".zstd.parquet")
+    chunks = pq.ParquetFile(one).metadata.row_group(0)
+    by_name = {chunks.column(j).path_in_schema: chunks.column(j) for j in range(chunks.num_columns)}
+    assert by_name["risk"].compression == "ZSTD"
+    assert not any("DICTIONARY" in e for e in by_name["event_id"].encodings)
+    assert any("DICTIONARY" in e for e in by_name["rcf_version"].encodings)
+    assert not list((tmp_path / "other").glob("_scoring-*")) and not (tmp_path / "other" / "date=2026-01-01").exists()
