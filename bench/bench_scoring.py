@@ -9,13 +9,15 @@ Run: ``python bench/bench_scoring.py --rows 10000000 [--features PATH] [--workdi
    the train job does) and the logistic model (all 89 features) are trained on a sample and
    registered as champions in ``<workdir>/models`` (not timed).
 3. Timed: the score job itself, ``python -m jobs score`` over every date of the table, once per
-   reader (``scoring.reader``: arrow, the Python workers read the feature files; spark, Spark
-   reads them), each in a fresh process as a nightly run would be: a new JVM that compiles
-   its code as it goes. Reported per run: the job's read -> score -> write step (its own
+   ``--runs`` entry ``reader:writer`` (``scoring.reader``: arrow, the Python workers read the
+   feature files, or spark; ``scoring.writer``: auto, the Python workers write the scores files
+   when they read the features, or spark), each in a fresh process as a nightly run would be:
+   a new JVM that compiles its code as it goes. Reported per run: the job's read -> score -> write step (its own
    timing line: RCF score of every row, attribution of the rows it flags, logistic
    probability, risk, reason codes of flagged rows, the scores table written partitioned by
    date), and the whole process (JVM start, loading the models, the per-date summary it
-   prints). Goal: read -> score -> write <= 60 s for 10M rows on 2 cores.
+   prints). Goal: read -> score -> write <= 60 s for 10M rows on 2 cores (the default,
+   arrow:auto, is the nightly job's path on a local Parquet lake).
 
 Prints a table and writes ``bench/results/scoring.json`` (with the load average: the machine
 may be shared).
@@ -77,7 +79,8 @@ def main(argv=None) -> int:
     parser.add_argument("--features", help="feature table to score (default <workdir>/features_spark)")
     parser.add_argument("--workdir", default="/tmp/benchwork")
     parser.add_argument("--memory", default="8g", help="Spark driver memory")
-    parser.add_argument("--readers", default="arrow,spark", help="scoring.reader values to time, in order")
+    parser.add_argument("--runs", default="arrow:auto,arrow:spark,spark:spark",
+                        help="reader:writer pairs (scoring.reader, scoring.writer) to time, in order")
     parser.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "scoring.json"))
     args = parser.parse_args(argv)
 
@@ -115,12 +118,15 @@ def main(argv=None) -> int:
     spark.stop()
 
     runs = {}
-    for reader in args.readers.split(","):
-        out = os.path.join(args.workdir, f"scores_{reader}")
+    for run in args.runs.split(","):
+        reader, _, writer = run.partition(":")
+        writer = writer or "auto"
+        out = os.path.join(args.workdir, f"scores_{reader}_{writer}")
         command = [sys.executable, "-m", "jobs", "score", "--conf", os.path.join(ROOT, "conf", "local.yaml"),
                    "--dataset", "telemetry", "--input", path, "--output", out, "--models", models,
                    "--from", dates[0], "--to", dates[-1], "--set", "spark.master=local[2]",
-                   "--set", f"spark.driver_memory={args.memory}", "--set", f"scoring.reader={reader}"]
+                   "--set", f"spark.driver_memory={args.memory}", "--set", f"scoring.reader={reader}",
+                   "--set", f"scoring.writer={writer}"]
         print(f"\n$ {' '.join(command)}", flush=True)
         t0 = time.perf_counter()
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -134,15 +140,16 @@ def main(argv=None) -> int:
         written = check.read.parquet(out).agg(F.count(F.lit(1)).alias("n"),
                                               F.sum(F.col("is_anomaly").cast("int")).alias("a")).first()
         check.stop()
-        runs[reader] = {"score_seconds": float(step.group(1)), "process_seconds": round(process_s, 1),
-                        "rows_written": written["n"], "anomalies": written["a"],
-                        "load_average": os.getloadavg()}
+        key = f"{reader}:{writer}"
+        key = key if key not in runs else f"{key} #{sum(k.startswith(key) for k in runs) + 1}"
+        runs[key] = {"score_seconds": float(step.group(1)), "process_seconds": round(process_s, 1),
+                     "rows_written": written["n"], "anomalies": written["a"], "load_average": os.getloadavg()}
     result = {"rows": n, "features": len(cols), "rcf_features": len(rcf_cols), "train_seconds": round(train_s, 1),
               "goal_seconds": 60, "runs": runs}
     print(f"\nscoring {n:,} rows: logistic on {len(cols)} features, RCF 100x256 on {len(rcf_cols)} "
           "(attribution of flagged rows) + risk + reasons; the score job in a fresh process")
-    for reader, r in runs.items():
-        print(f"  reader {reader:<6} read -> score -> write {r['score_seconds']:7.1f} s "
+    for run, r in runs.items():
+        print(f"  reader:writer {run:<12} read -> score -> write {r['score_seconds']:7.1f} s "
               f"({n / r['score_seconds']:,.0f} rows/s; goal <= 60 s); whole process {r['process_seconds']:.1f} s; "
               f"{r['anomalies']:,} anomalies; load average {r['load_average'][0]:.2f}")
     print(f"  training (sample, not timed as scoring): {train_s:.1f} s")
