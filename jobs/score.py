@@ -35,7 +35,7 @@ from pyspark.sql import functions as F
 from features.catalog import ENTITY, EVENT_ID, LOCATION
 from jobs.common import InputError, base_parser, log, parse_date, run_main, step
 from runtime.spark import build_session
-from runtime.storage import StorageError, is_local, partition_files, read_table, write_table
+from runtime.storage import StorageError, local_table_path, needs_escaping, partition_files, read_table, write_table
 
 PROG = "python -m jobs score"
 
@@ -167,7 +167,8 @@ def run(args, config):
         try:
             with step("score", f"scoring and writing to {output} (written by the Python workers)"):
                 write_scored_files(spark, files, champions, output, table_schema=table.schema, columns=columns,
-                                   plain_columns=plain_columns(dataset, columns), **options)
+                                   plain_columns=plain_columns(dataset, columns), **options,
+                                   notify=lambda line: log("score", line))
         except ScoringError as exc:
             raise InputError(str(exc)) from None
         report_written(spark, output, fmt, first, last)
@@ -188,14 +189,15 @@ def run(args, config):
 
 def python_writes(spark, writer, files, fmt, output):
     """Whether the Python workers write the scores files themselves (scoring.writer auto): they
-    read the features (``files``), and the scores table is local Parquet in a codec pyarrow has.
+    read the features (``files``), and the scores table is local Parquet (on the file system
+    Spark qualifies ``output`` to) in a codec pyarrow has, partitioned by plain values.
     """
     from models.scoring import arrow_codec
 
     if writer not in ("auto", "spark"):
         raise InputError(f"scoring.writer must be auto or spark, got {writer!r}")
-    return (writer == "auto" and files is not None and fmt == "parquet" and is_local(output)
-            and arrow_codec(spark) is not None)
+    return (writer == "auto" and files is not None and fmt == "parquet" and arrow_codec(spark) is not None
+            and not any(needs_escaping(value) for _, value in files) and local_table_path(spark, output) is not None)
 
 
 def report_written(spark, output, fmt, first, last):

@@ -370,9 +370,11 @@ def write_scored_files(spark, files: Sequence[tuple[str, str]], champions: Champ
                        table_schema: T.StructType, keep: Sequence[str], columns: Sequence[str],
                        plain_columns: Sequence[str] = (), partition_col: str = "date", risk_method: str = "max",
                        anomaly_risk: float = 0.5, reasons: int = 3, rcf_attribution: str = "flagged",
-                       batch_rows: int = 65_536) -> dict[str, tuple[int, int]]:
+                       batch_rows: int = 65_536, notify=None) -> dict[str, tuple[int, int]]:
     """:func:`score_parquet_files`, and the Python workers write the scores too: into the local
     Parquet table ``table``, partitioned by ``partition_col``; returns ``{value: (rows, anomalies)}``.
+    First it cleans up after runs that died mid-write (runtime/storage.py ``sweep_staging``),
+    telling ``notify`` (a function of one line) what it did.
 
     Each task writes its rows of a partition value to one Parquet file (pyarrow; the codec of
     ``spark.sql.parquet.compression.codec``, dictionary encoding but for ``plain_columns``)
@@ -387,8 +389,12 @@ def write_scored_files(spark, files: Sequence[tuple[str, str]], champions: Champ
     import shutil
     import uuid
 
-    from runtime.storage import local_path, replace_partitions
+    from runtime.storage import STAGING_PREFIX, local_table_path, replace_partitions, sweep_staging
 
+    root = local_table_path(spark, table)
+    if root is None:
+        raise ScoringError(f"the Python workers write local Parquet tables only, not {table}; "
+                           "write the scores through Spark (scoring.writer: spark)")
     codec = arrow_codec(spark)
     if codec is None:
         raise ScoringError("spark.sql.parquet.compression.codec "
@@ -400,8 +406,11 @@ def write_scored_files(spark, files: Sequence[tuple[str, str]], champions: Champ
     missing = [c for c in columns if c not in (*scorer.kept, *SCORE_COLUMNS)]
     if missing:
         raise ScoringError(f"cannot write column(s) {', '.join(missing)}: neither kept nor a score")
+    for line in sweep_staging(root, partition_col):
+        if notify is not None:
+            notify(line)
     job = uuid.uuid4().hex
-    staging = os.path.join(local_path(table), f"_scoring-{job}")
+    staging = os.path.join(root, f"{STAGING_PREFIX}{job}")
     os.makedirs(staging)
     writer = ScoresWriter(scorer, staging, job, [c for c in columns if c != partition_col],
                           champions.versions, plain_columns, codec)
@@ -417,17 +426,20 @@ def write_scored_files(spark, files: Sequence[tuple[str, str]], champions: Champ
         staged.setdefault(row["value"], []).append(row["path"])
         rows, anomalies = counts.get(row["value"], (0, 0))
         counts[row["value"]] = (rows + row["rows"], anomalies + row["anomalies"])
-    replace_partitions(table, partition_col, staged, staging)
+    replace_partitions(root, partition_col, staged, staging)
     return counts
 
 
 # spark.sql.parquet.compression.codec -> (pyarrow's name, Spark's file name extension)
+# (not brotli: Spark reads it only with a codec library EMR and pyspark do not ship)
 _CODECS = {"none": ("none", ""), "uncompressed": ("none", ""), "snappy": ("snappy", ".snappy"),
-           "gzip": ("gzip", ".gz"), "zstd": ("zstd", ".zstd"), "brotli": ("brotli", ".br")}
+           "gzip": ("gzip", ".gz"), "zstd": ("zstd", ".zstd")}
 
 
 def arrow_codec(spark) -> Optional[tuple[str, str]]:
-    """The codec's name in pyarrow and Spark's file name extension for it, or None (lzo, lz4: Spark only)."""
+    """The codec's name in pyarrow and Spark's file name extension for it, or None (lzo, lz4,
+    brotli: Spark's writer only).
+    """
     return _CODECS.get(str(spark.conf.get("spark.sql.parquet.compression.codec", "snappy")).lower())
 
 
@@ -545,53 +557,62 @@ class ScoresWriter:
     """The Python step of :func:`write_scored_files`: ``(path, partition value)`` rows in, the
     scores written to Parquet files under ``staging/task-<attempt>/``, one row per file out:
     ``(value, path, rows, anomalies)``. Only the files of the attempts that succeed reach the
-    driver, so a retried or killed attempt's files are never swapped in.
+    driver, so a retried or killed attempt's files are never swapped in. Rows are written in
+    row groups of ``row_group_rows`` (Spark's are as large: one or two per file here).
     """
 
     def __init__(self, scorer: ParquetScorer, staging: str, job: str, columns: Sequence[str],
-                 versions: tuple[Optional[str], Optional[str]], plain_columns: Sequence[str], codec: tuple[str, str]):
+                 versions: tuple[Optional[str], Optional[str]], plain_columns: Sequence[str], codec: tuple[str, str],
+                 row_group_rows: int = 1 << 20):
         self.scorer, self.staging, self.job, self.columns = scorer, staging, job, list(columns)
         self.versions, self.plain, self.codec = versions, set(plain_columns), codec
+        self.row_group_rows = int(row_group_rows)
 
     def __call__(self, listings):
+        import contextlib
+
         import pyarrow as pa
         import pyarrow.compute as pc
-        import pyarrow.parquet as pq
         from pyspark import TaskContext
-
-        from runtime.storage import partition_folder
 
         context = TaskContext.get()
         attempt = context.taskAttemptId() if context is not None else os.getpid()
         part = context.partitionId() if context is not None else 0
-        forest, scorer, (compression, extension) = self.scorer.forest(), self.scorer, self.codec
-        writers: dict[str, Any] = {}
-        out: dict[str, list] = {"value": [], "path": [], "rows": [], "anomalies": []}
-        try:
+        forest, scorer = self.scorer.forest(), self.scorer
+        files: dict[str, _PartFile] = {}
+        with contextlib.ExitStack() as stack:
             for path, value in scorer.files(listings):
                 for batch in scorer.score_file(path, value, forest):
                     batch = self.finish(batch)
-                    if value not in writers:
-                        folder = os.path.join(self.staging, f"task-{attempt}", partition_folder(scorer.partition_col, value))
-                        os.makedirs(folder, exist_ok=True)
-                        name = os.path.join(folder, f"part-{part:05d}-{self.job}.c{len(writers):03d}{extension}.parquet")
-                        dictionary = [f.name for f in batch.schema if f.name not in self.plain]
-                        writers[value] = pq.ParquetWriter(name, batch.schema, compression=compression,
-                                                          use_dictionary=dictionary)
-                        out["value"].append(value)
-                        out["path"].append(name)
-                        out["rows"].append(0)
-                        out["anomalies"].append(0)
-                    writers[value].write_batch(batch)
-                    at = out["value"].index(value)
-                    out["rows"][at] += batch.num_rows
-                    out["anomalies"][at] += pc.sum(batch.column("is_anomaly")).as_py() or 0
-        finally:
-            for writer in writers.values():
-                writer.close()
-        yield pa.RecordBatch.from_arrays([pa.array(out["value"], pa.string()), pa.array(out["path"], pa.string()),
-                                          pa.array(out["rows"], pa.int64()), pa.array(out["anomalies"], pa.int64())],
-                                         names=["value", "path", "rows", "anomalies"])
+                    if value not in files:
+                        files[value] = stack.enter_context(self.open(attempt, part, len(files), value, batch.schema))
+                    files[value].add(batch, pc.sum(batch.column("is_anomaly")).as_py() or 0)
+        yield pa.RecordBatch.from_arrays(
+            [pa.array(list(files), pa.string()), pa.array([f.path for f in files.values()], pa.string()),
+             pa.array([f.rows for f in files.values()], pa.int64()),
+             pa.array([f.anomalies for f in files.values()], pa.int64())],
+            names=["value", "path", "rows", "anomalies"])
+
+    def open(self, attempt: int, part: int, n: int, value: str, schema) -> "_PartFile":
+        """The file of this task's rows of partition ``value``. Its folders are made one at a
+        time under the staging folder, so a task still running after its run failed (and the
+        driver removed the staging folder) fails instead of making it again.
+        """
+        import pyarrow as pa
+
+        from runtime.storage import partition_folder
+
+        task = os.path.join(self.staging, f"task-{attempt}")
+        if not os.path.isdir(task):
+            os.mkdir(task)
+        folder = os.path.join(task, partition_folder(self.scorer.partition_col, value))
+        os.mkdir(folder)
+        compression, extension = self.codec
+        name = os.path.join(folder, f"part-{part:05d}-{self.job}.c{n:03d}{extension}.parquet")
+        # Parquet names a list's values <column>.list.element; dictionary encoding is chosen per leaf
+        dictionary = [f"{f.name}.list.element" if pa.types.is_list(f.type) else f.name
+                      for f in schema if f.name not in self.plain]
+        return _PartFile(name, schema, compression, dictionary, self.row_group_rows)
 
     def finish(self, batch):
         """A scored batch as the table's columns, in order, the model versions added."""
@@ -603,6 +624,42 @@ class ScoresWriter:
         arrays = [(pa.nulls(n, pa.string()) if extra[c] is None else pa.repeat(pa.scalar(extra[c], pa.string()), n))
                   if c in extra else batch.column(c) for c in self.columns]
         return pa.RecordBatch.from_arrays(arrays, names=self.columns)
+
+
+class _PartFile:
+    """One Parquet file a :class:`ScoresWriter` task writes, buffering batches into row groups."""
+
+    def __init__(self, path: str, schema, compression: str, dictionary: list[str], row_group_rows: int):
+        import pyarrow.parquet as pq
+
+        self.path, self.rows, self.anomalies = path, 0, 0
+        self.row_group_rows, self.pending, self.pending_rows = row_group_rows, [], 0
+        self.writer = pq.ParquetWriter(path, schema, compression=compression, use_dictionary=dictionary)
+
+    def add(self, batch, anomalies: int) -> None:
+        self.pending.append(batch)
+        self.pending_rows += batch.num_rows
+        self.rows += batch.num_rows
+        self.anomalies += anomalies
+        if self.pending_rows >= self.row_group_rows:
+            self.flush()
+
+    def flush(self) -> None:
+        import pyarrow as pa
+
+        if self.pending:
+            self.writer.write_table(pa.Table.from_batches(self.pending), row_group_size=self.row_group_rows)
+            self.pending, self.pending_rows = [], 0
+
+    def __enter__(self) -> "_PartFile":
+        return self
+
+    def __exit__(self, kind, error, trace) -> None:
+        try:
+            if kind is None:
+                self.flush()
+        finally:
+            self.writer.close()
 
 
 def score_pandas(frame, champions: Champions, *, risk_method: str = "max", anomaly_risk: float = 0.5,

@@ -112,71 +112,176 @@ def write_table(df: DataFrame, path: str, fmt: str = "parquet", *, partition_by:
                 conf.set(key, value)
 
 
-def is_local(path: str) -> bool:
-    """True for a path on this machine's file system (a plain path or a ``file:`` URI)."""
-    return path.startswith("file:") or "://" not in path
+def local_table_path(spark: SparkSession, path: str) -> str | None:
+    """The absolute local file system path of the table at ``path``, or None when it is not on
+    this machine's file system: qualified as Spark qualifies it (a path without a scheme is on
+    ``fs.defaultFS``, the working directory's file system only when that is ``file:``).
+    """
+    if "://" in path and not path.startswith("file:"):
+        return None  # s3a://, hdfs://, ...: never local, and loading their file system may fail
+    try:
+        hadoop_path = spark._jvm.org.apache.hadoop.fs.Path(path)
+        uri = hadoop_path.getFileSystem(spark._jsc.hadoopConfiguration()).makeQualified(hadoop_path).toUri()
+    except Exception:  # py4j errors: a path Hadoop cannot parse is not ours to write by hand
+        return None
+    return str(uri.getPath()) if uri.getScheme() == "file" else None
 
 
-def local_path(path: str) -> str:
-    """``path`` without a ``file:`` scheme (``file:/x``, ``file:///x`` -> ``/x``)."""
-    if path.startswith("file:"):
-        path = path[len("file:"):]
-        if path.startswith("//"):
-            path = path[2:]
-    return unquote(path)
+STAGING_PREFIX = "_scoring-"  # staging folders of files written outside Spark; readers skip "_" names
+STALE_STAGING_SECONDS = 6 * 3600  # a staging folder this old belongs to a run that died
 
 
-def replace_partitions(table: str, column: str, staged: dict[str, list[str]], staging: str) -> None:
+def replace_partitions(root: str, column: str, staged: dict[str, list[str]], staging: str) -> None:
     """Make the files ``staged[value]`` the whole ``column=value`` partition of the local table
-    ``table``, for each value; the table's other partitions stay as they are (the dynamic
-    partition overwrite that Spark's writer does, for files written outside Spark: models/scoring.py
-    ``write_scored_files``).
+    at ``root`` (a plain path), for each value; the table's other partitions stay as they are:
+    the dynamic partition overwrite Spark's writer does, for files written outside Spark
+    (models/scoring.py ``write_scored_files``).
 
-    ``staging`` is a folder inside ``table`` whose name starts with ``_`` (Spark and pyarrow skip
-    it when they read the table) and holds the staged files; it is removed at the end, also when
-    this fails. A partition is swapped by two renames: the old folder into ``staging``, the new
-    one into its place, so a reader sees either the old files or all the new ones. A failure
-    before the swaps leaves every partition as it was; one during them puts the old folder back.
+    ``staging`` is a folder directly inside ``root`` named ``_scoring-...`` (Spark and pyarrow
+    skip it when they read the table) that holds the staged files; it is removed at the end.
+    Each partition is swapped in with one atomic exchange of two folders (Linux
+    ``renameat2(RENAME_EXCHANGE)``; elsewhere two renames, with a moment where the partition is
+    missing), so a reader sees a partition's old files or all its new ones. A failure undoes
+    the swaps already made, so the table is as it was; if even that fails, the staging folder
+    stays with the previous partitions in it (the error names it) and :func:`sweep_staging`
+    puts back, on the next run, a partition left missing between two renames. A driver killed
+    between the swaps of two dates leaves each date whole, some old and some new, as Spark's
+    own commit does: score the window again.
     """
     import os
     import shutil
 
-    root, staging = local_path(table), local_path(staging)
     if os.path.dirname(os.path.normpath(staging)) != os.path.normpath(root) or \
-            not os.path.basename(staging).startswith("_"):
-        raise StorageError(f"staging folder {staging} must be a '_' folder directly inside {root}")
+            not os.path.basename(staging).startswith(STAGING_PREFIX):
+        raise StorageError(f"staging folder {staging} must be a '{STAGING_PREFIX}...' folder directly inside {root}")
+    done: list[tuple[str, str | None, str]] = []  # (partition, where its previous folder is, staged folder)
+    keep = False
     try:
         ready = {}
         for value, files in staged.items():
             folder = os.path.join(staging, "commit", partition_folder(column, value))
             os.makedirs(folder, exist_ok=True)
             for path in files:
-                path = local_path(path)
                 os.rename(path, os.path.join(folder, os.path.basename(path)))
             ready[value] = folder
         os.makedirs(os.path.join(staging, "old"), exist_ok=True)
-        for value, folder in ready.items():
-            final = os.path.join(root, partition_folder(column, value))
-            old = os.path.join(staging, "old", partition_folder(column, value))
-            if os.path.exists(final):
-                os.rename(final, old)
-            try:
-                os.rename(folder, final)
-            except OSError:
-                if os.path.exists(old) and not os.path.exists(final):
-                    os.rename(old, final)
-                raise
+        try:
+            for value, folder in ready.items():
+                final = os.path.join(root, partition_folder(column, value))
+                previous = _swap_in(folder, final, os.path.join(staging, "old", partition_folder(column, value)))
+                done.append((final, previous, folder))
+        except BaseException:
+            keep = not _undo(done)
+            raise
         with open(os.path.join(root, "_SUCCESS"), "w"):
             pass
+    except OSError as exc:
+        kept = f"; the previous partitions are kept in {staging}" if keep else ""
+        raise StorageError(f"cannot swap the new partitions into {root}: {exc}{kept}") from exc
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(new: str, final: str, old: str) -> str | None:
+    """Make the folder ``new`` the folder ``final``; returns where the previous ``final`` is now
+    (``new`` after an atomic exchange, else ``old``), or None when there was none.
+    """
+    import os
+
+    if not os.path.exists(final):
+        os.rename(new, final)
+        return None
+    if _exchange(new, final):
+        return new
+    os.rename(final, old)
+    try:
+        os.rename(new, final)
+    except OSError:
+        os.rename(old, final)
+        raise
+    return old
+
+
+def _undo(done: list[tuple[str, str | None, str]]) -> bool:
+    """Put back the previous partitions of ``done`` swaps, newest first; False if one could not be."""
+    import os
+
+    ok = True
+    for final, previous, new in reversed(done):
+        try:
+            if previous is None:
+                os.rename(final, new)  # the partition did not exist before: take it out again
+            elif not _exchange(previous, final):
+                os.rename(final, new)
+                os.rename(previous, final)
+        except OSError:
+            ok = False
+    return ok
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Swap two existing paths atomically (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False
+    where the C library, kernel or file system does not offer it.
+    """
+    import ctypes
+    import errno
+    import os
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    at_cwd, rename_exchange = -100, 2
+    if renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), b)
+
+
+def sweep_staging(root: str, column: str, max_age_s: float = STALE_STAGING_SECONDS) -> list[str]:
+    """Clean up after runs that died mid-write on the local table at ``root``: a partition folder
+    missing from ``root`` whose previous files sit in some ``_scoring-*/old`` is put back, and
+    staging folders older than ``max_age_s`` are removed. Returns what it did, one line each.
+    """
+    import os
+    import shutil
+    import time
+
+    done: list[str] = []
+    if not os.path.isdir(root):
+        return done
+    for name in sorted(os.listdir(root)):
+        staging = os.path.join(root, name)
+        if not name.startswith(STAGING_PREFIX) or not os.path.isdir(staging):
+            continue
+        old = os.path.join(staging, "old")
+        for folder in sorted(os.listdir(old)) if os.path.isdir(old) else []:
+            if folder.startswith(f"{column}=") and not os.path.exists(os.path.join(root, folder)):
+                os.rename(os.path.join(old, folder), os.path.join(root, folder))
+                done.append(f"put back {folder} from {staging}")
+        if time.time() - os.path.getmtime(staging) > max_age_s:
+            shutil.rmtree(staging, ignore_errors=True)
+            done.append(f"removed {staging}, left by a run that did not finish")
+    return done
+
+
+_PLAIN_VALUE = r"[0-9A-Za-z_.+-]+"
+
+
+def needs_escaping(value: str) -> bool:
+    """Whether a partition value needs escaping in a Hive-style path (dates and ids do not)."""
+    import re
+
+    return re.fullmatch(_PLAIN_VALUE, value) is None
 
 
 def partition_folder(column: str, value: str) -> str:
     """``column=value``, for values that need no escaping in a Hive-style path (dates, ids)."""
-    import re
-
-    if not re.fullmatch(r"[0-9A-Za-z_.+-]+", value):
+    if needs_escaping(value):
         raise StorageError(f"partition value {value!r} of {column} needs escaping in a path; "
                            "write this table through Spark")
     return f"{column}={value}"

@@ -235,7 +235,8 @@ def test_the_python_writers_write_what_spark_scores_in_the_session_codec(spark, 
     spark.conf.set("spark.sql.parquet.compression.codec", "zstd")
     try:
         counts = write_scored_files(spark, files, champions, str(tmp_path / "scores"), table_schema=table.schema,
-                                    keep=["event_id", "date"], columns=columns, plain_columns=["event_id"])
+                                    keep=["event_id", "date"], columns=columns, plain_columns=["event_id"],
+                                    batch_rows=100)  # batches of 100 rows, one row group per file
         spark.conf.set("spark.sql.parquet.compression.codec", "lzo")
         with pytest.raises(ScoringError, match="'lzo' has no pyarrow twin"):
             write_scored_files(spark, files, champions, str(tmp_path / "other"), table_schema=table.schema,
@@ -261,4 +262,6 @@ def test_the_python_writers_write_what_spark_scores_in_the_session_codec(spark, 
     assert by_name["risk"].compression == "ZSTD"
     assert not any("DICTIONARY" in e for e in by_name["event_id"].encodings)
     assert any("DICTIONARY" in e for e in by_name["rcf_version"].encodings)
+    assert any("DICTIONARY" in e for e in by_name["reasons.list.element"].encodings)
+    assert pq.ParquetFile(one).metadata.num_row_groups == 1  # batches are buffered into row groups
     assert not list((tmp_path / "other").glob("_scoring-*")) and not (tmp_path / "other" / "date=2026-01-01").exists()

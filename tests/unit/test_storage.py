@@ -70,7 +70,7 @@ def _stage(root, name, files):
 def test_replace_partitions_swaps_the_staged_values_and_leaves_the_others(tmp_path):
     root = _table(tmp_path, ["2026-01-01", "2026-01-02"])
     staging, staged = _stage(root, "_scoring-1", {"2026-01-02": "new 2", "2026-01-03": "new 3"})
-    replace_partitions(f"file://{root}", "date", staged, str(staging))
+    replace_partitions(str(root), "date", staged, str(staging))
     assert (root / "date=2026-01-01" / "part-0.parquet").read_text() == "old 2026-01-01"
     assert [p.name for p in (root / "date=2026-01-02").iterdir()] == ["part-new.parquet"]
     assert (root / "date=2026-01-02" / "part-new.parquet").read_text() == "new 2"
@@ -83,7 +83,7 @@ def test_replace_partitions_that_fails_before_the_swap_leaves_the_table(tmp_path
     root = _table(tmp_path, ["2026-01-01", "2026-01-02"])
     staging, staged = _stage(root, "_scoring-2", {"2026-01-02": "new 2"})
     staged["2026-01-01"] = [str(staging / "task-9" / "gone.parquet")]  # a file a task never wrote
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(StorageError, match="cannot swap the new partitions"):
         replace_partitions(str(root), "date", staged, str(staging))
     for value in ("2026-01-01", "2026-01-02"):
         assert [p.name for p in (root / f"date={value}").iterdir()] == ["part-0.parquet"]
@@ -93,7 +93,7 @@ def test_replace_partitions_that_fails_before_the_swap_leaves_the_table(tmp_path
 def test_replace_partitions_refuses_a_staging_folder_readers_would_see(tmp_path):
     root = _table(tmp_path, ["2026-01-01"])
     staging, staged = _stage(root, "scoring-3", {"2026-01-01": "new"})
-    with pytest.raises(StorageError, match="must be a '_' folder directly inside"):
+    with pytest.raises(StorageError, match="must be a '_scoring-...' folder directly inside"):
         replace_partitions(str(root), "date", staged, str(staging))
     assert (root / "date=2026-01-01" / "part-0.parquet").read_text() == "old 2026-01-01"
 
@@ -104,3 +104,64 @@ def test_partition_values_that_need_escaping_are_refused(tmp_path):
     staging.mkdir(parents=True)
     with pytest.raises(StorageError, match="needs escaping"):
         replace_partitions(str(root), "site", {"a/b": []}, str(staging))
+
+
+@pytest.mark.parametrize("exchange", [True, False], ids=["atomic-exchange", "two-renames"])
+def test_a_failed_swap_puts_back_every_partition_it_had_swapped(tmp_path, monkeypatch, exchange):
+    import runtime.storage as storage
+
+    root = _table(tmp_path, ["2026-01-01", "2026-01-02"])
+    staging, staged = _stage(root, "_scoring-5", {"2026-01-01": "new 1", "2026-01-03": "new 3",
+                                                  "2026-01-02": "new 2"})
+    if not exchange:
+        monkeypatch.setattr(storage, "_exchange", lambda a, b: False)
+    swap, calls = storage._swap_in, []
+
+    def fail_third(new, final, old):
+        calls.append(final)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device", final)
+        return swap(new, final, old)
+
+    monkeypatch.setattr(storage, "_swap_in", fail_third)
+    with pytest.raises(StorageError, match="No space left on device"):
+        replace_partitions(str(root), "date", staged, str(staging))
+    assert len(calls) == 3
+    assert sorted(p.name for p in root.iterdir()) == ["date=2026-01-01", "date=2026-01-02"]
+    for value in ("2026-01-01", "2026-01-02"):
+        assert (root / f"date={value}" / "part-0.parquet").read_text() == f"old {value}"
+        assert [p.name for p in (root / f"date={value}").iterdir()] == ["part-0.parquet"]
+    assert not staging.exists()
+
+
+def test_sweep_puts_back_a_partition_a_dead_run_left_missing_and_removes_old_staging(tmp_path):
+    import os
+
+    from runtime.storage import sweep_staging
+
+    root = _table(tmp_path, ["2026-01-01"])
+    dead = root / "_scoring-dead" / "old" / "date=2026-01-02"  # killed between its two renames
+    dead.mkdir(parents=True)
+    (dead / "part-0.parquet").write_text("old 2026-01-02")
+    (root / "_scoring-dead" / "old" / "date=2026-01-01").mkdir()  # its partition is in place: left
+    running = root / "_scoring-running"
+    running.mkdir()
+    os.utime(root / "_scoring-dead", (0, 0))
+    done = sweep_staging(str(root), "date")
+    assert (root / "date=2026-01-02" / "part-0.parquet").read_text() == "old 2026-01-02"
+    assert (root / "date=2026-01-01" / "part-0.parquet").read_text() == "old 2026-01-01"
+    assert not (root / "_scoring-dead").exists() and running.exists()
+    assert len(done) == 2 and "put back date=2026-01-02" in done[0] and "_scoring-dead" in done[1]
+
+
+def test_local_table_path_is_absolute_on_the_local_file_system_only(spark, tmp_path):
+    import os
+
+    from runtime.storage import local_table_path
+
+    # relative to the JVM's working directory, where Spark's own writer would put the table
+    jvm_cwd = spark._jvm.java.lang.System.getProperty("user.dir")
+    assert local_table_path(spark, "lake/scores") == os.path.join(jvm_cwd, "lake", "scores")
+    assert local_table_path(spark, f"file://{tmp_path}/a b") == f"{tmp_path}/a b"
+    assert local_table_path(spark, "s3a://bucket/scores") is None
+    assert local_table_path(spark, "hdfs://namenode:8020/scores") is None
