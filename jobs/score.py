@@ -13,7 +13,7 @@ Reading (scoring.reader): auto (default) lets the Python workers read the featur
 local Parquet table themselves (pyarrow; about a third faster on 10M rows), and Spark read
 anything else (S3, Delta); arrow insists on the former, spark always reads through Spark.
 Writing (scoring.writer): auto (default): where the Python workers read the features and the
-scores table is local Parquet, they write its files too (pyarrow; another quarter off, 51 -> 38 s
+scores table is local Parquet, they write its files too (pyarrow; another quarter off, 51-56 -> 38-43 s
 on 10M rows) and the driver swaps the partitions in; spark: Spark writes them. Every
 combination writes the same rows.
 
