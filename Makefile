@@ -32,8 +32,9 @@ test-unit: $(STAMP) ## run the unit tests only
 test-integration: $(STAMP) ## run the integration tests only
 	$(PYTHON) -m pytest tests/integration
 
-lint: $(STAMP) ## check style with ruff
+lint: $(STAMP) ## check style with ruff, and the import graph (no cycles, layers as ARCHITECTURE.md says)
 	$(PYTHON) -m ruff check .
+	$(PYTHON) scripts/check_imports.py
 
 BENCH_ROWS ?= 10000000
 
@@ -53,4 +54,4 @@ clean: ## remove generated data and build output
 	rm -rf lake dist build *.egg-info .make spark-warehouse metastore_db
 
 report-check: ## screenshot the latest summary report (headless chromium) and check it is not blank; prints the PNG
-	$(PYTHON) -m models.daily_report check $(or $(REPORT),lake/reports)
+	$(PYTHON) -m reporting.daily_report check $(or $(REPORT),lake/reports)

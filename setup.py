@@ -1,13 +1,16 @@
 """Anomaly and fraud detection on Spark: feature jobs, RCF and logistic detectors, batch and streaming scoring."""
 from setuptools import find_packages, setup
 
+# The project's packages, by layer (ARCHITECTURE.md "Target layout"; scripts/check_imports.py).
+PACKAGES = ["runtime", "ingest", "synthetic", "features", "models", "scoring", "streaming", "sagemaker_backend",
+            "reporting", "jobs"]
+
 setup(
     name="zen-anomaly",
     version="0.1.0",
     description=__doc__,
     python_requires=">=3.11",
-    packages=find_packages(include=["runtime", "runtime.*", "features", "features.*", "models", "models.*",
-                                    "jobs", "jobs.*"]),
+    packages=find_packages(include=[f"{p}{s}" for p in PACKAGES for s in ("", ".*")]),
     package_data={"runtime": ["defaults.yaml"]},
     install_requires=[
         # Spark 3.5 / Scala 2.12: what EMR 7.x runs and what sagemaker-pyspark 1.4.5 loads (not Spark 4).
@@ -22,7 +25,7 @@ setup(
         "matplotlib>=3.8,<4",
         # Compiles the Random Cut Forest scoring kernels (IsolationForest speed, not pure Python).
         "numba>=0.60",
-        # The stream's driver-side decoding of clean JSON records (features/fastdecode.py).
+        # The stream's driver-side decoding of clean JSON records (ingest/fastdecode.py).
         "orjson>=3.8,<4",
     ],
     extras_require={

@@ -32,7 +32,7 @@ import psutil
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from features.generate_telemetry import devices_for_rows, generate_telemetry
+from synthetic.telemetry import devices_for_rows, generate_telemetry
 from features.telemetry import (
     build_telemetry_features,
     telemetry_feature_columns,

@@ -2,9 +2,9 @@
 
 Data: the transaction generator's reference configuration (5000 customers, 10000 terminals,
 183 days from 2018-04-01), from ``--simulator handbook`` (default: the exact, draw-for-draw
-reproduction of the Handbook's simulator in features/handbook_simulator.py, i.e. the Handbook's own
+reproduction of the Handbook's simulator in synthetic/handbook.py, i.e. the Handbook's own
 data set, 1,754,155 transactions / 14,681 frauds) or ``--simulator spark`` (our Spark generator,
-features/generate_transactions.py: the same rules on other random draws).
+synthetic/transactions.py: the same rules on other random draws).
 Protocol (Handbook chapter 3, "Baseline fraud detection system"):
 train 7 days from 2018-07-25, a 7-day feedback delay, test 7 days (2018-08-08..14) with the cards
 known to be compromised removed; metrics AUC ROC, average precision and card precision@100.
@@ -42,8 +42,8 @@ sys.path.insert(0, str(ROOT))
 
 from pyspark.sql import functions as F
 
-from features import handbook_simulator
-from features.generate_transactions import generate_transactions
+from synthetic import handbook as handbook_simulator
+from synthetic.transactions import generate_transactions
 from features.transactions import (
     build_transaction_features,
     lookback_days,
@@ -51,7 +51,7 @@ from features.transactions import (
 )
 from models import evaluation
 from models.logistic import train_logistic
-from models.report import evaluation_report, write_report
+from reporting.report import evaluation_report, write_report
 from runtime.config import load_config
 from runtime.spark import build_session
 

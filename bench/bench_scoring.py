@@ -5,7 +5,7 @@ Run: ``python bench/bench_scoring.py --rows 10000000 [--features PATH] [--workdi
 
 1. The feature table: ``--features`` or ``<workdir>/features_spark`` (written by
    bench_features.py); when missing, telemetry of ``--rows`` rows is generated and featurised here.
-2. RCF (100 trees x 256, on the telemetry RCF inputs of features/catalog.py, robust-scaled as
+2. RCF (100 trees x 256, on the telemetry RCF inputs of features/datasets.py, robust-scaled as
    the train job does) and the logistic model (all 89 features) are trained on a sample and
    registered as champions in ``<workdir>/models`` (not timed).
 3. Timed: the score job itself, ``python -m jobs score`` over every date of the table, once per
@@ -39,7 +39,7 @@ sys.path.insert(0, ROOT)
 from pyspark.sql import SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from features.catalog import rcf_feature_columns  # noqa: E402
+from features.datasets import TELEMETRY  # noqa: E402
 from features.telemetry import build_telemetry_features, telemetry_feature_columns  # noqa: E402
 from runtime.config import load_config  # noqa: E402
 
@@ -60,8 +60,8 @@ def session(memory: str) -> SparkSession:
 def ensure_features(spark, path: str, rows: int, config) -> None:
     if os.path.exists(os.path.join(path, "_SUCCESS")):
         return
-    from features.generate_telemetry import devices_for_rows, generate_telemetry
-    from features.validation import validate_telemetry
+    from synthetic.telemetry import devices_for_rows, generate_telemetry
+    from ingest.validation import validate_telemetry
 
     conf = dict(config["generate"]["telemetry"])
     conf["devices"] = devices_for_rows(rows, conf["days"], conf["sessions_per_hour"])
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
     from models.logistic import train_logistic
     from models.rcf import RandomCutForest
     from models import registry
-    from models.scoring import assemble, registry_root
+    from scoring.core import assemble, registry_root
 
     config = load_config(None)
     spark = session(args.memory)
@@ -102,7 +102,7 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     sample = table.sample(fraction=min(1.0, 300_000 / max(n, 1)), seed=7).persist()
-    rcf_cols = rcf_feature_columns("telemetry", config)
+    rcf_cols = TELEMETRY.rcf_feature_columns(config)
     rcf = RandomCutForest(featuresCol="_score_features", numTrees=100, numSamplesPerTree=256, seed=1,
                           featureScaling=config["train"]["rcf"]["scaling"]).fit(assemble(sample, rcf_cols))
     logistic = train_logistic(sample, feature_cols=cols, reg_params=(0.001,), validation_days=3, delay_days=0)

@@ -53,7 +53,7 @@ def events(n, *, customers=200_000, terminals=50_000, seed=1, prefix="b"):
 
 def produce(folder, file_records, rate, total):
     """The producer process: ``total`` events into ``folder`` at ``rate`` a second."""
-    from runtime.kinesis import LandingWriter
+    from runtime.producers import LandingWriter
 
     LandingWriter(folder, batch_size=file_records, rate=rate).send(events(total))
 
@@ -98,12 +98,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "stream.json"))
     args = parser.parse_args(argv)
 
-    from features.decode import payloads_from_text
+    from ingest.decode import payloads_from_text
     from features.transactions import build_transaction_features, lookback_days
     from runtime.config import load_config
-    from runtime.kinesis import LandingWriter
+    from runtime.producers import LandingWriter
     from runtime.spark import build_session
-    from runtime.streaming import MicroBatchProcessor, StreamSettings, landing_source, write_stream
+    from streaming.processor import MicroBatchProcessor, StreamSettings, landing_source, write_stream
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_stream_"))
     for sub in ("landing", "sink", "ckpt", "dead"):

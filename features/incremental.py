@@ -30,7 +30,7 @@ import pandas as pd
 from features.transactions import (AMOUNT_HISTORY_DAYS, DEFAULT_DELAY_DAYS, DEFAULT_WINDOWS_DAYS,
                                    MAX_SECONDS_SINCE_PREV_TX, NIGHT_LAST_HOUR, _check_parameters,
                                    lookback_days, transaction_feature_columns)
-from models.rcf import _njit
+from features.jit import njit as _njit
 
 US_PER_SECOND = 1_000_000
 US_PER_DAY = 86400 * US_PER_SECOND

@@ -18,8 +18,8 @@ if __package__ in (None, ""):
 from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
-from features.catalog import feature_builder
-from features.validation import count_outcome, validate_telemetry, validate_transactions
+from features.datasets import dataset as dataset_named
+from ingest.validation import count_outcome
 from jobs.common import InputError, base_parser, log, parse_date, run_main, step
 from runtime.spark import build_session
 from runtime.storage import StorageError, read_raw, write_table
@@ -39,14 +39,6 @@ def build_parser():
     return parser
 
 
-def validate(raw_df, dataset, schema_conf):
-    if dataset == "telemetry":
-        return validate_telemetry(raw_df, columns=schema_conf["columns"], measures=schema_conf["measures"],
-                                  timestamp_format=schema_conf["timestamp_format"])
-    return validate_transactions(raw_df, columns=schema_conf["columns"],
-                                 timestamp_format=schema_conf["timestamp_format"])
-
-
 def run(args, config):
     dataset = config["dataset"]
     schema_conf = config["schema"][dataset]
@@ -63,7 +55,7 @@ def run(args, config):
     spark = build_session(config)
     try:
         raw_df = read_raw(spark, source, schema_conf["format"])
-        validated = validate(raw_df, dataset, schema_conf)
+        validated = dataset_named(dataset).validate(raw_df, schema_conf)
     except (StorageError, ValueError) as exc:
         raise InputError(str(exc)) from None
 
@@ -78,7 +70,7 @@ def run(args, config):
         for row in top:
             log("features", f"  quarantined {row['count']:>9,}  {row['reason']}")
 
-    transform, history_days = feature_builder(dataset, config)
+    transform, history_days = dataset_named(dataset).feature_builder(config)
     valid_df = validated.valid
     if from_date:
         first_needed = from_date - dt.timedelta(days=history_days)

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import sys
 import time
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 from runtime.config import Config, ConfigError, load_config
+from runtime.errors import InputError
+from runtime.progress import log, step  # noqa: F401  (the jobs' progress lines)
 
 DATASETS = ("telemetry", "transactions")
 
@@ -50,19 +51,6 @@ def load(args: argparse.Namespace) -> Config:
     return load_config(args.conf, overrides)
 
 
-def log(job: str, message: str) -> None:
-    print(f"[{job}] {message}", flush=True)
-
-
-@contextlib.contextmanager
-def step(job: str, what: str) -> Iterator[None]:
-    """Print what starts and how long it took, so long work shows progress."""
-    log(job, f"{what} ...")
-    started = time.perf_counter()
-    yield
-    log(job, f"{what}: done in {time.perf_counter() - started:.1f} s")
-
-
 def run_main(prog: str, parser_factory: Callable[[], argparse.ArgumentParser],
              run: Callable[[argparse.Namespace, Config], int | None],
              argv: Sequence[str] | None = None) -> int:
@@ -84,10 +72,6 @@ def run_main(prog: str, parser_factory: Callable[[], argparse.ArgumentParser],
     return code
 
 
-class InputError(RuntimeError):
-    """Input that cannot be used at all (a file that cannot be read, a bad date, ...)."""
-
-
 def parse_date(text, option: str) -> "dt.date | None":
     """``text`` (yyyy-MM-dd) as a date, None for None; a bad value names ``option``."""
     if text is None:
@@ -96,10 +80,3 @@ def parse_date(text, option: str) -> "dt.date | None":
         return dt.date.fromisoformat(str(text))
     except ValueError:
         raise InputError(f"{option} must be a date like 2026-01-31, got {text!r}") from None
-
-
-def not_built(job: str, issue: str) -> Callable[[argparse.Namespace, Config], int]:
-    def run(args: argparse.Namespace, config: Config) -> int:
-        print(f"{job}: not built yet ({issue}); nothing was done.", file=sys.stderr)
-        return 3
-    return run

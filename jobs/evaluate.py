@@ -19,6 +19,7 @@ if __package__ in (None, ""):
 
 from pyspark.sql import functions as F
 
+from features.datasets import dataset as dataset_named
 from jobs.common import InputError, base_parser, log, run_main, step
 from runtime.spark import build_session
 from runtime.storage import StorageError, read_table
@@ -53,9 +54,9 @@ def test_window(args, champions):
 
 def run(args, config):
     from models.evaluation import exclude_known_compromised
-    from models.report import evaluation_report, write_report
-    from jobs.score import kept_columns
-    from models.scoring import ScoringError, load_champions, score_events
+    from reporting.report import evaluation_report, write_report
+    from scoring.table import kept_columns
+    from scoring.core import ScoringError, load_champions, score_events
 
     dataset = config["dataset"]
     k = args.k or config["train"]["k"]
@@ -80,7 +81,7 @@ def run(args, config):
     scoring = config["scoring"]
     scored = score_events(test_df, champions, risk_method=scoring["risk_method"],
                           anomaly_risk=scoring["anomaly_risk"], reasons=scoring["reasons"],
-                          keep=kept_columns(dataset, test_df.columns))
+                          keep=kept_columns(dataset_named(dataset), test_df.columns))
     scored = scored.where(F.col("label").isNotNull()).persist()
     if scored.limit(1).count() == 0:
         raise InputError(f"no labeled rows in the test window {first}..{last}: nothing to evaluate")
@@ -95,7 +96,7 @@ def run(args, config):
         page, metrics = evaluation_report(
             scored, thresholds, k=k, title=f"Detector evaluation — {dataset}, test {first}..{last}",
             notes=[f"rcf {champions.rcf_version}, logistic {champions.logistic_version}",
-                   f"combined risk: models/risk.py ({scoring['risk_method']} of each detector squashed to 0.5 "
+                   f"combined risk: scoring/risk.py ({scoring['risk_method']} of each detector squashed to 0.5 "
                    "at its own threshold)"],
             **card)
         write_report(output, page)

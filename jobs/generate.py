@@ -6,7 +6,7 @@ simulator (customers and terminals on a grid, three fraud scenarios). Rows are m
 (deterministic by generate.seed), never collected to the driver.
 
 generate.transactions.simulator: "handbook" instead runs the Handbook's own simulator draw for draw
-on the driver (features/handbook_simulator.py: its fixed seeds, so generate.seed plays no part):
+on the driver (synthetic/handbook.py: its fixed seeds, so generate.seed plays no part):
 with the reference sizes (the defaults) it writes the Handbook's published data set, 1,754,155
 transactions and 14,681 frauds, so results compare directly with the book's baselines. About
 10 s and 0.5 GB of driver memory at that size; use "spark" (the default) for large data.
@@ -41,13 +41,13 @@ def build_parser():
 def generate(spark, dataset, gen_conf, seed, partitions, rows=None):
     """The synthetic frame for ``dataset`` from plain settings."""
     if dataset == "telemetry":
-        from features.generate_telemetry import devices_for_rows, generate_telemetry
+        from synthetic.telemetry import devices_for_rows, generate_telemetry
 
         conf = dict(gen_conf["telemetry"])
         if rows:
             conf["devices"] = devices_for_rows(rows, conf["days"], conf["sessions_per_hour"])
         return generate_telemetry(spark, seed=seed, partitions=partitions, **conf)
-    from features.generate_transactions import generate_transactions
+    from synthetic.transactions import generate_transactions
 
     conf = dict(gen_conf["transactions"])
     if rows:
@@ -59,7 +59,7 @@ def generate(spark, dataset, gen_conf, seed, partitions, rows=None):
     if simulator not in ("spark", "handbook"):
         raise InputError(f"generate.transactions.simulator must be 'spark' or 'handbook', got {simulator!r}")
     if simulator == "handbook":
-        from features.handbook_simulator import simulate, to_output_frame, to_spark
+        from synthetic.handbook import simulate, to_output_frame, to_spark
 
         sim = simulate(n_customers=conf["customers"], n_terminals=conf["terminals"], nb_days=conf["days"],
                        start_date=conf["start_date"], r=conf["radius"])

@@ -69,7 +69,7 @@ def read_records(spark, path, fmt, *, order_by, key_column, limit):
 
 def run(args, config):
     from runtime.aws import client
-    from runtime.kinesis import KinesisReplayer, LandingWriter
+    from runtime.producers import KinesisReplayer, LandingWriter
     from runtime.spark import build_session
 
     dataset = config["dataset"]

@@ -19,7 +19,7 @@ if __package__ in (None, ""):
     import _bootstrap  # noqa: F401  (spark-submit runs this file as a script)
 
 from jobs.common import InputError, base_parser, log, run_main
-from runtime.streaming import (AVAILABLE_NOW, HadoopFs, MicroBatchProcessor, StreamConfigError, StreamSettings,
+from streaming.processor import (AVAILABLE_NOW, HadoopFs, MicroBatchProcessor, StreamConfigError, StreamSettings,
                                check_trigger, kinesis_source, landing_source, write_stream)
 
 PROG = "python -m jobs stream"
@@ -74,9 +74,9 @@ def feature_transform(dataset, config):
     spec = config["stream"]["features"]
     if spec:
         return load_callable(spec, "stream.features")(dataset, config)
-    from jobs.build_features import feature_builder
+    from features.datasets import dataset as dataset_named
 
-    return feature_builder(dataset, config)
+    return dataset_named(dataset).feature_builder(config)
 
 
 def scorer_factory(config):
@@ -86,7 +86,7 @@ def scorer_factory(config):
         factory = load_callable(spec, "stream.scorer")
         return lambda: factory(config)
     try:
-        from models import scoring  # noqa: F401
+        from scoring import core as scoring  # noqa: F401
     except ImportError as exc:
         raise InputError(f"champion scoring is not available ({exc}); set stream.scorer") from None
     return champion_scorer_factory(config)
@@ -97,7 +97,8 @@ def champion_scorer_factory(config):
     files) and the models are loaded again only when a pointer has moved, so a new champion is
     picked up by the next micro-batch without a restart and without reloading models every batch.
     """
-    from models import registry, scoring
+    from models import registry
+    from scoring import core as scoring
 
     root = scoring.registry_root(config.path("models"), config["dataset"])
     cache = {}
@@ -163,7 +164,7 @@ def incremental_engine(args, config, settings):
 
 
 def build_alerter(config, settings, fs):
-    from runtime.alerts import SentLedger, SnsAlerter
+    from streaming.alerts import SentLedger, SnsAlerter
     from runtime.aws import client
 
     conf = config["stream"]["alerts"]
@@ -175,7 +176,7 @@ def build_alerter(config, settings, fs):
 
 
 def run(args, config):
-    from features.decode import payloads_from_kinesis, payloads_from_text
+    from ingest.decode import payloads_from_kinesis, payloads_from_text
     from runtime.spark import build_session
 
     source, source_input, trigger, transform, settings = settings_from(args, config)

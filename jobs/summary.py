@@ -31,9 +31,9 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from features.summary import SummaryInputError, between_dates, for_date, summary_tables
+from reporting.summary import SummaryInputError, between_dates, for_date, summary_tables
 from jobs.common import InputError, base_parser, log, run_main, step
-from runtime import quicksight
+from reporting import quicksight
 from runtime.spark import build_session
 from runtime.storage import StorageError, read_table, write_table
 
@@ -142,7 +142,7 @@ def write_ddl(spark, config, dataset, tables, scores_df, source, output):
 
 
 def report_html(tables, *, dataset, day, entity_col, location_col, reference, sources):
-    from models.daily_report import render_daily_report
+    from reporting.daily_report import render_daily_report
 
     def pandas(name, order=None, limit=None):
         if name not in tables:

@@ -7,7 +7,7 @@ data window, metrics, time) and moves the champion only if the new version is no
 champion on train.registry.metric (within train.registry.tolerance). Run it again on a moving
 window to retrain: that is the seeds' "incremental learning", done safely.
 
-The RCF takes train.rcf.features (default: the data set's own subset, features/catalog.py
+The RCF takes train.rcf.features (default: the data set's own subset, features/datasets.py
 rcf_feature_columns), robust-scaled by default (train.rcf.scaling); the logistic model takes
 every feature column. Each version records its own feature list, which scoring reads.
 
@@ -25,7 +25,7 @@ if __package__ in (None, ""):
 
 from pyspark.sql import functions as F
 
-from features.catalog import EVENT_ID, feature_columns, rcf_feature_columns
+from features.datasets import dataset as dataset_named
 from jobs.common import InputError, base_parser, log, parse_date, run_main, step
 from runtime.spark import build_session
 from runtime.storage import StorageError, read_table
@@ -63,7 +63,7 @@ def between(df, first, last):
 
 def train_rcf(train_df, feature_cols, conf):
     from models.rcf import RandomCutForest
-    from models.scoring import assemble
+    from scoring.core import assemble
 
     estimator = RandomCutForest(featuresCol="_score_features", numTrees=conf["num_trees"],
                                 numSamplesPerTree=conf["num_samples_per_tree"],
@@ -90,12 +90,12 @@ def train_logistic_model(train_df, feature_cols, conf, gap_days):
 def evaluate(test_df, dataset, kind, model, feature_cols, k):
     """Metrics of one detector on the test window (None where the window has no labels)."""
     from models.evaluation import evaluate_scores
-    from jobs.score import kept_columns
-    from models.scoring import Champions, score_events
+    from scoring.table import kept_columns
+    from scoring.core import Champions, score_events
 
     champions = Champions(feature_cols=feature_cols, **{kind: model, f"{kind}_version": "candidate"},
                           rcf_feature_cols=feature_cols if kind == "rcf" else None)
-    scored = score_events(test_df, champions, reasons=0, keep=kept_columns(dataset, test_df.columns))
+    scored = score_events(test_df, champions, reasons=0, keep=kept_columns(dataset_named(dataset), test_df.columns))
     score_col = "rcf_score" if kind == "rcf" else "logistic_score"
     labeled = scored.where(F.col("label").isNotNull())
     threshold = model.threshold
@@ -105,7 +105,7 @@ def evaluate(test_df, dataset, kind, model, feature_cols, k):
 
 def run(args, config):
     from models import registry
-    from models.scoring import registry_root
+    from scoring.core import registry_root
 
     dataset = config["dataset"]
     conf = config["train"]
@@ -120,9 +120,9 @@ def run(args, config):
         table = read_table(spark, source, config["storage"]["format"])
     except StorageError as exc:
         raise InputError(str(exc)) from None
-    feature_cols = feature_columns(dataset, config)
+    feature_cols = dataset_named(dataset).feature_columns(config)
     try:
-        rcf_cols = rcf_feature_columns(dataset, config)
+        rcf_cols = dataset_named(dataset).rcf_feature_columns(config)
     except ValueError as exc:
         raise InputError(str(exc)) from None
     dates = [r["date"] for r in table.select("date").distinct().collect()]
@@ -143,7 +143,7 @@ def run(args, config):
         test_df = exclude_known_compromised(test_df, between(table, train_from, test_to), card_col="customer_id",
                                             date_col="date", delay_days=gap_days, since=str(train_from))
     if config["models"]["backend"] == "sagemaker":
-        from jobs.sagemaker_backend import train_on_sagemaker
+        from sagemaker_backend.stage import train_on_sagemaker
 
         return train_on_sagemaker(spark, config, train_df=train_df, test_df=test_df, feature_cols=feature_cols,
                                   kinds=kinds, window=window, registry_root=root)
@@ -163,7 +163,7 @@ def run(args, config):
         info = registry.register(
             root, kind, model, metrics=metrics, params={**params, "feature_cols": cols},
             data_window=window, metric=conf["registry"]["metric"], tolerance=conf["registry"]["tolerance"],
-            extra={"dataset": dataset, "event_id": EVENT_ID[dataset]})
+            extra={"dataset": dataset, "event_id": dataset_named(dataset).event_id})
         results[kind] = info
         headline = ", ".join(f"{m} {metrics[m]:.3f}" for m in ("auc_roc", "average_precision", "precision_at_k")
                              if isinstance(metrics.get(m), (int, float)))

@@ -65,7 +65,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from models import evaluation
-from models.registry import join, read_text, write_text
+from runtime.fs import join, json_safe, read_text, write_text
 
 __all__ = ["LinearTerms", "LogisticDetector", "LogisticError", "fit_pipeline", "linear_terms", "margin",
            "probability", "time_split", "train_logistic"]
@@ -356,7 +356,7 @@ class LogisticDetector:
     def save(self, path: str) -> None:
         """Write the PipelineModel to ``<path>/pipeline`` and the rest to ``<path>/detector.json``."""
         self.pipeline.write().overwrite().save(join(path, PIPELINE_DIR))
-        write_text(join(path, SIDECAR), json.dumps(_json_safe(self._sidecar()), indent=2, sort_keys=True))
+        write_text(join(path, SIDECAR), json.dumps(json_safe(self._sidecar()), indent=2, sort_keys=True))
 
     @classmethod
     def load(cls, path: str) -> LogisticDetector:
@@ -364,12 +364,6 @@ class LogisticDetector:
         return cls(pipeline=PipelineModel.load(join(path, PIPELINE_DIR)), feature_cols=meta["feature_cols"],
                    threshold=float(meta["threshold"]), label_col=meta["label_col"], time_col=meta["time_col"],
                    params=meta.get("params", {}), validation=meta.get("validation", {}))
-
-
-def _json_safe(value: Any) -> Any:
-    from models.registry import _json_safe as safe
-
-    return safe(value)
 
 
 def train_logistic(train_df: DataFrame, *, feature_cols: Sequence[str], label_col: str = "label",

@@ -100,35 +100,7 @@ from pyspark.ml.util import (
     MLWriter,
 )
 
-try:  # numba is what makes scoring fast; fall back to plain Python kernels when missing
-    import numba
-
-    HAVE_NUMBA = True
-    # Unsigned indices: numba skips the negative-index wraparound for them, which is what lets
-    # LLVM vectorise the per-feature loops of the scoring kernels.
-    _U = numba.uint64
-except ImportError:  # pragma: no cover - exercised only where numba is not installed
-    numba = None
-    HAVE_NUMBA = False
-    _U = int
-
-
-def _njit(func: Any) -> Any:
-    """Compile with numba, caching the machine code on disk where the package is writable.
-
-    Every Spark Python worker would otherwise recompile (seconds each). Caching is impossible
-    when the module is imported from a zip (``--py-files``); numba refuses at decoration time,
-    and we compile in memory instead. ``error_model="numpy"``: a float division by zero would
-    give inf/nan instead of raising, so divisions carry no zero check (a check per division
-    keeps LLVM from vectorising the loop around it); every divisor whose quotient is used is
-    positive.
-    """
-    if not HAVE_NUMBA:  # pragma: no cover
-        return func
-    try:
-        return numba.njit(nogil=True, cache=True, error_model="numpy")(func)
-    except RuntimeError:  # no cache locator (e.g. imported from a zip)
-        return numba.njit(nogil=True, cache=False, error_model="numpy")(func)
+from features.jit import HAVE_NUMBA, _U, njit as _njit, numba  # noqa: F401  (numba: tests patch it)
 
 
 __all__ = [

@@ -13,32 +13,28 @@ current champion on ``metric`` by more than ``tolerance`` (``new >= champion - t
 higher is better). There is no locking: two concurrent ``register`` calls for the same kind may
 pick the same version number, so run training jobs for one kind one at a time.
 
-Paths with a scheme (``s3a://``, ``file://``, ``hdfs://``) go through Hadoop's FileSystem of the
-active SparkSession; plain paths use the local file system (no Spark needed).
+Files go through runtime/fs (plain paths need no Spark; ``s3a://`` and other URIs use the active
+SparkSession's Hadoop file systems). The registry knows no model class: whoever loads a version
+says how (``load_version(..., loader=...)``), so it depends on no detector.
 """
 from __future__ import annotations
 
 import datetime as _dt
 import json
 import math
-import os
 import re
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
+
+from runtime.fs import exists, join, json_safe, list_dirs, read_text, write_text
 
 __all__ = [
     "RegistryError",
     "champion",
-    "exists",
-    "join",
     "load_version",
-    "read_text",
     "register",
-    "register_loader",
     "version_info",
     "versions",
-    "write_text",
 ]
 
 _VERSION_RE = re.compile(r"^v(\d+)$")
@@ -51,97 +47,14 @@ class RegistryError(RuntimeError):
     """The registry has no such kind/version, or a version folder is unreadable."""
 
 
-# ----------------------------------------------------------------------------- storage helpers
-
-def _has_scheme(path: str) -> bool:
-    return "://" in str(path)
-
-
-def join(base: str, *parts: str) -> str:
-    """Join path parts with '/' (URIs) or the OS separator (local paths)."""
-    if _has_scheme(base):
-        return "/".join([str(base).rstrip("/"), *[p.strip("/") for p in parts]])
-    return str(Path(base, *parts))
-
-
-def _hadoop(path: str):
-    from pyspark.sql import SparkSession
-
-    spark = SparkSession.getActiveSession()
-    if spark is None:
-        raise RegistryError(f"a SparkSession is needed to reach {path}")
-    jvm = spark.sparkContext._jvm
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
-    return jvm, hpath, hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-
-
-def write_text(path: str, text: str) -> None:
-    """Write (overwrite) a small text file, creating parent folders."""
-    if not _has_scheme(path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(f"{path}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)  # atomic on one file system: readers never see half a pointer
-        return
-    _, hpath, fs = _hadoop(path)
-    out = fs.create(hpath, True)
-    try:
-        out.write(bytearray(text.encode("utf-8")))
-    finally:
-        out.close()
-
-
-def read_text(path: str) -> str:
-    if not _has_scheme(path):
-        return Path(path).read_text(encoding="utf-8")
-    jvm, hpath, fs = _hadoop(path)
-    stream = fs.open(hpath)
-    try:
-        return jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
-    finally:
-        stream.close()
-
-
-def exists(path: str) -> bool:
-    if not _has_scheme(path):
-        return Path(path).exists()
-    _, hpath, fs = _hadoop(path)
-    return bool(fs.exists(hpath))
-
-
-def _list_dirs(path: str) -> list[str]:
-    if not _has_scheme(path):
-        p = Path(path)
-        return sorted(c.name for c in p.iterdir() if c.is_dir()) if p.is_dir() else []
-    _, hpath, fs = _hadoop(path)
-    if not fs.exists(hpath):
-        return []
-    return sorted(s.getPath().getName() for s in fs.listStatus(hpath) if s.isDirectory())
-
-
-# ------------------------------------------------------------------------------------ registry
-
-def _json_safe(value: Any) -> Any:
-    """NaN/inf are not JSON: store them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return _json_safe(value.item())
-    return value
-
-
 def _dumps(data: Mapping) -> str:
-    return json.dumps(_json_safe(data), indent=2, sort_keys=True, default=str)
+    return json.dumps(json_safe(data), indent=2, sort_keys=True, default=str)
 
 
 def versions(root: str, kind: str) -> list[dict[str, Any]]:
     """Every complete version of ``kind`` (its ``version.json``), oldest first."""
     out = []
-    for name in _list_dirs(join(root, kind)):
+    for name in list_dirs(join(root, kind)):
         if _VERSION_RE.match(name) and exists(join(root, kind, name, VERSION_FILE)):
             out.append(json.loads(read_text(join(root, kind, name, VERSION_FILE))))
     return sorted(out, key=lambda info: int(_VERSION_RE.match(info["version"]).group(1)))
@@ -166,7 +79,7 @@ def champion(root: str, kind: str) -> dict[str, Any] | None:
 
 
 def _next_version(root: str, kind: str) -> str:
-    numbers = [int(m.group(1)) for m in map(_VERSION_RE.match, _list_dirs(join(root, kind))) if m]
+    numbers = [int(m.group(1)) for m in map(_VERSION_RE.match, list_dirs(join(root, kind))) if m]
     return f"v{max(numbers, default=0) + 1:04d}"
 
 
@@ -228,36 +141,15 @@ def register(root: str, kind: str, model: Any, *, metrics: Mapping[str, Any],
 
 # ------------------------------------------------------------------------------------- loading
 
-_LOADERS: dict[str, Callable[[str], Any]] = {}
-
-
-def register_loader(kind: str, loader: Callable[[str], Any]) -> None:
-    """Tell ``load_version`` how to load models of ``kind`` from their artifact folder."""
-    _LOADERS[kind] = loader
-
-
-def _default_loader(kind: str) -> Callable[[str], Any]:
-    if kind in _LOADERS:
-        return _LOADERS[kind]
-    if kind == "logistic":
-        from models.logistic import LogisticDetector
-
-        return LogisticDetector.load
-    if kind == "rcf":
-        from models.rcf import RandomCutForestModel
-
-        return RandomCutForestModel.load
-    raise RegistryError(f"no loader for model kind '{kind}': call register_loader('{kind}', fn)")
-
-
-def load_version(root: str, kind: str, version: str | None = None,
-                 loader: Callable[[str], Any] | None = None) -> tuple:
-    """``(model, version_info)`` for ``version`` of ``kind``, the champion when None."""
+def load_version(root: str, kind: str, version: str | None = None, *,
+                 loader: Callable[[str], Any]) -> tuple:
+    """``(model, version_info)`` for ``version`` of ``kind`` (the champion when None), the model
+    read from its artifact folder by ``loader(path)`` (e.g. ``RandomCutForestModel.load``).
+    """
     if version is None:
         info = champion(root, kind)
         if info is None:
             raise RegistryError(f"'{kind}' has no champion under {root}")
     else:
         info = version_info(root, kind, version)
-    load = loader or _default_loader(kind)
-    return load(join(root, kind, info["version"], MODEL_DIR)), info
+    return loader(join(root, kind, info["version"], MODEL_DIR)), info

@@ -58,7 +58,7 @@ def test_a_crash_mid_write_leaves_the_previous_partition(spark, lake, monkeypatc
     before = scores_of(spark, lake["scores"], day).toPandas().sort_values("transaction_id").reset_index(drop=True)
     files_before = sorted(p.name for p in (lake["scores"] / f"date={day}").iterdir())
 
-    from models import scoring
+    from scoring import core as scoring
 
     @F.udf("double")
     def explode_midway(risk, tx_id):

@@ -5,7 +5,7 @@ import os
 import pytest
 from aws_local import local_aws
 
-from runtime.kinesis import KinesisReplayer, LandingWriter, chunk_records
+from runtime.producers import KinesisReplayer, LandingWriter, chunk_records
 
 N_RECORDS = 1234
 

@@ -5,7 +5,7 @@ import datetime as dt
 import pandas as pd
 import pytest
 
-from models import daily_report
+from reporting import daily_report
 
 DAY = dt.date(2026, 1, 14)
 

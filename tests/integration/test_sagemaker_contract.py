@@ -30,7 +30,7 @@ from pyspark import SparkContext
 from pyspark.ml.linalg import Vectors
 from pyspark.sql import SparkSession
 
-from models import sagemaker as smb
+from sagemaker_backend import api as smb
 from runtime import aws
 
 pytestmark = pytest.mark.integration

@@ -49,10 +49,10 @@ SIGMAS = 2.0
 
 def _feature_cols() -> list[str]:
     sys.path.insert(0, str(ROOT))
-    from features.catalog import feature_columns
+    from features.datasets import dataset as dataset_named
     from runtime.config import load_config
 
-    return feature_columns("transactions", load_config(None, ["dataset=transactions"]))
+    return dataset_named("transactions").feature_columns(load_config(None, ["dataset=transactions"]))
 
 
 FEATURES = _feature_cols()
@@ -282,6 +282,6 @@ def test_score_maps_endpoint_scores_to_rows_and_leaves_no_endpoint(trained, work
     assert rows[sent[0]]["reasons"] == [] and not rows[sent[0]]["is_anomaly"]
     skipped = rows[ids[NULL_ROW]]
     assert skipped["rcf_score"] is None and skipped["logistic_score"] is None
-    # models.risk clips a null probability to 1e-12 before the logit: risk is ~0, not exactly 0.
+    # scoring.risk clips a null probability to 1e-12 before the logit: risk is ~0, not exactly 0.
     assert skipped["risk"] == pytest.approx(0.0, abs=1e-9) and not skipped["is_anomaly"]
     assert skipped["reasons"] == []

@@ -220,10 +220,10 @@ def test_the_stream_gives_every_event_its_batch_features_and_score(tmp_path, spa
     scorer; spark: the batch feature function over a history snapshot."""
     from features.incremental import TransactionStreamFeatures
     from features.transactions import build_transaction_features, lookback_days
-    from features.validation import validate_transactions
-    from features.decode import payloads_from_text
+    from ingest.validation import validate_transactions
+    from ingest.decode import payloads_from_text
     from runtime.config import load_config
-    from runtime.streaming import MicroBatchProcessor, StreamSettings, landing_source, write_stream
+    from streaming.processor import MicroBatchProcessor, StreamSettings, landing_source, write_stream
 
     config = load_config(ROOT / "conf" / "local.yaml", ["dataset=transactions"])
     feats = config["features"]["transactions"]
@@ -277,12 +277,12 @@ def _same(a, b):
 
 
 def test_write_stream_refuses_a_batch_frame(spark):
-    from runtime.streaming import StreamConfigError, write_stream
+    from streaming.processor import StreamConfigError, write_stream
 
     with pytest.raises(StreamConfigError, match="streaming DataFrame"):
         write_stream(spark.range(3), checkpoint="/tmp/x", trigger="5 seconds", process_batch=lambda df, i: None)
     with pytest.raises(StreamConfigError, match="trigger"):
-        from runtime.streaming import check_trigger
+        from streaming.processor import check_trigger
         check_trigger("soon")
 
 
@@ -306,7 +306,7 @@ class MemoryStore:
 def test_alerts_are_batched_rate_limited_and_never_sent_twice(moto_endpoint):
     import boto3
 
-    from runtime.alerts import SentLedger, SnsAlerter
+    from streaming.alerts import SentLedger, SnsAlerter
 
     topic, sqs, queue_url = topic_with_queue(moto_endpoint)
     sns = boto3.client("sns", region_name="us-east-1", endpoint_url=moto_endpoint)
@@ -348,11 +348,11 @@ def test_both_engines_reject_the_same_records_for_the_same_reasons(tmp_path, spa
     """Duplicates in a batch (clean and garbled copies), replays of an earlier batch and late events:
     the incremental engine (decoding clean records on the driver) and the Spark engine keep the same
     copy of every event and dead-letter the same records with the same reasons."""
-    from features.decode import payloads_from_text
+    from ingest.decode import payloads_from_text
     from features.incremental import TransactionStreamFeatures
     from features.transactions import build_transaction_features, lookback_days
     from runtime.config import load_config
-    from runtime.streaming import MicroBatchProcessor, StreamSettings, landing_source, write_stream
+    from streaming.processor import MicroBatchProcessor, StreamSettings, landing_source, write_stream
 
     config = load_config(ROOT / "conf" / "local.yaml", ["dataset=transactions"])
     feats = config["features"]["transactions"]
@@ -406,10 +406,10 @@ def test_both_engines_reject_the_same_records_for_the_same_reasons(tmp_path, spa
 
 def test_a_micro_batch_of_only_bad_records_commits_an_empty_batch(tmp_path, spark):
     """The driver-local path with nothing to score: no rows in the sink, every record a dead letter."""
-    from features.decode import payloads_from_text
+    from ingest.decode import payloads_from_text
     from features.incremental import TransactionStreamFeatures
     from runtime.config import load_config
-    from runtime.streaming import MicroBatchProcessor, StreamSettings, landing_source, write_stream
+    from streaming.processor import MicroBatchProcessor, StreamSettings, landing_source, write_stream
 
     config = load_config(ROOT / "conf" / "local.yaml", ["dataset=transactions"])
     feats = config["features"]["transactions"]

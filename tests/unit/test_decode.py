@@ -5,7 +5,7 @@ import json
 import pytest
 from pyspark.sql import functions as F
 
-from features.decode import (KINESIS_SCHEMA, decode_records, payloads_from_kinesis, rejected_as_dead_letters,
+from ingest.decode import (KINESIS_SCHEMA, decode_records, payloads_from_kinesis, rejected_as_dead_letters,
                              split_late_and_duplicates)
 from runtime.config import load_config
 
@@ -108,7 +108,7 @@ def test_decoding_works_on_a_streaming_frame(spark, tmp_path):
     folder = tmp_path / "landing"
     folder.mkdir()
     (folder / "a.json").write_text(json.dumps(_tx(1)) + "\nnot json\n")
-    from features.decode import payloads_from_text
+    from ingest.decode import payloads_from_text
 
     stream_df = spark.readStream.format("text").load(str(folder))
     decoded = decode_records(payloads_from_text(stream_df), dataset="transactions", schema_conf=TX_SCHEMA,

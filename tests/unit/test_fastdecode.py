@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.decode import decode_records
-from features.fastdecode import decode_clean_transactions
-from features.validation import REASON
+from ingest.decode import decode_records
+from ingest.fastdecode import decode_clean_transactions
+from ingest.validation import REASON
 
 COLUMNS = {"transaction_id": "transaction_id", "event_time": "event_time", "customer_id": "customer_id",
            "terminal_id": "terminal_id", "amount": "amount", "label": "label"}

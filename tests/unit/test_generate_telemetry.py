@@ -6,7 +6,7 @@ import pytest
 from frames import assert_same_rows
 from pyspark.sql import functions as F
 
-from features.generate_telemetry import (
+from synthetic.telemetry import (
     ANOMALY_TYPES,
     OUTPUT_COLUMNS,
     devices_for_rows,

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from features.generate_transactions import OUTPUT_COLUMNS, generate_transactions, profile_tables
+from synthetic.transactions import OUTPUT_COLUMNS, generate_transactions, profile_tables
 
 SMALL = dict(customers=200, terminals=400, days=30, start_date="2018-04-01", radius=5.0, seed=0)
 

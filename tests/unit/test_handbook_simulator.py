@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import handbook_simulator as hs
-from features.generate_transactions import OUTPUT_COLUMNS
+from synthetic import handbook as hs
+from synthetic.transactions import OUTPUT_COLUMNS
 
 # Chapter 3.2, generate_customer_profiles_table(5, random_state=0):
 # x, y, mean_amount, std_amount, mean_nb_tx_per_day (printed with 6 decimals)

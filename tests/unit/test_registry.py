@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from models import registry
+from runtime import fs
 
 
 class FakeModel:
@@ -82,10 +83,10 @@ def test_uri_root_goes_through_hadoop_filesystem(spark, tmp_path):
     root = f"file://{tmp_path}/reg"
 
     def save(model, path):  # a path URI: write through the Hadoop helpers like a Spark model would
-        registry.write_text(registry.join(path, "value.txt"), str(model.value))
+        fs.write_text(fs.join(path, "value.txt"), str(model.value))
 
     def load(path):
-        return FakeModel(float(registry.read_text(registry.join(path, "value.txt"))))
+        return FakeModel(float(fs.read_text(fs.join(path, "value.txt"))))
 
     registry.register(root, "fake", FakeModel(5.0), metrics={"average_precision": 0.5}, save=save)
     registry.register(root, "fake", FakeModel(6.0), metrics={"average_precision": 0.4}, save=save)

@@ -6,7 +6,7 @@ import pytest
 
 from models.logistic import LogisticDetector, fit_pipeline
 from models.rcf import RandomCutForest
-from models.scoring import SCORE_COLUMNS, Champions, ScoringError, assemble, score_events
+from scoring.core import SCORE_COLUMNS, Champions, ScoringError, assemble, score_events
 
 FEATURES = ["a", "b", "c", "d"]
 
@@ -96,7 +96,7 @@ def test_each_detector_explains_only_the_rows_it_flags_itself(scored, champions)
 
 
 def test_rows_only_the_two_detectors_together_flag_are_explained_by_the_rcf(events_df, champions):
-    from models.risk import logistic_risk_array, rcf_risk_array
+    from scoring.risk import logistic_risk_array, rcf_risk_array
 
     rows = score_events(events_df, champions, risk_method="noisy_or").collect()
     together = [r for r in rows if r.is_anomaly and r.rcf_score is not None
@@ -138,7 +138,7 @@ def test_no_reasons_requested_and_missing_columns(events_df, champions):
 
 def test_an_rcf_on_fewer_features_scores_with_its_own_columns(spark, events_df, champions, tmp_path):
     from models import registry
-    from models.scoring import load_champions, registry_root
+    from scoring.core import load_champions, registry_root
 
     subset = ["c", "a"]
     rcf = RandomCutForest(featuresCol="_f", numTrees=50, numSamplesPerTree=128, seed=5).fit(
@@ -159,7 +159,7 @@ def test_an_rcf_on_fewer_features_scores_with_its_own_columns(spark, events_df, 
 
 @pytest.mark.parametrize("method,attribution", [("max", "flagged"), ("noisy_or", "all")])
 def test_the_driver_local_twin_gives_what_spark_gives(events_df, champions, method, attribution):
-    from models.scoring import score_pandas
+    from scoring.core import score_pandas
 
     spark_rows = {r.event_id: r for r in score_events(events_df, champions, risk_method=method,
                                                       rcf_attribution=attribution).collect()}
@@ -184,7 +184,7 @@ def test_the_driver_local_twin_gives_what_spark_gives(events_df, champions, meth
 
 
 def test_rcf_scores_in_threads_are_the_scores_of_one_call(champions):
-    from models.scoring import _rcf_in_threads
+    from scoring.core import _rcf_in_threads
 
     X = np.random.default_rng(2).normal(size=(5000, len(FEATURES))) * 2
     X[7, 1] = np.nan
@@ -195,7 +195,7 @@ def test_rcf_scores_in_threads_are_the_scores_of_one_call(champions):
 
 
 def test_reason_ranking_for_many_rows_is_the_row_by_row_ranking():
-    from models.risk import reason_codes_array, reason_codes_row
+    from scoring.risk import reason_codes_array, reason_codes_row
 
     rng = np.random.default_rng(4)
     m = 300
@@ -222,7 +222,7 @@ def test_reason_ranking_for_many_rows_is_the_row_by_row_ranking():
 def test_the_python_writers_write_what_spark_scores_in_the_session_codec(spark, events_df, champions, tmp_path):
     from pyspark.sql import functions as F
 
-    from models.scoring import write_scored_files
+    from scoring.core import write_scored_files
     from runtime.storage import partition_files
 
     dated = events_df.withColumn("date", F.when(F.col("event_id").substr(2, 9).cast("int") % 3 == 0,

@@ -1,5 +1,5 @@
-"""Unit tests of the summary transforms (features/summary.py) and the QuickSight/Athena writers
-(runtime/quicksight.py) on small hand-written frames."""
+"""Unit tests of the summary transforms (reporting/summary.py) and the QuickSight/Athena writers
+(reporting/quicksight.py) on small hand-written frames."""
 import datetime as dt
 import json
 import math
@@ -8,8 +8,8 @@ import os
 import pytest
 from pyspark.sql import types as T
 
-from features import summary as S
-from runtime import quicksight as Q
+from reporting import summary as S
+from reporting import quicksight as Q
 
 DAY = dt.date(2026, 1, 7)
 

@@ -8,7 +8,7 @@ import pytest
 from frames import assert_same_rows
 from pyspark.sql import functions as F
 
-from features.generate_telemetry import generate_telemetry
+from synthetic.telemetry import generate_telemetry
 from features.telemetry import (
     TelemetryFeatureError,
     build_telemetry_features,

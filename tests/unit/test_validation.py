@@ -1,7 +1,7 @@
 import pytest
 from pyspark.sql import types as T
 
-from features.validation import SchemaError, count_outcome, validate_telemetry, validate_transactions
+from ingest.validation import SchemaError, count_outcome, validate_telemetry, validate_transactions
 
 TX_COLUMNS = {"transaction_id": "TX_ID", "event_time": "TX_DATETIME", "customer_id": "CUSTOMER_ID",
               "terminal_id": "TERMINAL_ID", "amount": "TX_AMOUNT", "label": "TX_FRAUD"}

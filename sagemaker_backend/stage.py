@@ -22,10 +22,10 @@ and registers real metrics (``metrics_status: evaluated``).
 
 Scoring. For each champion an endpoint named after its version (``<name_prefix>-rcf-<dataset>-v0003``)
 is created for this run only, rows are sent to InvokeEndpoint from the executors
-(``models.sagemaker.score_batch``), and endpoints, endpoint configs and models are deleted when the
+(``sagemaker_backend.api.score_batch``), and endpoints, endpoint configs and models are deleted when the
 run ends, also when it fails, unless ``keep_endpoint``. Rows with a null feature are not sent and
 get null scores (the embedded RCF scores them as null too). Risk and ``is_anomaly`` use the same
-code as the embedded path (``models.risk.with_risk``). Reasons: SageMaker returns neither RCF
+code as the embedded path (``scoring.risk.with_risk``). Reasons: SageMaker returns neither RCF
 attributions nor logistic coefficients through the endpoint, so ``reasons`` names the detectors
 at or above their own threshold, strongest first: ``[]``, ``["rcf"]``, ``["logistic"]`` or both.
 ``rcf_version`` / ``logistic_version`` read ``sagemaker-rcf/v0003``.
@@ -38,13 +38,15 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from jobs.common import InputError, log, step
+from runtime.errors import InputError
+from runtime.progress import log, step
+from runtime import fs
 
 #: Registry kind per detector: distinct from the embedded "rcf" / "logistic".
 REGISTRY_KINDS = {"rcf": "sagemaker-rcf", "logistic": "sagemaker-logistic"}
@@ -114,25 +116,14 @@ def _check_classpath(spark: SparkSession) -> None:
             "spark.driver.extraClassPath / spark.executor.extraClassPath (README: Running on EMR with SageMaker)")
 
 
-def _register_loaders() -> None:
-    """Let ``registry.load_version`` read SageMaker versions (the hosting facts, not a model)."""
-    from models import registry
-
-    for kind in REGISTRY_KINDS.values():
-        registry.register_loader(kind, _load_trained)
-
-
 def _save_trained(trained, path: str) -> None:
-    from models import registry
-
-    registry.write_text(registry.join(path, MODEL_FILE), json.dumps(trained.to_dict(), indent=2, sort_keys=True))
+    fs.write_text(fs.join(path, MODEL_FILE), json.dumps(trained.to_dict(), indent=2, sort_keys=True))
 
 
 def _load_trained(path: str):
-    from models import registry
-    from models.sagemaker import SageMakerTrainingResult
+    from sagemaker_backend.api import SageMakerTrainingResult
 
-    return SageMakerTrainingResult(**json.loads(registry.read_text(registry.join(path, MODEL_FILE))))
+    return SageMakerTrainingResult(**json.loads(fs.read_text(fs.join(path, MODEL_FILE))))
 
 
 def _with_vector(df: DataFrame, feature_cols: list[str]) -> DataFrame:
@@ -161,7 +152,7 @@ def train_on_sagemaker(spark: SparkSession, config, *, train_df: DataFrame, test
     except SageMakerJobError as exc:
         raise InputError(str(exc)) from None
     except Exception as exc:
-        from models.sagemaker import SageMakerBackendError
+        from sagemaker_backend.api import SageMakerBackendError
 
         if isinstance(exc, SageMakerBackendError):
             raise InputError(f"SageMaker training stopped: {exc}") from None
@@ -169,9 +160,9 @@ def train_on_sagemaker(spark: SparkSession, config, *, train_df: DataFrame, test
 
 
 def _train(spark, config, *, train_df, test_df, feature_cols, kinds, window, root) -> int:
-    from features.catalog import EVENT_ID
+    from features.datasets import dataset as dataset_named
     from models import registry
-    from models.sagemaker import fit_training_job
+    from sagemaker_backend.api import fit_training_job
     from runtime.aws import client as aws_client
 
     sm = settings(config)
@@ -179,7 +170,6 @@ def _train(spark, config, *, train_df, test_df, feature_cols, kinds, window, roo
     aws_conf = config["aws"]
     reg = config["train"]["registry"]
     _check_classpath(spark)
-    _register_loaders()
     sagemaker = aws_client("sagemaker", aws_conf)
     complete_df, incomplete_df = _complete(train_df, feature_cols)
     dropped = incomplete_df.count()
@@ -225,18 +215,18 @@ def _train(spark, config, *, train_df, test_df, feature_cols, kinds, window, roo
         info = registry.register(
             root, REGISTRY_KINDS[kind], trained, metrics=metrics, params=params, data_window=window,
             metric=reg["metric"], tolerance=reg["tolerance"], save=_save_trained,
-            extra={"dataset": dataset, "event_id": EVENT_ID[dataset], "backend": "sagemaker",
+            extra={"dataset": dataset, "event_id": dataset_named(dataset).event_id, "backend": "sagemaker",
                    "metrics_status": metrics["metrics_status"]})
         moved = "now champion" if info["promoted"] else f"champion stays {info['previous_champion']}"
         value = metrics.get(reg["metric"])
         shown = f"{reg['metric']} {value:.3f}" if isinstance(value, (int, float)) else "metrics pending"
         log("train", f"{REGISTRY_KINDS[kind]} {info['version']}: {shown}; {moved} "
-                     f"(registry {registry.join(root, REGISTRY_KINDS[kind])})")
+                     f"(registry {fs.join(root, REGISTRY_KINDS[kind])})")
     return 0
 
 
 def _estimator(spark, kind: str, sm: Mapping, dataset: str, aws_conf: Mapping, feature_dim: int):
-    from models.sagemaker import sagemaker_logistic_estimator, sagemaker_rcf_estimator
+    from sagemaker_backend.api import sagemaker_logistic_estimator, sagemaker_rcf_estimator
     from runtime.aws import java_clients
 
     clients = java_clients(spark, aws_conf)
@@ -268,7 +258,7 @@ def _estimator(spark, kind: str, sm: Mapping, dataset: str, aws_conf: Mapping, f
 def _evaluate_on_endpoint(trained, kind, sm, config, aws_conf, *, train_df, test_df, feature_cols):
     """(threshold, metrics) from scoring on a short-lived endpoint, deleted afterwards."""
     from models.evaluation import evaluate_scores
-    from models.sagemaker import score_batch
+    from sagemaker_backend.api import score_batch
 
     conf = config["train"]
     test_part, _ = _complete(test_df.where(F.col("label").isNotNull()), feature_cols)
@@ -328,15 +318,15 @@ def _poll(aws_conf: Mapping) -> float:
 
 
 def score_on_sagemaker(spark: SparkSession, config, *, features_df: DataFrame, output: str, first, last,
-                       models_root: str, write: Callable) -> int:
+                       models_root: str) -> int:
     """Score ``features_df`` on endpoints made for this run and write the scores table."""
     try:
         return _score(spark, config, features_df=features_df, output=output, first=first, last=last,
-                      models_root=models_root, write=write)
+                      models_root=models_root)
     except SageMakerJobError as exc:
         raise InputError(str(exc)) from None
     except Exception as exc:
-        from models.sagemaker import SageMakerBackendError
+        from sagemaker_backend.api import SageMakerBackendError
 
         if isinstance(exc, SageMakerBackendError):
             raise InputError(f"SageMaker scoring stopped (endpoints of this run were deleted): {exc}") from None
@@ -349,19 +339,19 @@ def _champions(root: str) -> dict[str, tuple[Any, dict]]:
     out = {}
     for kind, registry_kind in REGISTRY_KINDS.items():
         if registry.champion(root, registry_kind) is not None:
-            out[kind] = registry.load_version(root, registry_kind)
+            out[kind] = registry.load_version(root, registry_kind, loader=_load_trained)
     return out
 
 
-def _score(spark, config, *, features_df, output, first, last, models_root, write) -> int:
-    from jobs.score import output_columns
-    from models.scoring import registry_root
+def _score(spark, config, *, features_df, output, first, last, models_root) -> int:
+    from features.datasets import dataset as dataset_named
+    from scoring.table import output_columns, write_scores
+    from scoring.core import registry_root
 
     sm = settings(config)
     dataset = config["dataset"]
     aws_conf = dict(config["aws"])
     root = registry_root(models_root, dataset)
-    _register_loaders()
     champions = _champions(root)
     if not champions:
         raise InputError(f"no SageMaker champion (kinds {', '.join(REGISTRY_KINDS.values())}) under {root}: "
@@ -395,9 +385,9 @@ def _score(spark, config, *, features_df, output, first, last, models_root, writ
                                      anomaly_risk=scoring["anomaly_risk"], reasons=scoring["reasons"])
         scored = (scored.withColumn("rcf_version", F.lit(versions.get("rcf")).cast("string"))
                   .withColumn("logistic_version", F.lit(versions.get("logistic")).cast("string")))
-        scored = scored.select(*output_columns(dataset, scored.columns))
+        scored = scored.select(*output_columns(dataset_named(dataset), scored.columns))
         with step("score", f"writing scores to {output}"):
-            write(scored, output, config["storage"]["format"], first, last, dataset)
+            write_scores(scored, output, config["storage"]["format"], first, last, dataset_named(dataset))
 
     def through(index: int, df: DataFrame):
         """Score ``df`` with ``order[index:]``, each endpoint alive until the write is done."""
@@ -430,12 +420,12 @@ def _score(spark, config, *, features_df, output, first, last, models_root, writ
                            batch_size=sm["batch_size"], wait_timeout_s=sm["endpoint_wait_seconds"],
                            poll_s=_poll(aws_conf))
 
-    from models.sagemaker import score_batch
+    from sagemaker_backend.api import score_batch
 
     started = time.perf_counter()
     through(0, complete_df)
     log("score", f"SageMaker scoring done in {time.perf_counter() - started:.1f} s")
-    from jobs.score import report_written
+    from scoring.table import report_written
 
     report_written(spark, output, config["storage"]["format"], first, last)
     return 0
@@ -459,11 +449,11 @@ def with_sagemaker_risk(df: DataFrame, thresholds: Mapping[str, float], *, metho
                         anomaly_risk: float = 0.5, reasons: int = 3) -> DataFrame:
     """``risk``, ``is_anomaly`` and ``reasons`` from ``rcf_score`` / ``logistic_score``.
 
-    Risk is ``models.risk.with_risk`` (the embedded path's formula). ``reasons`` lists the
+    Risk is ``scoring.risk.with_risk`` (the embedded path's formula). ``reasons`` lists the
     detectors whose own risk component is at least 0.5 (at or above their threshold), strongest
     first: SageMaker endpoints return no per-feature attribution.
     """
-    from models.risk import with_risk
+    from scoring.risk import with_risk
 
     out = with_risk(df, rcf_threshold=thresholds.get("rcf"), logistic_threshold=thresholds.get("logistic"),
                     method=method, risk_col="risk")

@@ -158,7 +158,7 @@ def with_risk(df: DataFrame, *, rcf_threshold: float | None = None, logistic_thr
 
 # ------------------------------------------------------------------ numpy twins (driver-local scoring)
 # The same formulas on numpy arrays, operation for operation, for a micro-batch scored on the driver
-# (models/scoring.py ``score_pandas``); tests check them against the Spark columns above.
+# (scoring/core.py ``score_pandas``); tests check them against the Spark columns above.
 
 def _sigmoid_np(x):
     return 1.0 / (1.0 + np.exp(-x))

@@ -3,7 +3,7 @@
 A micro-batch of the incremental engine ends up on the driver anyway, so its payloads are
 collected once (one Arrow transfer of the raw text) and parsed here with Python's ``json``.
 Only records that are *clean* in a strict sense are decoded here, and a clean record gets
-exactly the values :func:`features.decode.decode_records` gives it; every other record (bad JSON,
+exactly the values :func:`ingest.decode.decode_records` gives it; every other record (bad JSON,
 a missing field, a number written as text, padding around an id, a time without a zone, an
 oversized payload, ...) is *left over* and goes through the Spark decoder, which assigns the
 reasons. The fast path never rejects anything, so dead letters and their reasons stay Spark's.

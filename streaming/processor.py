@@ -1,6 +1,6 @@
 """Structured Streaming plumbing: sources, the one writer function and the exactly-once sink.
 
-Sources (each returns a streaming frame that :mod:`features.decode` turns into payloads):
+Sources (each returns a streaming frame that :mod:`ingest.decode` turns into payloads):
 
 * :func:`kinesis_source` - ``spark.readStream.format("aws-kinesis")`` (EMR 7.1+ image only);
 * :func:`landing_source` - a prefix of JSON-lines files read as *text*, so a bad line reaches the
@@ -29,10 +29,10 @@ above either is skipped (marker, ledger) or rewrites the same content, so a ``ki
 never duplicates a row or an alert.
 
 With the incremental engine (transactions) steps 2-4 run on the driver instead: one Arrow
-transfer brings the raw payloads over, clean records are decoded there (features/fastdecode.py;
+transfer brings the raw payloads over, clean records are decoded there (ingest/fastdecode.py;
 the others go through the Spark decoder, which gives the reasons), in-batch duplicates, late
 and already-processed events are marked there, the features come from the in-memory state
-(features/incremental.py), a scorer with a ``pandas`` twin (models/scoring.py ``score_pandas``)
+(features/incremental.py), a scorer with a ``pandas`` twin (scoring/core.py ``score_pandas``)
 scores the frame, and :meth:`ExactlyOnceSink.write_arrow` writes it under the same commit.
 Every one of these is tested equal to the Spark path.
 """
@@ -55,9 +55,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.streaming import StreamingQuery
 
-from features.decode import (CARRIED_COLUMNS, decode_records, rejected_as_dead_letters,
+from ingest.decode import (CARRIED_COLUMNS, decode_records, rejected_as_dead_letters,
                              split_late_and_duplicates)
-from features.validation import REASON
+from ingest.validation import REASON
 
 Scorer = Callable[[DataFrame], DataFrame]
 AVAILABLE_NOW = "available-now"
@@ -393,13 +393,13 @@ class BatchReport:
 class MicroBatchProcessor:
     """The ``foreachBatch`` function: decode, features over history, score, commit, alert.
 
-    The streaming frame must already be a payload frame (``features.decode.payloads_from_*`` applied
+    The streaming frame must already be a payload frame (``ingest.decode.payloads_from_*`` applied
     to the source: the file source's ``_metadata`` is gone inside foreachBatch).
 
     ``transform`` is the batch feature function (canonical events -> features, same rows);
     ``scorer_factory()`` is called at the start of every micro-batch and returns
     ``score(features_df) -> scored_df`` (so a new champion is picked up without a restart);
-    ``alerter`` (or None) has ``publish(events, scope)`` like :class:`runtime.alerts.SnsAlerter`.
+    ``alerter`` (or None) has ``publish(events, scope)`` like :class:`streaming.alerts.SnsAlerter`.
     """
 
     def __init__(self, settings: StreamSettings, *, transform: Callable[[DataFrame], DataFrame],
@@ -658,10 +658,10 @@ class MicroBatchProcessor:
         """(good events with ``_arrival_us`` and ``_order``, the raw rows, the Spark-decoded left-overs, their reasons).
 
         One Arrow transfer brings the raw payloads to the driver; clean records are decoded there
-        (features/fastdecode.py) and only the others go through the Spark decoder, which judges
+        (ingest/fastdecode.py) and only the others go through the Spark decoder, which judges
         them exactly as the batch path does. ``_order`` is a record's position in the batch.
         """
-        from features.fastdecode import decode_clean_transactions
+        from ingest.fastdecode import decode_clean_transactions
 
         s = self.s
         inc = self.incremental

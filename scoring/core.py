@@ -3,7 +3,7 @@
 ``score_events(features_df, champions)`` adds, to a feature table's rows (or to the ``keep``
 columns of them):
 ``rcf_score``, ``logistic_score`` (null without a logistic champion), ``risk`` in [0, 1]
-(models/risk.py: each detector squashed to 0.5 at its own threshold, then the max, or noisy-OR),
+(scoring/risk.py: each detector squashed to 0.5 at its own threshold, then the max, or noisy-OR),
 ``is_anomaly`` (risk >= the configured cut; with max and 0.5: some detector over its threshold),
 ``reasons`` and the model versions.
 
@@ -23,7 +23,7 @@ with the same numpy functions as ``score_pandas``; the JVM only writes what they
 
 ``reasons`` (array<string>, strongest first, e.g. ``rcf:bytes_down``) explains flagged rows only:
 it is the empty array wherever ``is_anomaly`` is false. A flagged row's reasons are the
-``reasons`` largest positive shares (models/risk.py ``reason_codes_array``) of the detectors that
+``reasons`` largest positive shares (scoring/risk.py ``reason_codes_array``) of the detectors that
 flag it on their own (whose own risk component reaches the cut): the RCF's per-feature
 attribution and the logistic model's coefficient x standardized value, each weighted by that
 detector's risk component. A row flagged only by the two detectors together (noisy_or, each under
@@ -50,8 +50,10 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from models import registry
-from models.logistic import LinearTerms, probability, probability_array, standardized_values
-from models.risk import (
+from models.logistic import LinearTerms, LogisticDetector, probability, probability_array, standardized_values
+from models.rcf import RandomCutForestModel
+from runtime import fs
+from scoring.risk import (
     combine_risk_array,
     logistic_probability_at_risk,
     logistic_risk_array,
@@ -94,8 +96,11 @@ class Champions:
         return self.rcf_version, self.logistic_version
 
 
+_LOADERS = {"rcf": RandomCutForestModel.load, "logistic": LogisticDetector.load}
+
+
 def registry_root(models_path: str, dataset: str) -> str:
-    return registry.join(models_path, dataset)
+    return fs.join(models_path, dataset)
 
 
 def load_champions(models_path: str, dataset: str, kinds: Sequence[str] = ("rcf", "logistic")) -> Champions:
@@ -104,7 +109,7 @@ def load_champions(models_path: str, dataset: str, kinds: Sequence[str] = ("rcf"
     loaded: dict[str, tuple[Any, dict]] = {}
     for kind in kinds:
         if registry.champion(root, kind) is not None:
-            loaded[kind] = registry.load_version(root, kind)
+            loaded[kind] = registry.load_version(root, kind, loader=_LOADERS[kind])
     if not loaded:
         raise ScoringError(f"no champion model under {root}: run the train job first "
                            f"(python -m jobs train --conf ... --dataset {dataset})")
@@ -140,7 +145,7 @@ class ScoringPlan:
     """What the Python side needs to score, as plain values (it travels to the executors).
 
     ``logistic_cut``: the probability at which the logistic model alone reaches ``anomaly_risk``
-    (models/risk.py ``logistic_probability_at_risk``); the JVM sends a row's logistic inputs
+    (scoring/risk.py ``logistic_probability_at_risk``); the JVM sends a row's logistic inputs
     exactly where ``logistic_score >= logistic_cut``, and the reasons use them there.
     """
 

@@ -6,7 +6,7 @@ are tested on static frames with the Kinesis connector's schema (``data`` binary
 text frames from a landing prefix of JSON lines (what Kinesis Data Firehose writes to S3).
 
 Every record ends up in exactly one of two frames: ``valid`` (canonical columns as
-:mod:`features.validation` produces them for batch input, plus ``arrival_time``) or
+:mod:`ingest.validation` produces them for batch input, plus ``arrival_time``) or
 ``dead_letters`` (the raw ``payload``, a ``reason``, ``arrival_time`` and ``record_source``).
 Record-level problems are found here (oversized, bad JSON, a JSON value of the wrong type);
 value checks (missing ids, unparseable times, negative amounts, duplicate ids in the batch) are
@@ -24,7 +24,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from features.validation import PRIOR_REASON, REASON, validate_telemetry, validate_transactions
+from ingest.validation import PRIOR_REASON, REASON, validate_telemetry, validate_transactions
 
 #: The normalised payload frame every source is turned into before decoding.
 PAYLOAD_COLUMNS = ("payload", "payload_bytes", "arrival_time", "record_source")

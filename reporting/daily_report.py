@@ -319,7 +319,7 @@ def check_report(report: str | Path, png: str | Path | None = None) -> tuple[Pat
 
 
 def _main(argv: Sequence[str]) -> int:
-    """``python -m models.daily_report check [REPORT.html | FOLDER]``: screenshot the report (the
+    """``python -m reporting.daily_report check [REPORT.html | FOLDER]``: screenshot the report (the
     newest summary_*.html in FOLDER, default lake/reports) and check it is not blank.
     """
     if not argv or argv[0] != "check":

@@ -2,7 +2,7 @@
 
 Le Borgne, Siblini, Lebichot, Bontempi, "Reproducible Machine Learning for Credit Card Fraud
 Detection - Practical Handbook", chapter 3.2 "Transaction data simulator". Unlike
-:mod:`features.generate_transactions` (the Handbook's rules on Spark hash draws), this module
+:mod:`synthetic.transactions` (the Handbook's rules on Spark hash draws), this module
 consumes the very same random streams as the Handbook's code, in the same order, so the reference
 call (5000 customers, 10000 terminals, 183 days from 2018-04-01, radius 5) gives the Handbook's
 published data set: 1,754,155 transactions, 14,681 frauds.
@@ -31,7 +31,7 @@ The random streams, as in the Handbook:
 
 Every random draw is made with the same legacy numpy ``RandomState`` / Python ``random.Random``
 calls; only work that does not touch a generator (distances, rounding, labelling) is vectorised.
-The output has the columns and types of :func:`features.generate_transactions.generate_transactions`
+The output has the columns and types of :func:`synthetic.transactions.generate_transactions`
 (:data:`OUTPUT_COLUMNS`), with ``event_time`` = start date + ``TX_TIME_SECONDS`` (naive; the
 Spark helper reads it as UTC).
 """

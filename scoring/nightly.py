@@ -1,0 +1,125 @@
+"""The nightly run: score a window of dates of the feature table into the scores table.
+
+Reading (scoring.reader): auto lets the Python workers read the feature files of a local
+Parquet table themselves (pyarrow), and Spark read anything else (S3, Delta); arrow insists on
+the former, spark always reads through Spark. Writing (scoring.writer): auto: where the Python
+workers read the features and the scores table is local Parquet, they write its files too
+(pyarrow) and the driver swaps the partitions in; spark: Spark writes them. Every combination
+writes the same rows.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Sequence
+
+from pyspark.sql import SparkSession
+
+from features.datasets import Dataset
+from runtime.errors import InputError
+from runtime.progress import log, step
+from runtime.storage import StorageError, local_table_path, needs_escaping, partition_files, read_table
+from scoring.table import SCORES, between, kept_columns, output_columns, plain_columns, report_written, write_scores
+
+
+def score_window(dates: Sequence[dt.date], *, date: dt.date | None = None, first: dt.date | None = None,
+                 last: dt.date | None = None, last_days: int | None = None) -> tuple[dt.date, dt.date]:
+    """(first, last) date to score from the options and the dates the feature table holds."""
+    if not dates:
+        raise InputError("the feature table is empty: run the features job first")
+    dates = sorted(dates)
+    if last_days:
+        return dates[max(0, len(dates) - last_days)], dates[-1]
+    if date and (first or last):
+        raise InputError("give --date or --from/--to, not both")
+    if date:
+        return date, date
+    if first or last:
+        first, last = first or dates[0], last or dates[-1]
+        if last < first:
+            raise InputError(f"--to {last} is before --from {first}")
+        return first, last
+    return dates[-1], dates[-1]
+
+
+def window_files(table, fmt, reader, first, last):
+    """The feature files of ``first..last`` for the Python workers to read, or None to read through
+    Spark (scoring.reader: spark; or auto on a table they cannot read: Delta, not local).
+    """
+    if reader not in ("auto", "arrow", "spark"):
+        raise InputError(f"scoring.reader must be auto, arrow or spark, got {reader!r}")
+    if reader == "spark":
+        return None
+    files = partition_files(table, "date") if fmt == "parquet" else None
+    if files is None:
+        if reader == "arrow":
+            raise InputError("scoring.reader arrow needs a local Parquet feature table partitioned by date "
+                             f"(storage.format {fmt}); use auto or spark")
+        return None
+    return [(path, day) for path, day in files if str(first) <= day <= str(last)]
+
+
+def python_writes(spark, writer, files, fmt, output):
+    """Whether the Python workers write the scores files themselves (scoring.writer auto): they
+    read the features (``files``), and the scores table is local Parquet (on the file system
+    Spark qualifies ``output`` to) in a codec pyarrow has, partitioned by plain values.
+    """
+    from scoring.core import arrow_codec
+
+    if writer not in ("auto", "spark"):
+        raise InputError(f"scoring.writer must be auto or spark, got {writer!r}")
+    return (writer == "auto" and files is not None and fmt == "parquet" and arrow_codec(spark) is not None
+            and not any(needs_escaping(value) for _, value in files) and local_table_path(spark, output) is not None)
+
+
+def read_window(spark: SparkSession, source: str, fmt: str, **window):
+    """(feature table, its rows of the window, first, last) for the window options of ``score_window``."""
+    try:
+        table = read_table(spark, source, fmt)
+    except StorageError as exc:
+        raise InputError(str(exc)) from None
+    dates = [r["date"] for r in table.select("date").distinct().collect()]
+    first, last = score_window(dates, **window)
+    return table, between(table, first, last), first, last
+
+
+def score_nightly(spark: SparkSession, dataset: Dataset, *, table, features_df, first, last, output: str,
+                  fmt: str, models_root: str, scoring) -> int:
+    """Score ``features_df`` (the window ``first..last`` of ``table``) with the champions under
+    ``models_root`` and replace those dates of the scores table ``output``.
+    """
+    from scoring.core import (ScoringError, load_champions, score_events, score_parquet_files,
+                              write_scored_files)
+
+    try:
+        champions = load_champions(models_root, dataset.name)
+    except ScoringError as exc:
+        raise InputError(str(exc)) from None
+    files = window_files(table, fmt, scoring["reader"], first, last)
+    log("score", f"{dataset.name} {first}..{last} with rcf {champions.rcf_version}, logistic {champions.logistic_version}"
+                 + (f" ({len(files)} files read by the Python workers)" if files is not None else " (read by Spark)"))
+    options = dict(risk_method=scoring["risk_method"], anomaly_risk=scoring["anomaly_risk"],
+                   reasons=scoring["reasons"], rcf_attribution=scoring["rcf_attribution"],
+                   keep=kept_columns(dataset, features_df.columns))
+    if python_writes(spark, scoring["writer"], files, fmt, output):
+        columns = output_columns(dataset, [*options["keep"], *SCORES])
+        try:
+            with step("score", f"scoring and writing to {output} (written by the Python workers)"):
+                write_scored_files(spark, files, champions, output, table_schema=table.schema, columns=columns,
+                                   plain_columns=plain_columns(dataset, columns), **options,
+                                   notify=lambda line: log("score", line))
+        except ScoringError as exc:
+            raise InputError(str(exc)) from None
+        report_written(spark, output, fmt, first, last)
+        return 0
+    try:
+        if files is not None:
+            scored = score_parquet_files(spark, files, champions, table_schema=table.schema, **options)
+        else:
+            scored = score_events(features_df, champions, **options)
+    except ScoringError as exc:
+        raise InputError(str(exc)) from None
+    scored = scored.select(*output_columns(dataset, scored.columns))
+    with step("score", f"scoring and writing to {output}"):
+        write_scores(scored, output, fmt, first, last, dataset)
+    report_written(spark, output, fmt, first, last)
+    return 0
