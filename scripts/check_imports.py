@@ -33,7 +33,7 @@ def modules(root: Path) -> dict[str, Path]:
 
 
 def imports(mods: dict[str, Path]) -> dict[str, dict[str, int]]:
-    """module -> {imported project module: line}."""
+    """Each module mapped to the project modules it imports (and the line of the first import)."""
     graph: dict[str, dict[str, int]] = {m: {} for m in mods}
     for name, path in mods.items():
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
