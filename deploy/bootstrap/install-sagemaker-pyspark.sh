@@ -5,8 +5,11 @@
 #   Args=[s3://YOUR-ARTIFACT-BUCKET/fraud-anomaly]      (the prefix `make package` output went to)
 #
 # 1. Python 3.11 (EMR 7.x runs Amazon Linux 2023, whose python3 is 3.9; the project needs >= 3.11).
-# 2. The project wheel (dist/*.whl) and its Python dependencies, but not pyspark: EMR's Spark
-#    provides it. sagemaker_pyspark 1.4.5 pins pyspark==3.3.0, so it goes in with --no-deps.
+# 2. The project's Python dependencies, but not pyspark: EMR's Spark provides it. sagemaker_pyspark
+#    1.4.5 pins pyspark==3.3.0, so it goes in with --no-deps. The project wheel itself goes into a
+#    private folder, /usr/lib/fraud-anomaly/lib, not site-packages: its top-level packages have
+#    plain names (jobs, runtime, models, features, ...) that must not shadow another application's
+#    on a shared node; only our spark-submit puts that folder on PYTHONPATH (driver and executors).
 # 3. A stable folder with only the jars EMR lacks: sagemaker-spark and the SageMaker / SageMaker
 #    Runtime 1.12 SDK jars. The wheel's hadoop-aws-3.3.1 and aws-java-sdk-bundle-1.11.901 are left
 #    out: EMR ships newer ones (and protobuf-java) on its Hadoop classpath.
@@ -21,7 +24,8 @@ WHEELS=$(mktemp -d)
 aws s3 cp --recursive --quiet --exclude '*' --include '*.whl' "$ARTIFACTS/dist/" "$WHEELS/"
 sudo "$PY" -m pip install --quiet 'boto3>=1.34,<2' 'sagemaker>=2.200,<3' 'pyyaml>=6,<7' 'pandas>=2.2,<3.2' \
     'pyarrow>=15,<27' 'numpy>=1.26,<2.5' 'numba>=0.60' 'matplotlib>=3.8,<4'
-sudo "$PY" -m pip install --quiet --no-deps "$WHEELS"/*.whl 'sagemaker_pyspark==1.4.5'
+sudo "$PY" -m pip install --quiet --no-deps 'sagemaker_pyspark==1.4.5'
+sudo "$PY" -m pip install --quiet --no-deps --upgrade --target "$HOME_DIR/lib" "$WHEELS"/*.whl
 
 JAR_DIR=$("$PY" -c 'import os, sagemaker_pyspark as s; print(os.path.join(os.path.dirname(s.__file__), "jars"))')
 sudo mkdir -p "$HOME_DIR/jars" "$HOME_DIR/bin"
@@ -43,11 +47,14 @@ PY=/usr/bin/python3.11
 JARS='/usr/lib/fraud-anomaly/jars/*'
 DEFAULTS=/etc/spark/conf/spark-defaults.conf
 emr_value() { awk -v key="$1" '$1 == key {print $2}' "$DEFAULTS"; }
-JOBS_DIR=$("$PY" -c 'import os, jobs; print(os.path.dirname(jobs.__file__))')
+LIB=/usr/lib/fraud-anomaly/lib  # the project's packages, visible to this application only
+JOBS_DIR="$LIB/jobs"
 # shellcheck disable=SC2086  # FRAUD_SUBMIT_OPTS is a list of options
 exec spark-submit --deploy-mode cluster \
   --conf spark.yarn.appMasterEnv.PYSPARK_PYTHON="$PY" \
   --conf spark.executorEnv.PYSPARK_PYTHON="$PY" \
+  --conf spark.yarn.appMasterEnv.PYTHONPATH="$LIB" \
+  --conf spark.executorEnv.PYTHONPATH="$LIB" \
   --conf "spark.driver.extraClassPath=$JARS:$(emr_value spark.driver.extraClassPath)" \
   --conf "spark.executor.extraClassPath=$JARS:$(emr_value spark.executor.extraClassPath)" \
   --py-files "$JOBS_DIR/_bootstrap.py" \
