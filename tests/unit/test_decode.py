@@ -31,7 +31,7 @@ def kinesis_frame(spark, payloads):
 def decode_kinesis(spark, payloads, dataset="transactions", max_record_bytes=2000):
     schema_conf = TX_SCHEMA if dataset == "transactions" else TM_SCHEMA
     return decode_payloads(payloads_from_kinesis(kinesis_frame(spark, payloads)), dataset=dataset,
-                          schema_conf=schema_conf, max_record_bytes=max_record_bytes)
+                           schema_conf=schema_conf, max_record_bytes=max_record_bytes)
 
 
 def dead_reasons(decoded):
@@ -112,10 +112,10 @@ def test_decoding_works_on_a_streaming_frame(spark, tmp_path):
 
     stream_df = spark.readStream.format("text").load(str(folder))
     decoded = decode_payloads(payloads_from_text(stream_df), dataset="transactions", schema_conf=TX_SCHEMA,
-                             max_record_bytes=1000)
+                              max_record_bytes=1000)
     assert decoded.dead_letters.isStreaming
     static = decode_payloads(payloads_from_text(spark.read.text(str(folder)).select("value", "_metadata")),
-                            dataset="transactions", schema_conf=TX_SCHEMA, max_record_bytes=1000)
+                             dataset="transactions", schema_conf=TX_SCHEMA, max_record_bytes=1000)
     assert static.valid.count() == 1
     dead = static.dead_letters.first()
     assert dead["reason"] == "bad JSON" and dead["record_source"].endswith("a.json")

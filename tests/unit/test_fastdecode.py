@@ -72,7 +72,7 @@ def test_clean_records_decode_as_spark_decodes_them(spark):
                            T.StructField("record_source", T.StringType())])
     rows = [(p, len(p.encode()) if p is not None else 0, None, "test") for p in payloads]
     decoded = decode_payloads(spark.createDataFrame(rows, schema), dataset="transactions", schema_conf=SCHEMA,
-                             max_record_bytes=256, dedupe=False)
+                              max_record_bytes=256, dedupe=False)
     ref = decoded.records.select("payload", "transaction_id", F.unix_micros("event_time").alias("ts"), "customer_id",
                                  "terminal_id", "amount", F.col("label").cast("double").alias("label"),
                                  REASON).toPandas()
