@@ -103,7 +103,9 @@ def main(argv=None) -> int:
     from runtime.config import load_config
     from runtime.producers import LandingWriter
     from runtime.spark import build_session
-    from streaming.processor import MicroBatchProcessor, StreamSettings, landing_source, write_stream
+    from runtime.sources import landing_source, write_stream
+    from streaming.batch import StreamSettings
+    from streaming.processor import MicroBatchProcessor
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench_stream_"))
     for sub in ("landing", "sink", "ckpt", "dead"):
@@ -132,7 +134,7 @@ def main(argv=None) -> int:
                                                 keep_seconds=settings.history_seconds)
     score_with, scorer_factory = "stand-in formula", scorer
     if args.models_lake and (Path(args.models_lake) / "models" / "transactions" / "rcf" / "champion.json").exists():
-        from jobs.stream import champion_scorer_factory
+        from streaming.job import champion_scorer_factory
 
         scorer_factory = champion_scorer_factory(load_config(ROOT / "conf" / "local.yaml", [
             "dataset=transactions", f"storage.lake={Path(args.models_lake).resolve()}"]))

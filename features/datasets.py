@@ -81,6 +81,14 @@ class Dataset:
         """(JSON fields of a streamed record, the numeric ones among them)."""
         raise NotImplementedError
 
+    # -- the stream (streaming/) --------------------------------------------------------------
+    def incremental_features(self, config: Mapping, *, keep_seconds: int) -> Any:
+        """The per-entity incremental twin of the batch features (only where ``incremental``).
+
+        ``keep_seconds``: how much history its state keeps; a ValueError when that is too short.
+        """
+        raise NotImplementedError
+
 
 class _Telemetry(Dataset):
     def feature_columns(self, config: Mapping) -> list[str]:
@@ -157,6 +165,13 @@ class _Transactions(Dataset):
         columns = schema_conf["columns"]
         named = [src for src in columns.values() if src]
         return tuple(dict.fromkeys(named)), (columns.get("amount") or "amount",)
+
+    def incremental_features(self, config: Mapping, *, keep_seconds: int) -> Any:
+        from features.incremental import TransactionStreamFeatures
+
+        conf = config["features"]["transactions"]
+        return TransactionStreamFeatures(windows_days=conf["windows_days"], delay_days=conf["delay_days"],
+                                         keep_seconds=keep_seconds)
 
 
 TELEMETRY = _Telemetry("telemetry", event_id="event_id", entity="device_id", location="site_id")

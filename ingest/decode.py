@@ -18,13 +18,13 @@ Stream-only checks against earlier micro-batches (late events, ids already proce
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from ingest.validation import PRIOR_REASON, REASON, validate_telemetry, validate_transactions
+from ingest.validation import PRIOR_REASON, REASON, Validated
 
 #: The normalised payload frame every source is turned into before decoding.
 PAYLOAD_COLUMNS = ("payload", "payload_bytes", "arrival_time", "record_source")
@@ -81,26 +81,13 @@ def payloads_from_text(df: DataFrame) -> DataFrame:
 
 @dataclass(frozen=True)
 class RecordSchema:
-    """The JSON fields a dataset's records carry (source names) and which must be JSON numbers."""
+    """The JSON fields a data set's records carry (source names), which must be JSON numbers, and
+    the event id column (``Dataset.record_fields`` and ``Dataset.event_id`` give them).
+    """
 
     fields: tuple[str, ...]
     numeric: tuple[str, ...]
     id_column: str
-
-
-def record_schema(dataset: str, schema_conf: Mapping) -> RecordSchema:
-    """JSON fields named by ``schema.<dataset>.columns`` (+ measures for telemetry)."""
-    columns = schema_conf["columns"]
-    if dataset == "telemetry":
-        measures = tuple(schema_conf["measures"])
-        named = [src for src in columns.values() if src]
-        fields = tuple(dict.fromkeys([*named, *measures]))
-        return RecordSchema(fields, measures, "event_id")
-    if dataset == "transactions":
-        named = [src for src in columns.values() if src]
-        amount = columns.get("amount") or "amount"
-        return RecordSchema(tuple(dict.fromkeys(named)), (amount,), "transaction_id")
-    raise ValueError(f"unknown dataset {dataset!r} (telemetry or transactions)")
 
 
 def _text_struct(schema: RecordSchema) -> T.StructType:
@@ -213,14 +200,14 @@ class Decoded:
         return Decoded(self.records.persist(level), self.canonical, self.id_column)
 
 
-def decode_records(payload_df: DataFrame, *, dataset: str, schema_conf: Mapping,
-                   max_record_bytes: int, dedupe: bool = True) -> Decoded:
+def decode_records(payload_df: DataFrame, *, schema: RecordSchema, validate: Callable[[DataFrame], Validated],
+                   max_record_bytes: int) -> Decoded:
     """Split a payload frame into canonical events and dead letters (nothing is dropped).
 
-    One pass: every parsed record goes through the batch validator, which keeps a record-level
-    problem (``_problem``) as the reason when there is one, and adds its own value checks otherwise.
+    One pass: every parsed record goes through ``validate`` (the data set's batch validator of raw
+    rows), which keeps a record-level problem (``_problem``) as the reason when there is one, and
+    adds its own value checks otherwise.
     """
-    schema = record_schema(dataset, schema_conf)
     parsed = parse_payloads(payload_df, schema, max_record_bytes)
     # Source columns the validator carries as text are named with a leading underscore so it
     # does not pass them through as extra columns; we map them back by position below.
@@ -231,12 +218,7 @@ def decode_records(payload_df: DataFrame, *, dataset: str, schema_conf: Mapping,
         F.col("record_source").alias("_record_source"),
         F.col("_problem").alias(PRIOR_REASON),
     )
-    if dataset == "telemetry":
-        validated = validate_telemetry(records, columns=schema_conf["columns"], measures=schema_conf["measures"],
-                                       timestamp_format=schema_conf["timestamp_format"])
-    else:
-        validated = validate_transactions(records, columns=schema_conf["columns"],
-                                          timestamp_format=schema_conf["timestamp_format"], dedupe=dedupe)
+    validated = validate(records)
     src = {name: F.col(f"_src_{i}") for i, name in enumerate(validated.source_columns)}
     checked = validated.checked.select(*validated.canonical, *_carried(src), F.col(REASON))
     return Decoded(checked, validated.canonical, schema.id_column)

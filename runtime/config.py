@@ -254,7 +254,7 @@ AT_LEAST_1 = Range(1)
 FRACTION = Range(0, 1, lo_open=True, hi_open=True)
 DATE = IsoDate()
 TEMPLATE = Template()
-# The same grammar as features/telemetry.py (_WINDOW_RE) and runtime/streaming.py (_INTERVAL).
+# The same grammar as features/telemetry.py (_WINDOW_RE) and runtime/sources.py (_INTERVAL).
 WINDOW = Matches(r"(?i)\s*0*[1-9]\d*\s*(second|minute|hour|day|week)s?\s*",
                  "a window like '30 minutes', '1 hour', '6 hours' or '1 day'")
 TRIGGER = Matches(r"available-now|\s*\d+(\.\d+)?\s*(ms|millisecond|milliseconds|s|second|seconds|min|minute|"

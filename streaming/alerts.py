@@ -9,7 +9,8 @@ also carries ``MessageDeduplicationId`` = hash of the key, which closes that win
 5-minute deduplication interval.
 
 The ledger is stored through a tiny file-system protocol (``list_files``, ``read_text``,
-``write_text``) so it lives next to the stream's checkpoint on a local disk or on S3.
+``write_text``; the :mod:`runtime.fs` module is one) so it lives next to the stream's checkpoint
+on a local disk or on S3.
 """
 from __future__ import annotations
 
@@ -19,9 +20,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
+from features.datasets import dataset as dataset_named
+
 MAX_BATCH_ENTRIES = 10                  # SNS PublishBatch limit
 MAX_MESSAGE_BYTES = 256 * 1024          # per message, and for a whole PublishBatch request
 SUBJECT_MAX_CHARS = 100
+SCORE_COLUMNS = ("risk", "rcf_score", "logistic_score", "rcf_version", "logistic_version", "reasons")
 
 
 class TextStore(Protocol):
@@ -54,8 +58,6 @@ class RateLimiter:
 
     def __init__(self, per_second: float, *, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep):
-        if per_second <= 0:
-            raise ValueError(f"alert rate must be positive, got {per_second}")
         self.per_second = float(per_second)
         self.clock, self.sleep = clock, sleep
         self.capacity = max(float(MAX_BATCH_ENTRIES), self.per_second)
@@ -83,17 +85,21 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 @dataclass(frozen=True)
 class AlertFields:
-    """Which event columns say what/where for a dataset."""
+    """Which event columns say what/where for a data set (from its ``Dataset`` descriptor)."""
 
-    key: str            # event id: the dedup key
-    entity: str         # device_id / customer_id
-    where: Sequence[str]  # site_id / terminal_id
+    key: str                        # event id: the dedup key
+    entity: str                     # device_id / customer_id
+    where: Sequence[str]            # site_id / terminal_id
+    details: Sequence[str] = ()     # more event fields worth a line (amount)
 
     @staticmethod
-    def for_dataset(dataset: str) -> "AlertFields":
-        if dataset == "telemetry":
-            return AlertFields("event_id", "device_id", ("site_id",))
-        return AlertFields("transaction_id", "customer_id", ("terminal_id",))
+    def for_dataset(name: str) -> "AlertFields":
+        described = dataset_named(name)
+        return AlertFields(described.event_id, described.entity, (described.location,), described.alert_details)
+
+    def columns(self) -> tuple[str, ...]:
+        """The event columns an alert shows."""
+        return (self.key, self.entity, *self.where, "event_time", *self.details, *SCORE_COLUMNS)
 
 
 def format_alert(event: Mapping[str, Any], fields: AlertFields, dataset: str) -> tuple[str, str]:
@@ -110,8 +116,9 @@ def format_alert(event: Mapping[str, Any], fields: AlertFields, dataset: str) ->
         f" model {event.get('logistic_version') or '?'})",
         "Why:   " + ("; ".join(str(r) for r in reasons) if reasons else "no reason codes"),
     ]
-    if dataset == "transactions" and event.get("amount") is not None:
-        lines.insert(2, f"Amount: {_fmt(event.get('amount'), 2)}")
+    details = [f"{name.capitalize()}: {_fmt(event.get(name), 2)}" for name in fields.details
+               if event.get(name) is not None]
+    lines[2:2] = details
     message = "\n".join(lines)
     encoded = message.encode("utf-8")
     if len(encoded) > MAX_MESSAGE_BYTES - 1024:
@@ -133,8 +140,6 @@ class SnsAlerter:
     def __init__(self, sns_client, topic_arn: str, ledger: SentLedger, *, dataset: str,
                  rate_per_second: float = 10.0, max_retries: int = 5, backoff_seconds: float = 0.2,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic):
-        if not topic_arn:
-            raise ValueError("alerts need an SNS topic ARN (stream.alerts.topic_arn)")
         self.sns = sns_client
         self.topic_arn = topic_arn
         self.ledger = ledger

@@ -133,8 +133,11 @@ def drain(sqs, queue_url):
 # --------------------------------------------------------------------------- the kill test
 
 
-def stream_cmd(tmp_path, endpoint, topic, trigger):
-    return [sys.executable, "-m", "jobs", "stream", "--conf", str(ROOT / "conf" / "local.yaml"),
+def stream_cmd(tmp_path, endpoint, topic, trigger, kill_at=None):
+    """The stream job's command; ``kill_at`` (point, batch id): killed there (stream_with_fault.py)."""
+    job = ([str(Path(__file__).parent / "stream_with_fault.py"), kill_at[0], str(kill_at[1])] if kill_at
+           else ["-m", "jobs", "stream"])
+    return [sys.executable, *job, "--conf", str(ROOT / "conf" / "local.yaml"),
             "--dataset", "transactions", "--input", str(tmp_path / "landing"), "--output", str(tmp_path / "sink"),
             "--checkpoint", str(tmp_path / "ckpt"), "--dead-letter", str(tmp_path / "dead"),
             "--trigger", trigger, "--alerts",
@@ -180,8 +183,8 @@ def test_stream_scores_every_event_once_across_kills_and_alerts_once(tmp_path, m
     assert code == -signal.SIGKILL, out[-3000:]
     # 2. killed inside the next batch right after its sink commit AND its alerts, before Spark's commit
     next_batch = committed()[-1] + 1
-    code, out = run_stream(stream_cmd(tmp_path, moto_endpoint, topic, "available-now"),
-                           {"ZEN_STREAM_KILL_AT": f"after-alerts:{next_batch}"})
+    code, out = run_stream(stream_cmd(tmp_path, moto_endpoint, topic, "available-now",
+                                      kill_at=("after-alerts", next_batch)))
     assert code == -signal.SIGKILL, out[-3000:]
     assert (ckpt / "sink_commits" / str(next_batch)).exists() and next_batch not in committed()
     # the killed batch had published alerts, so step 3 really tests that they are not sent again
@@ -223,7 +226,9 @@ def test_the_stream_gives_every_event_its_batch_features_and_score(tmp_path, spa
     from ingest.validation import validate_transactions
     from ingest.decode import payloads_from_text
     from runtime.config import load_config
-    from streaming.processor import MicroBatchProcessor, StreamSettings, landing_source, write_stream
+    from runtime.sources import landing_source, write_stream
+    from streaming.batch import StreamSettings
+    from streaming.processor import MicroBatchProcessor
 
     config = load_config(ROOT / "conf" / "local.yaml", ["dataset=transactions"])
     feats = config["features"]["transactions"]
@@ -277,12 +282,12 @@ def _same(a, b):
 
 
 def test_write_stream_refuses_a_batch_frame(spark):
-    from streaming.processor import StreamConfigError, write_stream
+    from runtime.sources import StreamConfigError, write_stream
 
     with pytest.raises(StreamConfigError, match="streaming DataFrame"):
         write_stream(spark.range(3), checkpoint="/tmp/x", trigger="5 seconds", process_batch=lambda df, i: None)
     with pytest.raises(StreamConfigError, match="trigger"):
-        from streaming.processor import check_trigger
+        from runtime.sources import check_trigger
         check_trigger("soon")
 
 
@@ -352,7 +357,9 @@ def test_both_engines_reject_the_same_records_for_the_same_reasons(tmp_path, spa
     from features.incremental import TransactionStreamFeatures
     from features.transactions import build_transaction_features, lookback_days
     from runtime.config import load_config
-    from streaming.processor import MicroBatchProcessor, StreamSettings, landing_source, write_stream
+    from runtime.sources import landing_source, write_stream
+    from streaming.batch import StreamSettings
+    from streaming.processor import MicroBatchProcessor
 
     config = load_config(ROOT / "conf" / "local.yaml", ["dataset=transactions"])
     feats = config["features"]["transactions"]
@@ -409,7 +416,9 @@ def test_a_micro_batch_of_only_bad_records_commits_an_empty_batch(tmp_path, spar
     from ingest.decode import payloads_from_text
     from features.incremental import TransactionStreamFeatures
     from runtime.config import load_config
-    from streaming.processor import MicroBatchProcessor, StreamSettings, landing_source, write_stream
+    from runtime.sources import landing_source, write_stream
+    from streaming.batch import StreamSettings
+    from streaming.processor import MicroBatchProcessor
 
     config = load_config(ROOT / "conf" / "local.yaml", ["dataset=transactions"])
     feats = config["features"]["transactions"]

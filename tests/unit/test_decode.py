@@ -5,9 +5,9 @@ import json
 import pytest
 from pyspark.sql import functions as F
 
-from ingest.decode import (KINESIS_SCHEMA, decode_records, payloads_from_kinesis, rejected_as_dead_letters,
-                             split_late_and_duplicates)
+from ingest.decode import KINESIS_SCHEMA, payloads_from_kinesis, rejected_as_dead_letters, split_late_and_duplicates
 from runtime.config import load_config
+from streaming.engines import decode_payloads
 
 CONFIG = load_config()
 TX_SCHEMA = CONFIG["schema"]["transactions"]
@@ -30,8 +30,8 @@ def kinesis_frame(spark, payloads):
 
 def decode_kinesis(spark, payloads, dataset="transactions", max_record_bytes=2000):
     schema_conf = TX_SCHEMA if dataset == "transactions" else TM_SCHEMA
-    return decode_records(payloads_from_kinesis(kinesis_frame(spark, payloads)), dataset=dataset,
-                          schema_conf=schema_conf, max_record_bytes=max_record_bytes)
+    return decode_payloads(payloads_from_kinesis(kinesis_frame(spark, payloads)), dataset=dataset,
+                           schema_conf=schema_conf, max_record_bytes=max_record_bytes)
 
 
 def dead_reasons(decoded):
@@ -111,11 +111,11 @@ def test_decoding_works_on_a_streaming_frame(spark, tmp_path):
     from ingest.decode import payloads_from_text
 
     stream_df = spark.readStream.format("text").load(str(folder))
-    decoded = decode_records(payloads_from_text(stream_df), dataset="transactions", schema_conf=TX_SCHEMA,
-                             max_record_bytes=1000)
+    decoded = decode_payloads(payloads_from_text(stream_df), dataset="transactions", schema_conf=TX_SCHEMA,
+                              max_record_bytes=1000)
     assert decoded.dead_letters.isStreaming
-    static = decode_records(payloads_from_text(spark.read.text(str(folder)).select("value", "_metadata")),
-                            dataset="transactions", schema_conf=TX_SCHEMA, max_record_bytes=1000)
+    static = decode_payloads(payloads_from_text(spark.read.text(str(folder)).select("value", "_metadata")),
+                             dataset="transactions", schema_conf=TX_SCHEMA, max_record_bytes=1000)
     assert static.valid.count() == 1
     dead = static.dead_letters.first()
     assert dead["reason"] == "bad JSON" and dead["record_source"].endswith("a.json")

@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ingest.decode import decode_records
 from ingest.fastdecode import decode_clean_transactions
 from ingest.validation import REASON
+from streaming.engines import decode_payloads
 
 COLUMNS = {"transaction_id": "transaction_id", "event_time": "event_time", "customer_id": "customer_id",
            "terminal_id": "terminal_id", "amount": "amount", "label": "label"}
@@ -71,8 +71,8 @@ def test_clean_records_decode_as_spark_decodes_them(spark):
                            T.StructField("arrival_time", T.TimestampType()),
                            T.StructField("record_source", T.StringType())])
     rows = [(p, len(p.encode()) if p is not None else 0, None, "test") for p in payloads]
-    decoded = decode_records(spark.createDataFrame(rows, schema), dataset="transactions", schema_conf=SCHEMA,
-                             max_record_bytes=256, dedupe=False)
+    decoded = decode_payloads(spark.createDataFrame(rows, schema), dataset="transactions", schema_conf=SCHEMA,
+                              max_record_bytes=256, dedupe=False)
     ref = decoded.records.select("payload", "transaction_id", F.unix_micros("event_time").alias("ts"), "customer_id",
                                  "terminal_id", "amount", F.col("label").cast("double").alias("label"),
                                  REASON).toPandas()

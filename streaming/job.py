@@ -1,0 +1,190 @@
+"""The stream stage: from the stream's settings to a running query and its summary.
+
+:func:`run_stream` resolves what the run needs (the feature transform and engine, the scorer,
+the alerter and its ledger, the source), fails on a setting that cannot work before a Spark
+session is started, then runs the query until it stops and logs what it did.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+from pyspark.sql import SparkSession
+
+from features.datasets import dataset as dataset_named
+from ingest.decode import payloads_from_kinesis, payloads_from_text
+from runtime import fs
+from runtime.errors import InputError
+from runtime.progress import log
+from runtime.sources import StreamConfigError, check_trigger, kinesis_source, landing_source, write_stream
+from streaming.alerts import AlertFields, SentLedger, SnsAlerter
+from streaming.batch import StreamSettings
+from streaming.processor import MicroBatchProcessor
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """One run's choices: the command line's, else ``stream.*`` (paths resolved by the job)."""
+
+    source: str                 # landing | kinesis
+    input: str | None           # the landing path, or the Kinesis stream name
+    output: str
+    checkpoint: str
+    dead_letter: str
+    trigger: str                # an interval like '5 seconds', or available-now
+    alerts: bool
+    engine: str                 # auto | incremental | spark
+    run_seconds: float | None = None
+
+
+def load_callable(spec, what):
+    """``module:function`` -> the function."""
+    module_name, _, name = (spec or "").partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as exc:
+        raise InputError(f"cannot load {what} {spec!r}: {exc}") from None
+
+
+def feature_transform(config: Mapping):
+    """(batch feature transform, lookback in days): the `features` job's own, or stream.features."""
+    spec = config["stream"]["features"]
+    if spec:
+        return load_callable(spec, "stream.features")(config["dataset"], config)
+    return dataset_named(config["dataset"]).feature_builder(config)
+
+
+def scorer_factory(config: Mapping):
+    """A function returning score(features_df) -> scored_df; called at the start of each micro-batch."""
+    spec = config["stream"]["scorer"]
+    if spec:
+        factory = load_callable(spec, "stream.scorer")
+        return lambda: factory(config)
+    try:
+        from scoring import core as scoring  # noqa: F401
+    except ImportError as exc:
+        raise InputError(f"champion scoring is not available ({exc}); set stream.scorer") from None
+    return champion_scorer_factory(config)
+
+
+def champion_scorer_factory(config: Mapping):
+    """Champion scoring that follows the registry: a micro-batch reads the champion pointers (small
+    files) and the models are loaded again only when a pointer has moved, so a new champion is
+    picked up by the next micro-batch without a restart and without reloading models every batch.
+    """
+    from models import registry
+    from scoring import core as scoring
+
+    root = scoring.registry_root(config.path("models"), config["dataset"])
+    cache = {}
+
+    def factory():
+        key = tuple((kind, (registry.champion(root, kind) or {}).get("version")) for kind in ("rcf", "logistic"))
+        if cache.get("key") != key:
+            cache["scorer"], cache["key"] = scoring.champion_scorer(config), key
+            if "loaded" in cache:
+                log("stream", f"champions changed: now {dict(key)}")
+            cache["loaded"] = True
+        return cache["scorer"]
+
+    return factory
+
+
+def incremental_engine(config: Mapping, engine: str, settings: StreamSettings):
+    """The incremental feature engine for this run, or None for the Spark history engine."""
+    features_spec = config["stream"]["features"]
+    possible = dataset_named(settings.dataset).incremental and not features_spec
+    if engine == "incremental" and not possible:
+        raise InputError("stream.engine incremental works for a data set with an incremental twin of the batch "
+                         f"features (stream.features unset); this run has {settings.dataset!r}"
+                         + (f" and stream.features={features_spec!r}" if features_spec else "")
+                         + ": use --engine spark")
+    if engine == "spark" or not possible:
+        return None
+    try:
+        return dataset_named(settings.dataset).incremental_features(
+            config, keep_seconds=settings.history_seconds + settings.allowed_lateness_seconds)
+    except ValueError as exc:
+        raise InputError(f"stream.history_seconds: {exc}") from None
+
+
+def build_alerter(config: Mapping, settings: StreamSettings) -> SnsAlerter:
+    from runtime.aws import client
+
+    conf = config["stream"]["alerts"]
+    if not conf["topic_arn"]:
+        raise InputError("alerts are on but stream.alerts.topic_arn is not set (or pass --no-alerts)")
+    ledger = SentLedger(fs, f"{settings.checkpoint.rstrip('/')}/alerts_sent")
+    return SnsAlerter(client("sns", config["aws"]), conf["topic_arn"], ledger, dataset=settings.dataset,
+                      rate_per_second=conf["rate_per_second"], max_retries=conf["max_retries"])
+
+
+def _source(spark: SparkSession, config: Mapping, options: StreamOptions):
+    """The payload frame of the run's source."""
+    conf = config["stream"]
+    if options.source == "landing":
+        if not fs.exists(options.input):
+            raise InputError(f"landing path {options.input} does not exist")
+        return payloads_from_text(landing_source(spark, options.input,
+                                                 max_files_per_trigger=conf["max_files_per_trigger"]))
+    from runtime.aws import endpoint_for
+
+    return payloads_from_kinesis(kinesis_source(
+        spark, stream_name=options.input, region=config["aws"]["region"],
+        endpoint_url=endpoint_for("kinesis", config["aws"]),
+        starting_position=conf["kinesis"]["starting_position"], consumer_type=conf["kinesis"]["consumer_type"]))
+
+
+def run_stream(config: Mapping, options: StreamOptions, *, session: Callable[[], SparkSession],
+               fault: Callable[[str, int], None] | None = None) -> int:
+    """Run the stream until it stops (available-now), ``options.run_seconds`` pass, or Ctrl-C.
+
+    ``session()`` starts Spark once the settings are known to work; ``fault`` is the processor's
+    fault hook (tests only).
+    """
+    try:
+        check_trigger(options.trigger)
+    except StreamConfigError as exc:
+        raise InputError(str(exc)) from None
+    if not options.input:
+        raise InputError(f"no input: pass --input (a landing path or a Kinesis stream name for --source "
+                         f"{options.source})")
+    conf = config["stream"]
+    dataset = config["dataset"]
+    transform, lookback_days = feature_transform(config)
+    settings = StreamSettings(
+        dataset=dataset, schema_conf=config["schema"][dataset], output=options.output,
+        checkpoint=options.checkpoint, dead_letter=options.dead_letter,
+        history_seconds=int(conf["history_seconds"] or lookback_days * 86400),
+        allowed_lateness_seconds=int(conf["allowed_lateness_seconds"]), max_record_bytes=int(conf["max_record_bytes"]))
+    factory = scorer_factory(config)
+    incremental = incremental_engine(config, options.engine, settings)
+    alerter = build_alerter(config, settings) if options.alerts else None
+
+    spark = session()
+    payloads = _source(spark, config, options)
+    processor = MicroBatchProcessor(settings, transform=transform, scorer_factory=factory, alerter=alerter,
+                                    alert_columns=AlertFields.for_dataset(dataset).columns(),
+                                    incremental=incremental, fault=fault,
+                                    on_batch=lambda report: log("stream", report.line()))
+    log("stream", f"{options.source} {options.input} -> {settings.output} (checkpoint {settings.checkpoint}, "
+                  f"dead letters {settings.dead_letter}, trigger {options.trigger}, "
+                  f"alerts {'on' if alerter else 'off'}, history {settings.history_seconds} s, "
+                  f"{'incremental' if incremental else 'spark'} features)")
+    query = write_stream(payloads, checkpoint=settings.checkpoint, trigger=options.trigger,
+                         process_batch=processor, query_name=f"stream_{dataset}")
+    try:
+        if options.run_seconds:
+            query.awaitTermination(options.run_seconds)
+            if query.isActive:
+                query.stop()
+        query.awaitTermination()
+    except KeyboardInterrupt:
+        log("stream", "interrupted: stopping the query (the checkpoint resumes it)")
+        query.stop()
+    reports = processor.reports
+    log("stream", f"{len(reports)} micro-batches: {sum(r.scored for r in reports):,} events scored, "
+                  f"{sum(r.alerts_sent for r in reports):,} alerts raised, "
+                  f"{sum(r.dead_letters for r in reports):,} dead letters")
+    return 0
