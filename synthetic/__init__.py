@@ -35,11 +35,10 @@ def _spark_transactions(spark: SparkSession, conf: Mapping, seed: int, partition
 
 def _handbook_transactions(spark: SparkSession, conf: Mapping, seed: int, partitions: int) -> DataFrame:
     """The Handbook's own simulator on the driver: its fixed seeds, so ``seed`` plays no part."""
-    from synthetic.handbook import simulate, to_output_frame, to_spark
+    from synthetic.handbook import handbook_transactions, to_spark
 
-    sim = simulate(n_customers=conf["customers"], n_terminals=conf["terminals"], nb_days=conf["days"],
-                   start_date=conf["start_date"], r=conf["radius"])
-    return to_spark(spark, to_output_frame(sim.transactions))
+    return to_spark(spark, handbook_transactions(n_customers=conf["customers"], n_terminals=conf["terminals"],
+                                                 nb_days=conf["days"], start_date=conf["start_date"], r=conf["radius"]))
 
 
 SIMULATORS = {"spark": _spark_transactions, "handbook": _handbook_transactions}
