@@ -1,4 +1,4 @@
-"""What every job shares: the common options, config loading and progress with timings."""
+"""What every job shares: the common options, config loading, progress with timings, ``job_main``."""
 from __future__ import annotations
 
 import argparse
@@ -7,11 +7,10 @@ import sys
 import time
 from typing import Callable, Sequence
 
+from features.datasets import DATASETS
 from runtime.config import Config, ConfigError, load_config
 from runtime.errors import InputError
 from runtime.progress import log, step  # noqa: F401  (the jobs' progress lines)
-
-DATASETS = ("telemetry", "transactions")
 
 EPILOG = """\
 Configuration: runtime/defaults.yaml holds every key and its default; --conf FILE overrides it;
@@ -34,7 +33,7 @@ def base_parser(prog: str, description: str, *, input_help: str = "what the job 
                         help="YAML config file, e.g. conf/local.yaml (embedded default) or conf/emr.yaml")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config key, e.g. --set spark.shuffle_partitions=4 (repeatable)")
-    parser.add_argument("--dataset", choices=DATASETS,
+    parser.add_argument("--dataset", choices=tuple(DATASETS),
                         help="which data set to work on (default: the config's 'dataset' key)")
     parser.add_argument("--input", metavar="PATH",
                         help=f"{input_help}: local path or s3a:// URI")
@@ -72,6 +71,27 @@ def run_main(prog: str, parser_factory: Callable[[], argparse.ArgumentParser],
     return code
 
 
+def job_main(name: str, description: str, run: Callable[[argparse.Namespace, Config], int | None],
+             options: Callable[[argparse.ArgumentParser], None] | None = None, *,
+             input_help: str = "what the job reads", output_help: str = "what the job writes",
+             ) -> Callable[[Sequence[str] | None], int]:
+    """The ``main(argv) -> exit code`` of job ``name``: the common options plus ``options(parser)``,
+    then :func:`run_main` with ``run``. A job module is its ``options``, its ``run`` and this line.
+    """
+    prog = f"python -m jobs {name}"
+
+    def parser_factory() -> argparse.ArgumentParser:
+        parser = base_parser(prog, description, input_help=input_help, output_help=output_help)
+        if options is not None:
+            options(parser)
+        return parser
+
+    def main(argv: Sequence[str] | None = None) -> int:
+        return run_main(prog, parser_factory, run, argv)
+
+    return main
+
+
 def parse_date(text, option: str) -> "dt.date | None":
     """``text`` (yyyy-MM-dd) as a date, None for None; a bad value names ``option``."""
     if text is None:
@@ -80,3 +100,14 @@ def parse_date(text, option: str) -> "dt.date | None":
         return dt.date.fromisoformat(str(text))
     except ValueError:
         raise InputError(f"{option} must be a date like 2026-01-31, got {text!r}") from None
+
+
+def parse_range(first, last, first_option: str, last_option: str) -> "tuple[dt.date | None, dt.date | None]":
+    """(first, last) dates of an optional range; ``last`` defaults to ``first``; both None: no range."""
+    first_date = parse_date(first, first_option)
+    last_date = parse_date(last, last_option) or first_date
+    if last_date and not first_date:
+        raise InputError(f"{last_option} needs {first_option}")
+    if first_date and last_date < first_date:
+        raise InputError(f"{last_option} {last_date} is before {first_option} {first_date}")
+    return first_date, last_date

@@ -241,8 +241,8 @@ def test_reference_call_gives_the_handbooks_data_set():
 
 def test_the_generate_job_runs_either_simulator(spark):
     """generate.transactions.simulator picks the Handbook's own simulator; a wrong name is an input error."""
-    from jobs.common import InputError
-    from jobs.generate import generate
+    from runtime.errors import InputError
+    from synthetic import generate
 
     conf = {"transactions": {"customers": 40, "terminals": 80, "days": 12, "start_date": "2018-04-01",
                              "radius": 20.0, "simulator": "handbook"}}
