@@ -1310,27 +1310,6 @@ def _collect_matrix(df: Any, col_name: str) -> np.ndarray:
     return np.array(rows, dtype=np.float64).reshape(len(rows), width)
 
 
-def _series_to_matrix(col: Any, width: int) -> Tuple[np.ndarray, np.ndarray]:
-    """(matrix, valid mask) from a pandas Series of arrays (None for null rows).
-
-    Arrow hands an ``array<double>`` column to the UDF as an object Series of float64 numpy
-    arrays; the valid ones are stacked into one contiguous matrix in a single ``np.stack``
-    (no per-row copy into the matrix). Rows of the wrong length count as null.
-    """
-    n = len(col)
-    X = np.full((n, width), np.nan)
-    if n == 0:
-        return X, np.zeros(0, dtype=bool)
-    values = col.to_numpy(dtype=object)
-    valid = np.fromiter((v is not None and len(v) == width for v in values), dtype=bool,
-                        count=n)
-    if valid.all():
-        X = np.stack(values).astype(np.float64, copy=False).reshape(n, width)
-    elif valid.any():
-        X[valid] = np.stack(values[valid])
-    return X, valid
-
-
 _FOREST_CACHE: Dict[int, Forest] = {}
 
 
@@ -1355,14 +1334,6 @@ def _score_columns(arrays: Dict[str, np.ndarray], cols: Sequence[Any], want_attr
     X = np.empty((len(cols[0]), len(cols)))
     for j, c in enumerate(cols):
         X[:, j] = c.to_numpy(dtype=np.float64, na_value=np.nan)
-    return _score_matrix(forest, X, want_attr, min_score)
-
-
-def _score_series(arrays: Dict[str, np.ndarray], col: Any, want_attr: bool,
-                  min_score: Optional[float] = None) -> Any:
-    """Score a batch given as one pandas Series of arrays (None for null rows)."""
-    forest = _forest_from_arrays_cached(arrays)
-    X, _ = _series_to_matrix(col, forest.num_features)
     return _score_matrix(forest, X, want_attr, min_score)
 
 

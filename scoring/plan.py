@@ -36,6 +36,7 @@ import numpy as np
 from models.logistic import LinearTerms, probability_array, standardized_values
 from scoring.risk import (
     combine_risk_array,
+    detector_reasons,
     logistic_probability_at_risk,
     logistic_risk_array,
     rcf_risk_array,
@@ -83,6 +84,16 @@ class ScoringPlan:
         return list(dict.fromkeys([*self.rcf_features, *features]))
 
     @classmethod
+    def of_thresholds(cls, *, rcf: Optional[float] = None, logistic: Optional[float] = None, risk_method: str = "max",
+                      anomaly_risk: float = 0.5, reasons: int = 3) -> ScoringPlan:
+        """A plan for detectors known only by their scores and thresholds (a None threshold: no
+        such detector), for :func:`score_detector_arrays`.
+        """
+        return cls(rcf_threshold=rcf, rcf_features=(), logistic_threshold=logistic, logistic_terms=None,
+                   logistic_cut=float("inf"), risk_method=risk_method, anomaly_risk=float(anomaly_risk),
+                   reasons=int(reasons))
+
+    @classmethod
     def of(cls, champions: Any, *, risk_method: str = "max", anomaly_risk: float = 0.5, reasons: int = 3,
            rcf_attribution: str = "flagged") -> ScoringPlan:
         """The plan of ``champions`` (scoring/champions.py ``Champions``) and the scoring options."""
@@ -107,7 +118,7 @@ class ScoringPlan:
 def score_arrays(plan: ScoringPlan, rcf_score: Optional[np.ndarray], logistic_score: Optional[np.ndarray], *,
                  rcf_attribution_of: Callable[[np.ndarray], np.ndarray],
                  logistic_inputs_of: Callable[[np.ndarray], np.ndarray]) -> tuple:
-    """``(risk, is_anomaly, reasons)`` from the detectors' scores: the one definition both paths run.
+    """``(risk, is_anomaly, reasons)`` from the detectors' scores: the one definition every path runs.
 
     ``rcf_score``/``logistic_score``: float arrays (NaN where missing) or None without that
     detector. ``rcf_attribution_of(rows)`` returns the RCF attribution (rows x RCF features) of the
@@ -116,10 +127,7 @@ def score_arrays(plan: ScoringPlan, rcf_score: Optional[np.ndarray], logistic_sc
     for flagged rows only. ``reasons`` is a list with one list of names per row (rows that are
     not flagged share one empty list).
     """
-    risk_rcf = rcf_risk_array(rcf_score, plan.rcf_threshold) if rcf_score is not None else None
-    risk_log = logistic_risk_array(logistic_score, plan.logistic_threshold) if logistic_score is not None else None
-    risk = combine_risk_array(risk_rcf, risk_log, method=plan.risk_method)
-    is_anomaly = risk >= plan.anomaly_risk
+    risk_rcf, risk_log, risk, is_anomaly = _risk(plan, rcf_score, logistic_score)
     n = len(risk)
     none: list[str] = []
     codes = [none] * n
@@ -152,6 +160,25 @@ def score_arrays(plan: ScoringPlan, rcf_score: Optional[np.ndarray], logistic_sc
     for i, names in zip(flagged, ranked, strict=True):
         codes[i] = names
     return risk, is_anomaly, codes
+
+
+def _risk(plan: ScoringPlan, rcf_score: Optional[np.ndarray], logistic_score: Optional[np.ndarray]) -> tuple:
+    """``(rcf component, logistic component, risk, is_anomaly)``; a component is None without its detector."""
+    risk_rcf = rcf_risk_array(rcf_score, plan.rcf_threshold) if rcf_score is not None else None
+    risk_log = logistic_risk_array(logistic_score, plan.logistic_threshold) if logistic_score is not None else None
+    risk = combine_risk_array(risk_rcf, risk_log, method=plan.risk_method)
+    return risk_rcf, risk_log, risk, risk >= plan.anomaly_risk
+
+
+def score_detector_arrays(plan: ScoringPlan, rcf_score: Optional[np.ndarray],
+                          logistic_score: Optional[np.ndarray]) -> tuple:
+    """``(risk, is_anomaly, reasons)`` from the detectors' scores alone, without per-feature parts
+    (the SageMaker endpoints return none): the risk and flag of :func:`score_arrays`, and reasons
+    that name the detectors at or above their own threshold (scoring/risk.py ``detector_reasons``).
+    """
+    risk_rcf, risk_log, risk, is_anomaly = _risk(plan, rcf_score, logistic_score)
+    components = {name: c for name, c in (("rcf", risk_rcf), ("logistic", risk_log)) if c is not None}
+    return risk, is_anomaly, detector_reasons(components, plan.reasons)
 
 
 class Columns:
