@@ -31,7 +31,9 @@ Input design (Spark): ``featuresCol`` is one column holding a ``pyspark.ml.linal
 numeric columns. Rows whose features are null, of the wrong length or not finite get a null
 score. ``transform`` hands the scoring UDF one double column per feature (``features[j]``),
 so Arrow delivers contiguous float64 arrays that are copied column by column into the matrix
-(no per-row Python work); ``featuresCol`` is still the one public input.
+(no per-row Python work); ``featuresCol`` is still the one public input. The scoring paths
+(scoring/) do not go through ``transform``: they call the :class:`Forest` kernels on the columns
+they read (``forest_broadcast`` ships the forest to the Python workers).
 
 Precision: coordinates are float32, as in the library, which stores points and bounding boxes
 as ``float[]`` (and the per-tree arithmetic is float32 here, where the library uses double).
@@ -47,7 +49,7 @@ per-tree score ``s`` are float32 (relative error per operation <= 6e-8; the test
 scores within relative 1e-6 of a float64 row-by-row walk on the float32 coordinates, and on
 the benchmark data the largest difference is 5e-8); the trees' scores are summed in float64.
 float32 halves the bytes the scoring loops read and doubles the values per vector
-instruction; it made scoring 1.24x faster on the benchmark (6 features, 100 trees x 256).
+instruction, which makes the scoring loops faster.
 A query whose float64 value lies within float32 rounding of a cut may take the other branch
 than a float64 walk would: against a float64 walk of the same trees on the unrounded rows, 2
 of the benchmark's 100,000 rows differ by more than 1e-5 relative (at most 0.23%), the rest

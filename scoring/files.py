@@ -141,8 +141,8 @@ def _listing(spark, files: Sequence[tuple[str, str]]) -> DataFrame:
 def _tasks(spark, files: Sequence[tuple[str, str]]) -> int:
     """Tasks for ``files``: about spark.sql.files.maxPartitionBytes of them each (as Spark's own
     reader splits), at least one per core while there are files. A task costs its Python worker
-    ~0.1 s before it starts (PySpark re-reads the directories of the zips and jars on its path),
-    so one task per small file would waste a tenth of the work on it.
+    a fixed start-up (PySpark re-reads the directories of the zips and jars on its path), so one
+    task per small file would spend much of the work on it.
     """
     if not files:
         return 1
