@@ -85,7 +85,7 @@ def score_nightly(spark: SparkSession, dataset: Dataset, *, table, features_df, 
     """
     from scoring import files, spark as spark_frames
     from scoring.champions import load_champions
-    from scoring.plan import ScoringError
+    from scoring.plan import ScoringError, scoring_options
 
     try:
         champions = load_champions(models_root, dataset.name)
@@ -94,9 +94,7 @@ def score_nightly(spark: SparkSession, dataset: Dataset, *, table, features_df, 
     window = window_files(table, fmt, scoring["reader"], first, last)
     log("score", f"{dataset.name} {first}..{last} with rcf {champions.rcf_version}, logistic {champions.logistic_version}"
                  + (f" ({len(window)} files read by the Python workers)" if window is not None else " (read by Spark)"))
-    options = dict(risk_method=scoring["risk_method"], anomaly_risk=scoring["anomaly_risk"],
-                   reasons=scoring["reasons"], rcf_attribution=scoring["rcf_attribution"],
-                   keep=kept_columns(dataset, features_df.columns))
+    options = dict(scoring_options(scoring), keep=kept_columns(dataset, features_df.columns))
     if python_writes(spark, scoring["writer"], window, fmt, output):
         columns = output_columns(dataset, [*options["keep"], *SCORES])
         try:

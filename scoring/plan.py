@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -49,6 +49,13 @@ SCORE_COLUMNS = ("rcf_score", "logistic_score", "risk", "is_anomaly", "reasons",
 
 class ScoringError(RuntimeError):
     """No model to score with, or a feature table that does not fit the models."""
+
+
+def scoring_options(section: Mapping[str, Any]) -> dict[str, Any]:
+    """The scoring options of the config's ``scoring`` section, as keyword arguments of the
+    adapters (``score_events``, ``score_pandas``, ``Scorer``, ...).
+    """
+    return {key: section[key] for key in ("risk_method", "anomaly_risk", "reasons", "rcf_attribution")}
 
 
 def check_columns(columns: Sequence[str], needed: Sequence[str], what: str = "the models need") -> None:

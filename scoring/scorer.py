@@ -12,6 +12,7 @@ from pyspark.sql import DataFrame
 
 from scoring.champions import Champions, load_champions
 from scoring.local import score_pandas
+from scoring.plan import scoring_options
 from scoring.spark import score_events
 
 
@@ -42,7 +43,4 @@ class Scorer:
 
 def champion_scorer(config) -> Scorer:
     """A :class:`Scorer` with the champions current when it is made (under ``paths.models``)."""
-    scoring = config["scoring"]
-    return Scorer(load_champions(config.path("models"), config["dataset"]), risk_method=scoring["risk_method"],
-                  anomaly_risk=scoring["anomaly_risk"], reasons=scoring["reasons"],
-                  rcf_attribution=scoring["rcf_attribution"])
+    return Scorer(load_champions(config.path("models"), config["dataset"]), **scoring_options(config["scoring"]))
