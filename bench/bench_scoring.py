@@ -87,7 +87,8 @@ def main(argv=None) -> int:
     from models.logistic import train_logistic
     from models.rcf import RandomCutForest
     from models import registry
-    from scoring.core import assemble, registry_root
+    from scoring.champions import registry_root
+    from scoring.spark import assemble
 
     config = load_config(None)
     spark = session(args.memory)

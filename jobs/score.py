@@ -10,12 +10,11 @@ elsewhere: each detector explains the rows it flags itself (scoring.rcf_attribut
 "all" adds the RCF's shares to every flagged row).
 
 Reading (scoring.reader): auto (default) lets the Python workers read the feature files of a
-local Parquet table themselves (pyarrow; about a third faster on 10M rows), and Spark read
-anything else (S3, Delta); arrow insists on the former, spark always reads through Spark.
+local Parquet table themselves (pyarrow, faster: README "Performance"), and Spark read anything
+else (S3, Delta); arrow insists on the former, spark always reads through Spark.
 Writing (scoring.writer): auto (default): where the Python workers read the features and the
-scores table is local Parquet, they write its files too (pyarrow; another quarter off, 51-56 -> 38-43 s
-on 10M rows) and the driver swaps the partitions in; spark: Spark writes them. Every
-combination writes the same rows.
+scores table is local Parquet, they write its files too (pyarrow) and the driver swaps the
+partitions in; spark: Spark writes them. Every combination writes the same rows.
 
 Idempotent: re-running a date replaces that date's partition (dynamic partition overwrite: the
 new files are written to a staging folder and swapped in when every task has written its own,

@@ -25,18 +25,23 @@ so it runs on streaming frames too. ``save``/``load`` write a Spark ``PipelineMo
 sidecar and work on local paths and ``s3a://`` URIs.
 
 Scoring does not run the fitted ``PipelineModel``: ``LogisticDetector.terms`` reads its stages
-once (Imputer surrogates, StandardScaler mean and std, LR coefficients and intercept) and
-``score_column`` writes the whole model as one closed-form column expression,
-``p = 1 / (1 + exp(-(b + sum_j w_j z_j)))`` with ``z_j = (x_j' - mean_j) * scale_j``, where
-``x_j'`` is the feature as a double with null and NaN (the Imputer's missing values) replaced by
-the surrogate, and ``scale_j = 1 / std_j``, or 0 when ``std_j == 0`` (what Spark's
-StandardScaler does: a constant column contributes nothing), evaluated in the folded form
-``c + sum_j a_j x_j'`` (``a_j = w_j scale_j``, ``c = b - sum_j a_j mean_j``: two operations per
-feature and row instead of four; ``folded``). For finite inputs this is the
-pipeline's probability up to floating-point summation order (a unit test holds it to 1e-12);
-it needs no vector assembly, no UDF and no vector-to-array conversion per row.
-``contributions_column`` builds the ``w_j z_j`` array only where it is evaluated (scoring asks
-for it inside the reason codes of flagged rows only).
+once into one :class:`LinearTerms` (Imputer surrogates, StandardScaler mean and std, LR
+coefficients and intercept), and exactly two forms compute the model from those terms:
+
+* JVM: :func:`probability_column` (``probability(margin(terms))``), one closed-form Spark column
+  expression ``p = 1 / (1 + exp(-(b + sum_j w_j z_j)))`` (``score_column``/``transform`` add it);
+* numpy: :func:`probability_array`, the same terms added in the same order
+  (``standardized_values`` gives the ``z_j`` of the rows the reason codes explain).
+
+Here ``z_j = (x_j' - mean_j) * scale_j``, where ``x_j'`` is the feature as a double with null
+and NaN (the Imputer's missing values) replaced by the surrogate, and ``scale_j = 1 / std_j``,
+or 0 when ``std_j == 0`` (what Spark's StandardScaler does: a constant column contributes
+nothing), evaluated in the folded form ``c + sum_j a_j x_j'`` (``a_j = w_j scale_j``,
+``c = b - sum_j a_j mean_j``: two operations per feature and row instead of four; ``folded``).
+For finite inputs this is the pipeline's probability up to floating-point summation order (a
+unit test holds it to 1e-12, against the pipeline itself in tests/unit/oracles.py); it needs no
+vector assembly, no UDF and no vector-to-array conversion per row. ``contributions_column``
+builds the ``w_j z_j`` array as a Spark column.
 
 Performance note: with dozens of features the expression compiles to more than the 8000 bytes
 of bytecode HotSpot JIT-compiles per method. Inside whole-stage codegen (one method per stage)
@@ -68,7 +73,8 @@ from models import evaluation
 from runtime.fs import join, json_safe, read_text, write_text
 
 __all__ = ["LinearTerms", "LogisticDetector", "LogisticError", "fit_pipeline", "linear_terms", "margin",
-           "probability", "time_split", "train_logistic"]
+           "probability", "probability_array", "probability_column", "standardized_values", "time_split",
+           "train_logistic"]
 
 SCORE_COL = "logistic_score"
 FLAG_COL = "logistic_flag"
@@ -76,7 +82,6 @@ CONTRIBUTIONS_COL = "logistic_contributions"
 _WEIGHT = "_lr_weight"
 _RAW_VEC = "_lr_features_raw"
 _VEC = "_lr_features"
-_TEMP = (_RAW_VEC, _VEC, "_lr_raw", "_lr_probability", "_lr_prediction")
 SIDECAR = "detector.json"
 PIPELINE_DIR = "pipeline"
 
@@ -280,6 +285,11 @@ def probability(linear: Column) -> Column:
     return F.lit(1.0) / (F.lit(1.0) + F.exp(-linear))
 
 
+def probability_column(terms: LinearTerms) -> Column:
+    """The model's probability as one Spark column: the JVM form (module docstring)."""
+    return probability(margin(terms))
+
+
 @dataclass
 class LogisticDetector:
     """A fitted logistic pipeline with its decision threshold and how both were chosen."""
@@ -314,7 +324,7 @@ class LogisticDetector:
     def score_column(self, df: DataFrame, score_col: str = SCORE_COL) -> DataFrame:
         """``df`` plus the probability of class 1, computed in closed form (module docstring)."""
         _check_columns(df, self.feature_cols)
-        return df.withColumn(score_col, probability(margin(self.terms)))
+        return df.withColumn(score_col, probability_column(self.terms))
 
     def contributions_column(self) -> Column:
         """array<double> of ``w_j z_j`` in ``feature_cols`` order, computed where it is evaluated."""
@@ -329,23 +339,6 @@ class LogisticDetector:
         if contributions_col:
             scored = scored.withColumn(contributions_col, self.contributions_column())
         return scored
-
-    def transform_with_pipeline(self, df: DataFrame, *, score_col: str = SCORE_COL,
-                                contributions_col: str | None = None) -> DataFrame:
-        """The reference path: ``df`` plus the score computed by the fitted ``PipelineModel`` itself.
-
-        Slower than ``transform`` (vector assembly and conversions per row); kept to check the
-        closed form against.
-        """
-        _check_columns(df, self.feature_cols)
-        scored = self.pipeline.transform(_with_inputs(df, self.feature_cols))
-        scored = scored.withColumn(score_col, vector_to_array(F.col("_lr_probability"))[1])
-        if contributions_col:
-            coefs = F.array(*[F.lit(float(v)) for v in self.coefficients().values()])
-            scored = scored.withColumn(contributions_col,
-                                       F.zip_with(vector_to_array(F.col(_VEC)), coefs, lambda x, w: x * w))
-        return scored.drop(*_TEMP, *[_input(c) for c in self.feature_cols],
-                           *[_imputed(c) for c in self.feature_cols])
 
     # ------------------------------------------------------------------------- persistence
     def _sidecar(self) -> dict[str, Any]:
@@ -464,7 +457,7 @@ def imputed_values(terms: LinearTerms, j: int, x: np.ndarray) -> np.ndarray:
 
 
 def probability_array(terms: LinearTerms, column: Callable[[int], np.ndarray], rows: int) -> np.ndarray:
-    """The numpy twin of ``probability(margin(terms))``: the same terms added in the same order.
+    """The numpy form of :func:`probability_column`: the same terms added in the same order.
 
     ``column(j)`` returns feature ``j``'s raw values as float64 (NaN = null), ``rows`` long: only
     the features with a weight are asked for, each once.

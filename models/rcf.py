@@ -31,7 +31,9 @@ Input design (Spark): ``featuresCol`` is one column holding a ``pyspark.ml.linal
 numeric columns. Rows whose features are null, of the wrong length or not finite get a null
 score. ``transform`` hands the scoring UDF one double column per feature (``features[j]``),
 so Arrow delivers contiguous float64 arrays that are copied column by column into the matrix
-(no per-row Python work); ``featuresCol`` is still the one public input.
+(no per-row Python work); ``featuresCol`` is still the one public input. The scoring paths
+(scoring/) do not go through ``transform``: they call the :class:`Forest` kernels on the columns
+they read (``forest_broadcast`` ships the forest to the Python workers).
 
 Precision: coordinates are float32, as in the library, which stores points and bounding boxes
 as ``float[]`` (and the per-tree arithmetic is float32 here, where the library uses double).
@@ -47,7 +49,7 @@ per-tree score ``s`` are float32 (relative error per operation <= 6e-8; the test
 scores within relative 1e-6 of a float64 row-by-row walk on the float32 coordinates, and on
 the benchmark data the largest difference is 5e-8); the trees' scores are summed in float64.
 float32 halves the bytes the scoring loops read and doubles the values per vector
-instruction; it made scoring 1.24x faster on the benchmark (6 features, 100 trees x 256).
+instruction, which makes the scoring loops faster.
 A query whose float64 value lies within float32 rounding of a cut may take the other branch
 than a float64 walk would: against a float64 walk of the same trees on the unrounded rows, 2
 of the benchmark's 100,000 rows differ by more than 1e-5 relative (at most 0.23%), the rest
@@ -1310,27 +1312,6 @@ def _collect_matrix(df: Any, col_name: str) -> np.ndarray:
     return np.array(rows, dtype=np.float64).reshape(len(rows), width)
 
 
-def _series_to_matrix(col: Any, width: int) -> Tuple[np.ndarray, np.ndarray]:
-    """(matrix, valid mask) from a pandas Series of arrays (None for null rows).
-
-    Arrow hands an ``array<double>`` column to the UDF as an object Series of float64 numpy
-    arrays; the valid ones are stacked into one contiguous matrix in a single ``np.stack``
-    (no per-row copy into the matrix). Rows of the wrong length count as null.
-    """
-    n = len(col)
-    X = np.full((n, width), np.nan)
-    if n == 0:
-        return X, np.zeros(0, dtype=bool)
-    values = col.to_numpy(dtype=object)
-    valid = np.fromiter((v is not None and len(v) == width for v in values), dtype=bool,
-                        count=n)
-    if valid.all():
-        X = np.stack(values).astype(np.float64, copy=False).reshape(n, width)
-    elif valid.any():
-        X[valid] = np.stack(values[valid])
-    return X, valid
-
-
 _FOREST_CACHE: Dict[int, Forest] = {}
 
 
@@ -1355,14 +1336,6 @@ def _score_columns(arrays: Dict[str, np.ndarray], cols: Sequence[Any], want_attr
     X = np.empty((len(cols[0]), len(cols)))
     for j, c in enumerate(cols):
         X[:, j] = c.to_numpy(dtype=np.float64, na_value=np.nan)
-    return _score_matrix(forest, X, want_attr, min_score)
-
-
-def _score_series(arrays: Dict[str, np.ndarray], col: Any, want_attr: bool,
-                  min_score: Optional[float] = None) -> Any:
-    """Score a batch given as one pandas Series of arrays (None for null rows)."""
-    forest = _forest_from_arrays_cached(arrays)
-    X, _ = _series_to_matrix(col, forest.num_features)
     return _score_matrix(forest, X, want_attr, min_score)
 
 

@@ -179,18 +179,6 @@ def java_sts_client(spark, aws_conf: Mapping[str, Any]):
     ).build()
 
 
-def java_sagemaker_runtime_client(spark, aws_conf: Mapping[str, Any]):
-    """``AmazonSageMakerRuntime`` (InvokeEndpoint) honouring the endpoint override."""
-    builder = _java_builder(
-        spark,
-        f"{_SDK}.services.sagemakerruntime.AmazonSageMakerRuntimeClientBuilder",
-        "sagemaker_runtime",
-        aws_conf,
-    )
-    timeout = _jvm_path(spark._jvm, f"{_SDK}.ClientConfiguration")().withSocketTimeout(80000)
-    return builder.withClientConfiguration(timeout).build()
-
-
 def java_clients(spark, aws_conf: Mapping[str, Any]) -> dict[str, Any]:
     """The three clients sagemaker-pyspark estimators take, as py4j Java objects.
 
@@ -203,27 +191,6 @@ def java_clients(spark, aws_conf: Mapping[str, Any]) -> dict[str, Any]:
         "s3Client": java_s3_client(spark, aws_conf),
         "stsClient": java_sts_client(spark, aws_conf),
     }
-
-
-def install_sagemaker_runtime_client(spark, aws_conf: Mapping[str, Any]) -> None:
-    """Point ``SageMakerModel.transform``'s InvokeEndpoint calls at ``aws_conf``'s endpoint.
-
-    sagemaker-spark builds its runtime client once per JVM in the companion object of
-    ``transformation.util.RequestBatchIterator`` (default region chain, no endpoint override) and
-    exposes a public setter. This replaces it in the *driver* JVM, which is where tasks run in
-    ``local[*]`` mode. On YARN each executor JVM keeps its default client: there only a region
-    (``-Daws.region`` or the instance's) matters, since real SageMaker needs no override.
-
-    The companion's static initialiser builds a default client and fails without a region, so
-    ``aws.region`` is set as a JVM system property first when nothing else provides it.
-    """
-    jvm = spark._jvm
-    system = jvm.java.lang.System
-    if not (system.getProperty("aws.region") or system.getenv("AWS_REGION")):
-        system.setProperty("aws.region", _region(aws_conf))
-    package = _jvm_path(jvm, "com.amazonaws.services.sagemaker.sparksdk.transformation.util")
-    companion = getattr(getattr(package, "RequestBatchIterator$"), "MODULE$")
-    getattr(companion, "sagemakerRuntime_$eq")(java_sagemaker_runtime_client(spark, aws_conf))
 
 
 # --------------------------------------------------------------------------- s3a

@@ -2,7 +2,7 @@
 
 Lifecycle, kept explicit so no endpoint is left running by accident:
 
-1. ``sagemaker_rcf_estimator(...)`` / ``sagemaker_logistic_estimator(...)`` build a
+1. ``sagemaker_estimator(spark, "rcf" | "logistic", ...)`` builds a
    sagemaker-pyspark estimator from plain parameters. Its endpoint policy is ``DO_NOT_CREATE``
    by default: ``fit`` only uploads RecordIO-protobuf training data to S3 and runs a training job.
 2. ``fit_training_job(estimator, df, algorithm=...)`` runs ``fit`` and returns a
@@ -10,7 +10,7 @@ Lifecycle, kept explicit so no endpoint is left running by accident:
    which is what the model registry stores. A failed/stopped job raises ``TrainingJobFailed``.
 3. ``score_batch(...)`` creates Model, EndpointConfig and Endpoint named after the model version
    (``endpoint_names``), only if that endpoint is not already InService, scores the frame through
-   ``SageMakerModel.transform`` (InvokeEndpoint from the executors), hands the scored frame to a
+   ``invoke_endpoint_scores`` (InvokeEndpoint from the executors), hands the scored frame to a
    ``sink`` that must run an action (write), and in ``finally`` deletes endpoint, endpoint config
    and model unless ``keep_endpoint=True``. On any failure everything it may have created is
    deleted, then the error is raised.
@@ -25,7 +25,7 @@ import functools
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, TypeVar
 
@@ -140,12 +140,12 @@ def _safe_name(text: str) -> str:
 # --------------------------------------------------------------------------- estimators
 
 
-def sagemaker_rcf_estimator(
+def sagemaker_estimator(
     spark: SparkSession,
+    algorithm: str,
     *,
     feature_dim: int,
-    num_trees: int,
-    num_samples_per_tree: int,
+    hyperparameters: Mapping[str, Any],
     role_arn: str,
     instance_type: str,
     instance_count: int,
@@ -156,126 +156,91 @@ def sagemaker_rcf_estimator(
     s3_client,
     sts_client,
     volume_size_gb: int = 30,
-    endpoint_instance_type: str = "ml.m5.large",
-    endpoint_instance_count: int = 1,
-    endpoint_policy: str = "do_not_create",
-    features_col: str = "features",
-    score_col: str = "score",
-    training_image: str | None = None,
-    name_prefix: str = "rcf",
-):
-    """Random Cut Forest as a generic ``SageMakerEstimator`` (sagemaker-pyspark has no RCF class).
-
-    ``sagemaker_client``/``s3_client``/``sts_client`` are Java SDK clients, e.g. from
-    ``runtime.aws.java_clients``. Training data is written as RecordIO-protobuf (Vector column
-    ``features_col``) under ``{s3_prefix}/training-input``; artifacts go to
-    ``{s3_prefix}/training-output``.
-    """
-    from sagemaker_pyspark import IAMRole, RandomNamePolicyFactory, SageMakerEstimator
-
-    if feature_dim < 1:
-        raise ValueError(f"feature_dim must be >= 1, got {feature_dim}")
-    image = training_image or image_uri(RCF_ALGORITHM, region)
-    return SageMakerEstimator(
-        trainingImage=image,
-        modelImage=image,
-        trainingInstanceType=instance_type,
-        trainingInstanceCount=instance_count,
-        endpointInstanceType=endpoint_instance_type,
-        endpointInitialInstanceCount=endpoint_instance_count,
-        requestRowSerializer=protobuf_request_serializer(spark, features_col),
-        responseRowDeserializer=protobuf_response_deserializer(spark, [score_col], [RCF_SCORE_KEY]),
-        hyperParameters={
-            "num_trees": str(num_trees),
-            "num_samples_per_tree": str(num_samples_per_tree),
-            "feature_dim": str(feature_dim),
-        },
-        trainingInputS3DataPath=_s3_path(s3_prefix, "training-input"),
-        trainingOutputS3DataPath=_s3_path(s3_prefix, "training-output"),
-        trainingProjectedColumns=[features_col],
-        trainingContentType="application/x-recordio-protobuf",
-        trainingSparkDataFormat="sagemaker",
-        trainingSparkDataFormatOptions={"featuresColumnName": features_col},
-        trainingMaxRuntimeInSeconds=max_runtime_s,
-        # sagemaker-pyspark's default is 1024 GB of EBS per training instance.
-        trainingInstanceVolumeSizeInGB=volume_size_gb,
-        trainingS3DataDistribution="ShardedByS3Key",
-        endpointCreationPolicy=_endpoint_policy(spark, endpoint_policy),
-        sagemakerClient=sagemaker_client,
-        sagemakerRole=IAMRole(role_arn),
-        s3Client=s3_client,
-        stsClient=sts_client,
-        modelPrependInputRowsToTransformationRows=True,
-        deleteStagingDataAfterTraining=False,
-        namePolicyFactory=RandomNamePolicyFactory(f"{name_prefix}-"),
-    )
-
-
-def sagemaker_logistic_estimator(
-    spark: SparkSession,
-    *,
-    feature_dim: int,
-    role_arn: str,
-    instance_type: str,
-    instance_count: int,
-    max_runtime_s: int,
-    s3_prefix: str,
-    region: str,
-    sagemaker_client,
-    s3_client,
-    sts_client,
-    volume_size_gb: int = 30,
-    binary_classifier_model_selection_criteria: str = "accuracy",
-    positive_example_weight_mult: float | str = 1.0,
-    epochs: int | None = None,
     endpoint_instance_type: str = "ml.m5.large",
     endpoint_instance_count: int = 1,
     endpoint_policy: str = "do_not_create",
     features_col: str = "features",
     label_col: str = "label",
-    name_prefix: str = "logistic",
+    name_prefix: str | None = None,
 ):
-    """Logistic model as sagemaker-pyspark's ``LinearLearnerBinaryClassifier``.
+    """A sagemaker-pyspark estimator for ``algorithm`` (``"rcf"`` or ``"logistic"``).
 
-    ``positive_example_weight_mult`` may be a float or ``"balanced"`` (SageMaker's own option).
-    Scores come back as ``score`` (probability) and ``predicted_label`` columns.
+    ``rcf``: Random Cut Forest as a generic ``SageMakerEstimator`` (sagemaker-pyspark has no RCF
+    class), ``hyperparameters`` ``num_trees`` and ``num_samples_per_tree``; it trains on
+    ``features_col`` alone and its endpoint answers ``score``. ``logistic``: sagemaker-pyspark's
+    ``LinearLearnerBinaryClassifier``, trained on ``features_col`` and ``label_col``,
+    ``hyperparameters`` among ``binary_classifier_model_selection_criteria``,
+    ``positive_example_weight_mult`` (a float or ``"balanced"``) and ``epochs``; scores come back
+    as ``score`` (probability) and ``predicted_label``.
+
+    ``sagemaker_client``/``s3_client``/``sts_client`` are Java SDK clients, e.g. from
+    ``runtime.aws.java_clients``. Training data is written as RecordIO-protobuf (Vector column
+    ``features_col``) under ``{s3_prefix}/training-input``; artifacts go to
+    ``{s3_prefix}/training-output``. Job names start with ``name_prefix`` (default: ``algorithm``).
     """
     from sagemaker_pyspark import IAMRole, RandomNamePolicyFactory
-    from sagemaker_pyspark.algorithms import LinearLearnerBinaryClassifier
 
+    if algorithm not in _ESTIMATORS:
+        raise ValueError(f"algorithm must be 'rcf' or 'logistic', got {algorithm!r}")
     if feature_dim < 1:
         raise ValueError(f"feature_dim must be >= 1, got {feature_dim}")
-    estimator = LinearLearnerBinaryClassifier(
+    labelled = algorithm == "logistic"
+    common = dict(
         trainingInstanceType=instance_type,
         trainingInstanceCount=instance_count,
         endpointInstanceType=endpoint_instance_type,
         endpointInitialInstanceCount=endpoint_instance_count,
-        sagemakerRole=IAMRole(role_arn),
         requestRowSerializer=protobuf_request_serializer(spark, features_col),
         trainingInputS3DataPath=_s3_path(s3_prefix, "training-input"),
         trainingOutputS3DataPath=_s3_path(s3_prefix, "training-output"),
-        trainingProjectedColumns=[features_col, label_col],
-        trainingSparkDataFormatOptions={
-            "featuresColumnName": features_col,
-            "labelColumnName": label_col,
-        },
+        trainingProjectedColumns=[features_col, label_col] if labelled else [features_col],
+        trainingSparkDataFormatOptions={"featuresColumnName": features_col,
+                                        **({"labelColumnName": label_col} if labelled else {})},
         trainingMaxRuntimeInSeconds=max_runtime_s,
         # sagemaker-pyspark's default is 1024 GB of EBS per training instance.
         trainingInstanceVolumeSizeInGB=volume_size_gb,
         endpointCreationPolicy=_endpoint_policy(spark, endpoint_policy),
         sagemakerClient=sagemaker_client,
-        region=region,
+        sagemakerRole=IAMRole(role_arn),
         s3Client=s3_client,
         stsClient=sts_client,
         deleteStagingDataAfterTraining=False,
-        namePolicyFactory=RandomNamePolicyFactory(f"{name_prefix}-"),
+        namePolicyFactory=RandomNamePolicyFactory(f"{name_prefix or algorithm}-"),
     )
+    return _ESTIMATORS[algorithm](spark, common, feature_dim=feature_dim, hyperparameters=dict(hyperparameters),
+                                  region=region)
+
+
+def _rcf_estimator(spark: SparkSession, common: dict, *, feature_dim: int, hyperparameters: dict, region: str):
+    from sagemaker_pyspark import SageMakerEstimator
+
+    image = image_uri(RCF_ALGORITHM, region)
+    return SageMakerEstimator(
+        trainingImage=image,
+        modelImage=image,
+        responseRowDeserializer=protobuf_response_deserializer(spark, ["score"], [RCF_SCORE_KEY]),
+        hyperParameters={**{key: str(value) for key, value in hyperparameters.items()},
+                         "feature_dim": str(feature_dim)},
+        trainingContentType="application/x-recordio-protobuf",
+        trainingSparkDataFormat="sagemaker",
+        trainingS3DataDistribution="ShardedByS3Key",
+        modelPrependInputRowsToTransformationRows=True,
+        **common,
+    )
+
+
+def _linear_learner_estimator(spark: SparkSession, common: dict, *, feature_dim: int, hyperparameters: dict,
+                              region: str):
+    from sagemaker_pyspark.algorithms import LinearLearnerBinaryClassifier
+
+    estimator = LinearLearnerBinaryClassifier(region=region, **common)
     estimator.setFeatureDim(feature_dim)
-    estimator.setBinaryClassifierModelSelectionCriteria(binary_classifier_model_selection_criteria)
-    estimator.setPositiveExampleWeightMult(positive_example_weight_mult)
-    if epochs is not None:
-        estimator.setEpochs(epochs)
+    for key, value in hyperparameters.items():   # e.g. epochs -> setEpochs
+        getattr(estimator, "set" + "".join(part.title() for part in key.split("_")))(value)
     return estimator
+
+
+_ESTIMATORS = {"rcf": _rcf_estimator, "logistic": _linear_learner_estimator}
 
 
 # --------------------------------------------------------------------------- training
@@ -473,47 +438,6 @@ def delete_endpoint(sm, names: EndpointNames) -> list[str]:
     for error in errors:
         log.error("SageMaker cleanup: %s", error)
     return errors
-
-
-def sagemaker_transformer(
-    spark: SparkSession,
-    *,
-    endpoint_name: str,
-    algorithm: str,
-    java_sagemaker_client,
-    features_col: str = "features",
-    score_col: str = "score",
-    predicted_label_col: str = "predicted_label",
-):
-    """sagemaker-pyspark's ``SageMakerModel`` bound to an existing endpoint (never creates one).
-
-    Kept for Spark 3.3/3.4 clusters only: on Spark 3.5 its ``transform`` fails with
-    ``NoSuchMethodError: RowEncoder$.apply(StructType)`` (the jar is compiled against Spark 3.3,
-    and Spark 3.5 removed that method). ``score_batch`` uses ``invoke_endpoint_scores`` instead.
-    """
-    from sagemaker_pyspark import EndpointCreationPolicy, SageMakerModel
-    from sagemaker_pyspark.transformation.deserializers import (
-        LinearLearnerBinaryClassifierProtobufResponseRowDeserializer,
-    )
-
-    if algorithm == "rcf":
-        deserializer = protobuf_response_deserializer(spark, [score_col], [RCF_SCORE_KEY])
-    elif algorithm == "logistic":
-        deserializer = LinearLearnerBinaryClassifierProtobufResponseRowDeserializer(
-            score_column_name=score_col, predicted_label_column_name=predicted_label_col
-        )
-    else:
-        raise ValueError(f"algorithm must be 'rcf' or 'logistic', got {algorithm!r}")
-    return SageMakerModel(
-        endpointInstanceType=None,
-        endpointInitialInstanceCount=None,
-        requestRowSerializer=protobuf_request_serializer(spark, features_col),
-        responseRowDeserializer=deserializer,
-        existingEndpointName=endpoint_name,
-        endpointCreationPolicy=EndpointCreationPolicy.DO_NOT_CREATE,
-        sagemakerClient=java_sagemaker_client,
-        prependResultRows=True,
-    )
 
 
 def _csv_body(rows) -> bytes:

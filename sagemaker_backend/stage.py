@@ -24,10 +24,11 @@ Scoring. For each champion an endpoint named after its version (``<name_prefix>-
 is created for this run only, rows are sent to InvokeEndpoint from the executors
 (``sagemaker_backend.api.score_batch``), and endpoints, endpoint configs and models are deleted when the
 run ends, also when it fails, unless ``keep_endpoint``. Rows with a null feature are not sent and
-get null scores (the embedded RCF scores them as null too). Risk and ``is_anomaly`` use the same
-code as the embedded path (``scoring.risk.with_risk``). Reasons: SageMaker returns neither RCF
-attributions nor logistic coefficients through the endpoint, so ``reasons`` names the detectors
-at or above their own threshold, strongest first: ``[]``, ``["rcf"]``, ``["logistic"]`` or both.
+get null scores (the embedded RCF scores them as null too). Risk and ``is_anomaly`` come from the
+same scoring core as the embedded path (scoring/plan.py ``score_detector_arrays``). Reasons:
+SageMaker returns neither RCF attributions nor logistic coefficients through the endpoint, so
+``reasons`` names the detectors at or above their own threshold, strongest first: ``[]``,
+``["rcf"]``, ``["logistic"]`` or both.
 ``rcf_version`` / ``logistic_version`` read ``sagemaker-rcf/v0003``.
 
 Not a separate entry point: runs inside ``python -m jobs train|score`` and
@@ -35,8 +36,8 @@ Not a separate entry point: runs inside ``python -m jobs train|score`` and
 """
 from __future__ import annotations
 
+import contextlib
 import json
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -51,6 +52,12 @@ from runtime import fs
 #: Registry kind per detector: distinct from the embedded "rcf" / "logistic".
 REGISTRY_KINDS = {"rcf": "sagemaker-rcf", "logistic": "sagemaker-logistic"}
 ALGORITHMS = {"rcf": "randomcutforest", "logistic": "linear-learner"}
+#: Each detector's SageMaker hyperparameters and the ``models.sagemaker`` settings they come from.
+HYPERPARAMETERS = {
+    "rcf": {"num_trees": "rcf_num_trees", "num_samples_per_tree": "rcf_num_samples_per_tree"},
+    "logistic": {"binary_classifier_model_selection_criteria": "logistic_selection_criterion",
+                 "positive_example_weight_mult": "logistic_positive_weight"},
+}
 MODEL_FILE = "sagemaker.json"
 _FEATURES = "_sagemaker_features"
 _PART = "_sagemaker_part"
@@ -64,38 +71,18 @@ class SageMakerJobError(RuntimeError):
 
 
 def settings(config: Mapping) -> dict[str, Any]:
-    """``models.sagemaker`` with the derived defaults filled in and required keys checked."""
+    """``models.sagemaker`` with the derived defaults filled in (runtime/config.py checked the
+    values at load, role and S3 prefix included).
+    """
     sm = dict(config["models"]["sagemaker"])
-    missing = [key for key in ("role_arn", "s3_prefix") if not sm.get(key)]
-    if missing:
-        raise InputError("the SageMaker backend needs " + " and ".join(f"models.sagemaker.{k}" for k in missing)
-                         + " (e.g. --set models.sagemaker.role_arn=arn:aws:iam::123456789012:role/NAME "
-                           "--set models.sagemaker.s3_prefix=s3://bucket/prefix)")
-    if not re.match(r"^s3a?://[^/]+", sm["s3_prefix"]):
-        raise InputError(f"models.sagemaker.s3_prefix must look like s3://bucket/prefix, got {sm['s3_prefix']!r}")
     rcf = config["train"]["rcf"]
-    sm["rcf_num_trees"] = int(sm["rcf_num_trees"] if sm["rcf_num_trees"] is not None else rcf["num_trees"])
-    sm["rcf_num_samples_per_tree"] = int(sm["rcf_num_samples_per_tree"] if sm["rcf_num_samples_per_tree"] is not None
-                                         else rcf["num_samples_per_tree"])
+    for key in ("num_trees", "num_samples_per_tree"):
+        if sm[f"rcf_{key}"] is None:
+            sm[f"rcf_{key}"] = rcf[key]
     if sm["logistic_positive_weight"] is None:
         balanced = config["train"]["logistic"]["class_weight"] == "balanced"
         sm["logistic_positive_weight"] = "balanced" if balanced else 1.0
-    elif sm["logistic_positive_weight"] != "balanced":
-        sm["logistic_positive_weight"] = _number(sm["logistic_positive_weight"], "logistic_positive_weight")
-    if sm["rcf_threshold"] is not None:
-        sm["rcf_threshold"] = _number(sm["rcf_threshold"], "rcf_threshold")
-        if sm["rcf_threshold"] <= 0:
-            raise InputError(f"models.sagemaker.rcf_threshold must be > 0, got {sm['rcf_threshold']}")
-    if not 0.0 < sm["logistic_threshold"] < 1.0:
-        raise InputError(f"models.sagemaker.logistic_threshold must be in (0, 1), got {sm['logistic_threshold']}")
     return sm
-
-
-def _number(value: Any, key: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"models.sagemaker.{key} must be a number, got {value!r}") from None
 
 
 def _s3_prefix(sm: Mapping, dataset: str, kind: str) -> str:
@@ -146,17 +133,24 @@ def _complete(df: DataFrame, feature_cols: list[str]):
 def train_on_sagemaker(spark: SparkSession, config, *, train_df: DataFrame, test_df: DataFrame,
                        feature_cols: list[str], kinds: list[str], window: dict, registry_root: str) -> int:
     """Run one SageMaker training job per kind and register each as ``sagemaker-<kind>``."""
-    try:
+    with _input_errors("SageMaker training stopped"):
         return _train(spark, config, train_df=train_df, test_df=test_df, feature_cols=list(feature_cols),
                       kinds=kinds, window=window, root=registry_root)
+
+
+@contextlib.contextmanager
+def _input_errors(stopped: str):
+    """Report this backend's errors and SageMaker's as input errors (exit code 2), SageMaker's
+    prefixed with ``stopped``.
+    """
+    from sagemaker_backend.api import SageMakerBackendError
+
+    try:
+        yield
     except SageMakerJobError as exc:
         raise InputError(str(exc)) from None
-    except Exception as exc:
-        from sagemaker_backend.api import SageMakerBackendError
-
-        if isinstance(exc, SageMakerBackendError):
-            raise InputError(f"SageMaker training stopped: {exc}") from None
-        raise
+    except SageMakerBackendError as exc:
+        raise InputError(f"{stopped}: {exc}") from None
 
 
 def _train(spark, config, *, train_df, test_df, feature_cols, kinds, window, root) -> int:
@@ -226,37 +220,24 @@ def _train(spark, config, *, train_df, test_df, feature_cols, kinds, window, roo
 
 
 def _estimator(spark, kind: str, sm: Mapping, dataset: str, aws_conf: Mapping, feature_dim: int):
-    from sagemaker_backend.api import sagemaker_logistic_estimator, sagemaker_rcf_estimator
     from runtime.aws import java_clients
+    from sagemaker_backend.api import sagemaker_estimator
 
     clients = java_clients(spark, aws_conf)
-    common = {
-        "feature_dim": feature_dim,
-        "role_arn": sm["role_arn"],
-        "instance_type": sm["training_instance_type"],
-        "instance_count": sm["training_instance_count"],
-        "max_runtime_s": sm["max_runtime_seconds"],
-        "volume_size_gb": sm["volume_size_gb"],
-        "s3_prefix": _s3_prefix(sm, dataset, kind),
-        "region": aws_conf["region"],
-        "endpoint_instance_type": sm["endpoint_instance_type"],
-        "endpoint_instance_count": sm["endpoint_instance_count"],
-        "features_col": _FEATURES,
-        "sagemaker_client": clients["sagemakerClient"],
-        "s3_client": clients["s3Client"],
-        "sts_client": clients["stsClient"],
-        "name_prefix": f"{sm['name_prefix']}-{kind}",
-    }
-    if kind == "rcf":
-        return sagemaker_rcf_estimator(spark, num_trees=sm["rcf_num_trees"],
-                                       num_samples_per_tree=sm["rcf_num_samples_per_tree"], **common)
-    return sagemaker_logistic_estimator(
-        spark, binary_classifier_model_selection_criteria=sm["logistic_selection_criterion"],
-        positive_example_weight_mult=sm["logistic_positive_weight"], **common)
+    return sagemaker_estimator(
+        spark, kind, feature_dim=feature_dim,
+        hyperparameters={name: sm[key] for name, key in HYPERPARAMETERS[kind].items()},
+        role_arn=sm["role_arn"], instance_type=sm["training_instance_type"],
+        instance_count=sm["training_instance_count"], max_runtime_s=sm["max_runtime_seconds"],
+        volume_size_gb=sm["volume_size_gb"], s3_prefix=_s3_prefix(sm, dataset, kind), region=aws_conf["region"],
+        endpoint_instance_type=sm["endpoint_instance_type"], endpoint_instance_count=sm["endpoint_instance_count"],
+        features_col=_FEATURES, sagemaker_client=clients["sagemakerClient"], s3_client=clients["s3Client"],
+        sts_client=clients["stsClient"], name_prefix=f"{sm['name_prefix']}-{kind}")
 
 
 def _evaluate_on_endpoint(trained, kind, sm, config, aws_conf, *, train_df, test_df, feature_cols):
     """(threshold, metrics) from scoring on a short-lived endpoint, deleted afterwards."""
+    from features.datasets import dataset as dataset_named
     from models.evaluation import evaluate_scores
     from sagemaker_backend.api import score_batch
 
@@ -268,7 +249,8 @@ def _evaluate_on_endpoint(trained, kind, sm, config, aws_conf, *, train_df, test
         fraction = min(1.0, sm["evaluate_sample_rows"] / max(total, 1))
         sample = train_df.sample(fraction=fraction, seed=conf["rcf"]["seed"]) if fraction < 1.0 else train_df
         parts = parts.unionByName(sample.withColumn(_PART, F.lit("train")), allowMissingColumns=True)
-    card = {"card_col": "customer_id", "date_col": "date"} if config["dataset"] == "transactions" else {}
+    card_col = dataset_named(config["dataset"]).card_col
+    card = {"card_col": card_col, "date_col": "date"} if card_col else {}
 
     def sink(scored: DataFrame):
         scored = scored.persist()
@@ -320,17 +302,9 @@ def _poll(aws_conf: Mapping) -> float:
 def score_on_sagemaker(spark: SparkSession, config, *, features_df: DataFrame, output: str, first, last,
                        models_root: str) -> int:
     """Score ``features_df`` on endpoints made for this run and write the scores table."""
-    try:
+    with _input_errors("SageMaker scoring stopped (endpoints of this run were deleted)"):
         return _score(spark, config, features_df=features_df, output=output, first=first, last=last,
                       models_root=models_root)
-    except SageMakerJobError as exc:
-        raise InputError(str(exc)) from None
-    except Exception as exc:
-        from sagemaker_backend.api import SageMakerBackendError
-
-        if isinstance(exc, SageMakerBackendError):
-            raise InputError(f"SageMaker scoring stopped (endpoints of this run were deleted): {exc}") from None
-        raise
 
 
 def _champions(root: str) -> dict[str, tuple[Any, dict]]:
@@ -346,7 +320,7 @@ def _champions(root: str) -> dict[str, tuple[Any, dict]]:
 def _score(spark, config, *, features_df, output, first, last, models_root) -> int:
     from features.datasets import dataset as dataset_named
     from scoring.table import output_columns, write_scores
-    from scoring.core import registry_root
+    from scoring.champions import registry_root
 
     sm = settings(config)
     dataset = config["dataset"]
@@ -445,24 +419,18 @@ def _rcf_threshold(info: Mapping, sm: Mapping, scored_complete: DataFrame, confi
     return threshold
 
 
-def with_sagemaker_risk(df: DataFrame, thresholds: Mapping[str, float], *, method: str = "noisy_or",
+def with_sagemaker_risk(df: DataFrame, thresholds: Mapping[str, float], *, method: str = "max",
                         anomaly_risk: float = 0.5, reasons: int = 3) -> DataFrame:
     """``risk``, ``is_anomaly`` and ``reasons`` from ``rcf_score`` / ``logistic_score``.
 
-    Risk is ``scoring.risk.with_risk`` (the embedded path's formula). ``reasons`` lists the
-    detectors whose own risk component is at least 0.5 (at or above their threshold), strongest
-    first: SageMaker endpoints return no per-feature attribution.
+    The scoring core computes them (scoring/plan.py ``score_detector_arrays``: the embedded
+    path's risk and flag). ``reasons`` lists the detectors whose own risk component is at least
+    0.5 (at or above their threshold), strongest first: SageMaker endpoints return no
+    per-feature attribution.
     """
-    from scoring.risk import with_risk
+    from scoring.plan import ScoringPlan
+    from scoring.spark import with_detector_risk
 
-    out = with_risk(df, rcf_threshold=thresholds.get("rcf"), logistic_threshold=thresholds.get("logistic"),
-                    method=method, risk_col="risk")
-    parts = []
-    for kind in ("rcf", "logistic"):
-        component = F.col(f"risk_{kind}") if kind in thresholds else F.lit(None).cast("double")
-        parts.append(F.struct(F.coalesce(component, F.lit(0.0)).alias("value"), F.lit(kind).alias("name")))
-    flagged = F.filter(F.array(*parts), lambda s: s["value"] >= F.lit(0.5))
-    codes = F.transform(F.slice(F.sort_array(flagged, asc=False), 1, max(int(reasons), 1)), lambda s: s["name"])
-    return (out.withColumn("reasons", codes if reasons > 0 else F.array().cast("array<string>"))
-            .withColumn("is_anomaly", F.col("risk") >= F.lit(float(anomaly_risk)))
-            .drop("risk_rcf", "risk_logistic"))
+    plan = ScoringPlan.of_thresholds(rcf=thresholds.get("rcf"), logistic=thresholds.get("logistic"),
+                                     risk_method=method, anomaly_risk=anomaly_risk, reasons=reasons)
+    return with_detector_risk(df, plan)

@@ -45,8 +45,6 @@ def window_files(table, fmt, reader, first, last):
     """The feature files of ``first..last`` for the Python workers to read, or None to read through
     Spark (scoring.reader: spark; or auto on a table they cannot read: Delta, not local).
     """
-    if reader not in ("auto", "arrow", "spark"):
-        raise InputError(f"scoring.reader must be auto, arrow or spark, got {reader!r}")
     if reader == "spark":
         return None
     files = partition_files(table, "date") if fmt == "parquet" else None
@@ -63,10 +61,8 @@ def python_writes(spark, writer, files, fmt, output):
     read the features (``files``), and the scores table is local Parquet (on the file system
     Spark qualifies ``output`` to) in a codec pyarrow has, partitioned by plain values.
     """
-    from scoring.core import arrow_codec
+    from scoring.files import arrow_codec
 
-    if writer not in ("auto", "spark"):
-        raise InputError(f"scoring.writer must be auto or spark, got {writer!r}")
     return (writer == "auto" and files is not None and fmt == "parquet" and arrow_codec(spark) is not None
             and not any(needs_escaping(value) for _, value in files) and local_table_path(spark, output) is not None)
 
@@ -87,35 +83,34 @@ def score_nightly(spark: SparkSession, dataset: Dataset, *, table, features_df, 
     """Score ``features_df`` (the window ``first..last`` of ``table``) with the champions under
     ``models_root`` and replace those dates of the scores table ``output``.
     """
-    from scoring.core import (ScoringError, load_champions, score_events, score_parquet_files,
-                              write_scored_files)
+    from scoring import files, spark as spark_frames
+    from scoring.champions import load_champions
+    from scoring.plan import ScoringError, scoring_options
 
     try:
         champions = load_champions(models_root, dataset.name)
     except ScoringError as exc:
         raise InputError(str(exc)) from None
-    files = window_files(table, fmt, scoring["reader"], first, last)
+    window = window_files(table, fmt, scoring["reader"], first, last)
     log("score", f"{dataset.name} {first}..{last} with rcf {champions.rcf_version}, logistic {champions.logistic_version}"
-                 + (f" ({len(files)} files read by the Python workers)" if files is not None else " (read by Spark)"))
-    options = dict(risk_method=scoring["risk_method"], anomaly_risk=scoring["anomaly_risk"],
-                   reasons=scoring["reasons"], rcf_attribution=scoring["rcf_attribution"],
-                   keep=kept_columns(dataset, features_df.columns))
-    if python_writes(spark, scoring["writer"], files, fmt, output):
+                 + (f" ({len(window)} files read by the Python workers)" if window is not None else " (read by Spark)"))
+    options = dict(scoring_options(scoring), keep=kept_columns(dataset, features_df.columns))
+    if python_writes(spark, scoring["writer"], window, fmt, output):
         columns = output_columns(dataset, [*options["keep"], *SCORES])
         try:
             with step("score", f"scoring and writing to {output} (written by the Python workers)"):
-                write_scored_files(spark, files, champions, output, table_schema=table.schema, columns=columns,
-                                   plain_columns=plain_columns(dataset, columns), **options,
-                                   notify=lambda line: log("score", line))
+                files.write_scored_files(spark, window, champions, output, table_schema=table.schema,
+                                         columns=columns, plain_columns=plain_columns(dataset, columns), **options,
+                                         notify=lambda line: log("score", line))
         except ScoringError as exc:
             raise InputError(str(exc)) from None
         report_written(spark, output, fmt, first, last)
         return 0
     try:
-        if files is not None:
-            scored = score_parquet_files(spark, files, champions, table_schema=table.schema, **options)
+        if window is not None:
+            scored = files.score_parquet_files(spark, window, champions, table_schema=table.schema, **options)
         else:
-            scored = score_events(features_df, champions, **options)
+            scored = spark_frames.score_events(features_df, champions, **options)
     except ScoringError as exc:
         raise InputError(str(exc)) from None
     scored = scored.select(*output_columns(dataset, scored.columns))

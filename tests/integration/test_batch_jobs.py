@@ -58,7 +58,7 @@ def test_a_crash_mid_write_leaves_the_previous_partition(spark, lake, monkeypatc
     before = scores_of(spark, lake["scores"], day).toPandas().sort_values("transaction_id").reset_index(drop=True)
     files_before = sorted(p.name for p in (lake["scores"] / f"date={day}").iterdir())
 
-    from scoring import core as scoring
+    from scoring import files, spark as spark_frames
 
     @F.udf("double")
     def explode_midway(risk, tx_id):
@@ -71,8 +71,9 @@ def test_a_crash_mid_write_leaves_the_previous_partition(spark, lake, monkeypatc
             return real(*args, **kw).withColumn("risk", explode_midway("risk", "transaction_id"))
         return scorer
 
-    for name in ("score_events", "score_parquet_files"):  # whichever reader the job uses
-        monkeypatch.setattr(scoring, name, crashing(getattr(scoring, name)))
+    # whichever reader the job uses
+    for module, name in ((spark_frames, "score_events"), (files, "score_parquet_files")):
+        monkeypatch.setattr(module, name, crashing(getattr(module, name)))
     with pytest.raises(Exception, match="simulated crash"):
         score.main(lake["args"] + ["--date", day, "--set", "scoring.writer=spark"])
     after = scores_of(spark, lake["scores"], day).toPandas().sort_values("transaction_id").reset_index(drop=True)

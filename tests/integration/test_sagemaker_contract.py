@@ -125,11 +125,11 @@ def _estimator_clients(spark, aws_conf):
 
 
 def _rcf_estimator(spark, aws_conf, prefix):
-    return smb.sagemaker_rcf_estimator(
+    return smb.sagemaker_estimator(
         spark,
+        "rcf",
         feature_dim=N_FEATURES,
-        num_trees=50,
-        num_samples_per_tree=64,
+        hyperparameters={"num_trees": 50, "num_samples_per_tree": 64},
         role_arn=ROLE,
         instance_type="ml.m5.xlarge",
         instance_count=2,
@@ -240,8 +240,9 @@ def test_logistic_training_job_carries_linear_learner_settings(sm_spark, aws_con
     from sagemaker.amazon.common import read_recordio
     from sagemaker.amazon.record_pb2 import Record
 
-    estimator = smb.sagemaker_logistic_estimator(
+    estimator = smb.sagemaker_estimator(
         sm_spark,
+        "logistic",
         feature_dim=N_FEATURES,
         role_arn=ROLE,
         instance_type="ml.m5.large",
@@ -250,8 +251,8 @@ def test_logistic_training_job_carries_linear_learner_settings(sm_spark, aws_con
         volume_size_gb=10,
         s3_prefix=f"s3://{BUCKET}/logistic",
         region=REGION,
-        binary_classifier_model_selection_criteria="precision_at_target_recall",
-        positive_example_weight_mult=7.5,
+        hyperparameters={"binary_classifier_model_selection_criteria": "precision_at_target_recall",
+                         "positive_example_weight_mult": 7.5},
         **_estimator_clients(sm_spark, aws_conf),
     )
     result = smb.fit_training_job(estimator, train_df, algorithm="logistic")

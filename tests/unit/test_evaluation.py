@@ -159,7 +159,7 @@ def test_render_report_escapes_text():
 
 
 def test_combined_risk_formula_and_reason_codes(spark):
-    from scoring import risk
+    import oracles as risk
 
     df = spark.createDataFrame(
         [(1, 2.0, 0.2, [0.5, 1.5, 0.0], [0.1, -2.0]),     # both detectors exactly at their thresholds
@@ -183,7 +183,7 @@ def test_combined_risk_formula_and_reason_codes(spark):
 
 
 def test_a_missing_probability_is_no_risk_rather_than_a_tiny_one(spark):
-    from scoring import risk
+    import oracles as risk
 
     df = spark.createDataFrame([(1, 2.0, None)], "id int, rcf_score double, logistic_score double")
     row = risk.with_risk(df, rcf_threshold=2.0, logistic_threshold=0.2).collect()[0]

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from models import evaluation as ev
-from scoring import risk
+import oracles as risk
 from models.logistic import LogisticDetector, LogisticError, time_split, train_logistic
 
 FEATURES = ["x1", "x2", "x3"]

@@ -6,7 +6,10 @@ import pytest
 
 from models.logistic import LogisticDetector, fit_pipeline
 from models.rcf import RandomCutForest
-from scoring.core import SCORE_COLUMNS, Champions, ScoringError, assemble, score_events
+from oracles import transform_with_pipeline
+from scoring.champions import Champions
+from scoring.plan import SCORE_COLUMNS, ScoringError
+from scoring.spark import assemble, score_events
 
 FEATURES = ["a", "b", "c", "d"]
 
@@ -121,7 +124,7 @@ def test_keep_selects_the_passed_through_columns(events_df, champions, scored):
 def test_scores_match_the_models_own_transforms(events_df, champions, scored):
     rcf = {r.event_id: r.s for r in champions.rcf.copy().setFeaturesCol("_f").setScoreCol("s").setPredictionCol("")
            .transform(assemble(events_df, FEATURES, "_f")).select("event_id", "s").collect()}
-    lr = {r.event_id: r.p for r in champions.logistic.transform_with_pipeline(events_df, score_col="p")
+    lr = {r.event_id: r.p for r in transform_with_pipeline(champions.logistic, events_df, score_col="p")
           .select("event_id", "p").collect()}
     for key, row in scored.items():
         assert row.rcf_score == rcf[key]  # a null feature scores null either way
@@ -138,7 +141,7 @@ def test_no_reasons_requested_and_missing_columns(events_df, champions):
 
 def test_an_rcf_on_fewer_features_scores_with_its_own_columns(spark, events_df, champions, tmp_path):
     from models import registry
-    from scoring.core import load_champions, registry_root
+    from scoring.champions import load_champions, registry_root
 
     subset = ["c", "a"]
     rcf = RandomCutForest(featuresCol="_f", numTrees=50, numSamplesPerTree=128, seed=5).fit(
@@ -159,7 +162,7 @@ def test_an_rcf_on_fewer_features_scores_with_its_own_columns(spark, events_df, 
 
 @pytest.mark.parametrize("method,attribution", [("max", "flagged"), ("noisy_or", "all")])
 def test_the_driver_local_twin_gives_what_spark_gives(events_df, champions, method, attribution):
-    from scoring.core import score_pandas
+    from scoring.local import score_pandas
 
     spark_rows = {r.event_id: r for r in score_events(events_df, champions, risk_method=method,
                                                       rcf_attribution=attribution).collect()}
@@ -184,7 +187,7 @@ def test_the_driver_local_twin_gives_what_spark_gives(events_df, champions, meth
 
 
 def test_rcf_scores_in_threads_are_the_scores_of_one_call(champions):
-    from scoring.core import _rcf_in_threads
+    from scoring.plan import rcf_in_threads as _rcf_in_threads
 
     X = np.random.default_rng(2).normal(size=(5000, len(FEATURES))) * 2
     X[7, 1] = np.nan
@@ -195,7 +198,8 @@ def test_rcf_scores_in_threads_are_the_scores_of_one_call(champions):
 
 
 def test_reason_ranking_for_many_rows_is_the_row_by_row_ranking():
-    from scoring.risk import reason_codes_array, reason_codes_row
+    from oracles import reason_codes_row
+    from scoring.risk import reason_codes_array
 
     rng = np.random.default_rng(4)
     m = 300
@@ -222,7 +226,7 @@ def test_reason_ranking_for_many_rows_is_the_row_by_row_ranking():
 def test_the_python_writers_write_what_spark_scores_in_the_session_codec(spark, events_df, champions, tmp_path):
     from pyspark.sql import functions as F
 
-    from scoring.core import write_scored_files
+    from scoring.files import write_scored_files
     from runtime.storage import partition_files
 
     dated = events_df.withColumn("date", F.when(F.col("event_id").substr(2, 9).cast("int") % 3 == 0,
