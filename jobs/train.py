@@ -37,7 +37,7 @@ def options(parser):
 
 def run(args, config):
     from models.training import train_detectors
-    from scoring.core import registry_root
+    from scoring.champions import registry_root
 
     given = {name: parse_date(getattr(args, name) or config["train"][name], "--" + name.replace("_", "-"))
              for name in WINDOWS}

@@ -52,7 +52,7 @@ def partition_files(df: DataFrame, column: str) -> list[tuple[str, str]] | None:
     """``(file, value of column)`` of each file of a table partitioned by ``column`` (Hive layout).
 
     None when some file is not on the local file system or not under a ``column=value`` folder:
-    the Python workers read the files themselves (scoring/core.py ``score_parquet_files``),
+    the Python workers read the files themselves (scoring/files.py ``score_parquet_files``),
     and they read local files only so far (on S3 the job reads through Spark).
     """
     out = []
@@ -135,7 +135,7 @@ def replace_partitions(root: str, column: str, staged: dict[str, list[str]], sta
     """Make the files ``staged[value]`` the whole ``column=value`` partition of the local table
     at ``root`` (a plain path), for each value; the table's other partitions stay as they are:
     the dynamic partition overwrite Spark's writer does, for files written outside Spark
-    (scoring/core.py ``write_scored_files``).
+    (scoring/files.py ``write_scored_files``).
 
     ``staging`` is a folder directly inside ``root`` named ``_scoring-...`` (Spark and pyarrow
     skip it when they read the table) that holds the staged files; it is removed at the end.

@@ -61,10 +61,6 @@ def scorer_factory(config: Mapping):
     if spec:
         factory = load_callable(spec, "stream.scorer")
         return lambda: factory(config)
-    try:
-        from scoring import core as scoring  # noqa: F401
-    except ImportError as exc:
-        raise InputError(f"champion scoring is not available ({exc}); set stream.scorer") from None
     return champion_scorer_factory(config)
 
 
@@ -74,15 +70,16 @@ def champion_scorer_factory(config: Mapping):
     picked up by the next micro-batch without a restart and without reloading models every batch.
     """
     from models import registry
-    from scoring import core as scoring
+    from scoring.champions import registry_root
+    from scoring.scorer import champion_scorer
 
-    root = scoring.registry_root(config.path("models"), config["dataset"])
+    root = registry_root(config.path("models"), config["dataset"])
     cache = {}
 
     def factory():
         key = tuple((kind, (registry.champion(root, kind) or {}).get("version")) for kind in ("rcf", "logistic"))
         if cache.get("key") != key:
-            cache["scorer"], cache["key"] = scoring.champion_scorer(config), key
+            cache["scorer"], cache["key"] = champion_scorer(config), key
             if "loaded" in cache:
                 log("stream", f"champions changed: now {dict(key)}")
             cache["loaded"] = True
