@@ -6,7 +6,7 @@ the driver already. Both give the same rows (a test holds them to each other).
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Protocol, runtime_checkable
 
 from pyspark.sql import DataFrame
 
@@ -14,6 +14,18 @@ from scoring.champions import Champions, load_champions
 from scoring.local import score_pandas
 from scoring.plan import scoring_options
 from scoring.spark import score_events
+
+
+@runtime_checkable
+class FrameScorer(Protocol):
+    """What scores both kinds of frame: a Spark frame by calling it, a pandas frame on the driver
+    with ``pandas``. :class:`Scorer` is one; a ``stream.scorer`` hook may return another (or a
+    plain function, which scores Spark frames only).
+    """
+
+    def __call__(self, features_df: DataFrame) -> DataFrame: ...
+
+    def pandas(self, frame): ...
 
 
 class Scorer:

@@ -5,7 +5,7 @@ Per micro-batch ``N`` the :class:`MicroBatchProcessor`
 1. has its feature engine (streaming/engines.py) decode the records (dead letters with a reason
    for anything unusable), reject late and duplicate events and compute the batch's features;
 2. scores them with the scorer obtained for this batch (on the driver when the engine kept the
-   batch there and the scorer is a :class:`scoring.scorer.Scorer`, which has a pandas twin);
+   batch there and the scorer is a :class:`scoring.scorer.FrameScorer`, which has a pandas twin);
 3. commits the sink idempotently (streaming/sink.py: a batch with a commit marker is never
    written again);
 4. overwrites ``<dead_letter>/batch_id=N`` and the engine's state for the next batch (idempotent);
@@ -27,7 +27,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from ingest.decode import rejected_as_dead_letters
-from scoring.scorer import Scorer
+from scoring.scorer import FrameScorer
 from streaming.batch import BatchReport, BatchStats, PreparedBatch, StreamSettings
 from streaming.engines import (REASON_DETAIL, HistoryEngine, IncrementalEngine, arrow_table, local_anomalies)
 from streaming.sink import ExactlyOnceSink
@@ -44,7 +44,8 @@ class MicroBatchProcessor:
     ``transform`` is the batch feature function (canonical events -> features, same rows) of the
     history engine; ``incremental`` (or None) an incremental twin of it (features/incremental.py),
     which selects the driver-local engine. ``scorer_factory()`` is called at the start of every
-    micro-batch and returns a :class:`scoring.scorer.Scorer` or a ``stream.scorer`` hook's
+    micro-batch and returns a :class:`scoring.scorer.FrameScorer` (the champions' ``Scorer``) or a
+    ``stream.scorer`` hook's
     ``score(features_df) -> scored_df`` (so a new champion is picked up without a restart);
     ``alerter`` (or None) has ``publish(events, scope)`` like
     :class:`streaming.alerts.SnsAlerter`. ``fault(point, batch_id)`` (tests only) is called at
@@ -52,7 +53,7 @@ class MicroBatchProcessor:
     """
 
     def __init__(self, settings: StreamSettings, *, transform: Callable[[DataFrame], DataFrame],
-                 scorer_factory: Callable[[], Scorer | SparkScore], alerter=None,
+                 scorer_factory: Callable[[], FrameScorer | SparkScore], alerter=None,
                  on_batch: Callable[[BatchReport], None] | None = None,
                  alert_columns: Sequence[str] = (), incremental=None,
                  fault: Callable[[str, int], None] | None = None):
@@ -74,7 +75,7 @@ class MicroBatchProcessor:
         sink = ExactlyOnceSink(s.output, f"{s.checkpoint.rstrip('/')}/sink_commits")
         batch = self.engine.prepare(batch_df, batch_id, report, sink)
         mark = time.time()
-        if batch.pandas is not None and isinstance(score, Scorer):
+        if batch.pandas is not None and isinstance(score, FrameScorer):
             # the micro-batch is on the driver already: score it there and write it with pyarrow
             scored_local = score.pandas(batch.pandas())
             scored_local["hour"] = scored_local["event_time"].dt.hour.astype("int32")
