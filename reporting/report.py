@@ -15,7 +15,7 @@ from typing import Any
 from pyspark.sql import DataFrame
 
 from models import evaluation
-from models.registry import write_text
+from runtime.fs import write_text
 
 __all__ = ["evaluation_report", "render_report", "write_report"]
 
