@@ -69,9 +69,9 @@ def run(args, config):
         else at_least(args.reference_days, "--reference-days", 0),
         history_days=at_least(args.history_days or conf.history_days, "--history-days"),
         top=at_least(args.top or conf.top, "--top"), export_format=args.export_format or conf.export_format)
+    day = parse_date(args.date or conf.date, "--date")
     features = config.path("features")
-    run_summary(build_session(config), conf, dataset=dataset(config.dataset),
-                day=parse_date(args.date or conf.date, "--date"),
+    run_summary(build_session(config), conf, dataset=dataset(config.dataset), day=day,
                 scores=args.input or config.path("scores"), output=args.output or config.path("summary"),
                 features=features, drift_from=args.features or features, report=args.report,
                 reports=config.path("reports"), storage_format=config.storage.format)
