@@ -1,5 +1,5 @@
 """Evaluation of detector scores: ranking metrics, threshold metrics, the Fraud Detection Handbook's
-card precision@k and its train/test protocol, and PNG plots.
+card precision@k and its train/test protocol (the plots are in ``reporting.plots``).
 
 Definitions (they match scikit-learn and the Handbook, so numbers are comparable):
 
@@ -19,13 +19,11 @@ Definitions (they match scikit-learn and the Handbook, so numbers are comparable
   ``t - delay_days - 1`` (frauds become known after the feedback delay).
 
 Everything is aggregated in Spark; only aggregates come to the driver: one row per distinct score
-(or per bin when there are more than ``max_points`` distinct scores), top-``k`` rows, histogram
-counts.
+(or per bin when there are more than ``max_points`` distinct scores), top-``k`` rows.
 """
 from __future__ import annotations
 
 import datetime as _dt
-import io
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,12 +37,9 @@ __all__ = [
     "average_precision",
     "card_precision_at_k",
     "evaluate_scores",
-    "evaluation_plots",
     "exclude_known_compromised",
     "handbook_train_test_split",
-    "plot_pr",
-    "plot_roc",
-    "plot_score_histogram",
+    "label_int",
     "precision_at_k",
     "score_table",
     "threshold_for_target",
@@ -98,7 +93,8 @@ class ScoreTable:
         return recall, precision
 
 
-def _label_int(label_col: str) -> Column:
+def label_int(label_col: str) -> Column:
+    """The label as 0/1 (any positive value is 1); a null label stays null."""
     return (F.col(label_col).cast("double") > 0).cast("int")
 
 
@@ -111,7 +107,7 @@ def score_table(df: DataFrame, score_col: str, label_col: str = "label",
     Rows with a null score or label are ignored.
     """
     _require(df, score_col, label_col)
-    base = (df.select(F.col(score_col).cast("double").alias("s"), _label_int(label_col).alias("y"))
+    base = (df.select(F.col(score_col).cast("double").alias("s"), label_int(label_col).alias("y"))
             .where(F.col("s").isNotNull() & ~F.isnan("s") & F.col("y").isNotNull()))
     grouped = base.groupBy("s").agg(F.sum("y").alias("pos"), (F.count("*") - F.sum("y")).alias("neg"))
     binned = False
@@ -168,7 +164,7 @@ def table_threshold_metrics(table: ScoreTable, threshold: float) -> dict[str, An
 def threshold_metrics(df: DataFrame, score_col: str, label_col: str, threshold: float) -> dict[str, Any]:
     """Precision, recall and counts when flagging ``score >= threshold`` (computed in Spark)."""
     _require(df, score_col, label_col)
-    y = _label_int(label_col)
+    y = label_int(label_col)
     flag = (F.col(score_col) >= F.lit(float(threshold))).cast("int")
     row = df.agg(F.count(F.col(score_col)).alias("n"), F.sum(y).alias("pos"),
                  F.sum(flag).alias("flagged"), F.sum(flag * y).alias("tp")).first()
@@ -186,7 +182,7 @@ def precision_at_k(df: DataFrame, score_col: str, label_col: str = "label", k: i
     """Share of positives among the ``k`` highest scores (divided by ``k``, as the Handbook does)."""
     _require(df, score_col, label_col)
     top = (df.where(F.col(score_col).isNotNull()).orderBy(F.col(score_col).desc())
-           .limit(k).agg(F.sum(_label_int(label_col))).first()[0])
+           .limit(k).agg(F.sum(label_int(label_col))).first()[0])
     return float(top or 0) / k
 
 
@@ -203,7 +199,7 @@ def card_precision_at_k(df: DataFrame, score_col: str, label_col: str = "label",
     _require(df, score_col, label_col, card_col, date_col)
     per_card_day = (df.select(F.to_date(F.col(date_col)).alias("_day"), F.col(card_col).alias("_card"),
                               F.col(score_col).cast("double").alias("_score"),
-                              _label_int(label_col).alias("_y"))
+                              label_int(label_col).alias("_y"))
                     .where(F.col("_score").isNotNull())
                     .groupBy("_day", "_card").agg(F.max("_score").alias("_score"), F.max("_y").alias("_y"))
                     .cache())
@@ -242,7 +238,7 @@ def exclude_known_compromised(test_df: DataFrame, history_df: DataFrame, *, card
     """
     _require(test_df, card_col, date_col)
     _require(history_df, card_col, date_col, label_col)
-    frauds = history_df.where(_label_int(label_col) == 1)
+    frauds = history_df.where(label_int(label_col) == 1)
     if since is not None:
         frauds = frauds.where(F.to_date(F.col(date_col)) >= F.to_date(F.lit(since)))
     first_fraud = (frauds.groupBy(F.col(card_col).alias("_kc_card"))
@@ -334,93 +330,3 @@ def evaluate_scores(df: DataFrame, score_col: str, label_col: str = "label", thr
         out["card_precision_per_day"] = cpk["per_day"]
         out[f"card_precision_at_{k}_ceiling"] = cpk["ceiling"]
     return out
-
-
-# --------------------------------------------------------------------------------------- plots
-
-def _figure():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _png(fig) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    _figure().close(fig)
-    return buf.getvalue()
-
-
-def _thin(*arrays: np.ndarray, points: int = 5000) -> tuple[np.ndarray, ...]:
-    n = len(arrays[0])
-    if n <= points:
-        return arrays
-    idx = np.unique(np.linspace(0, n - 1, points).astype(int))
-    return tuple(a[idx] for a in arrays)
-
-
-def plot_roc(table: ScoreTable, title: str = "ROC curve") -> bytes:
-    """ROC curve as PNG bytes."""
-    plt = _figure()
-    fpr, tpr = _thin(*table.roc_curve())
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    ax.plot(fpr, tpr, label=f"AUC = {auc_roc(table):.3f}")
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
-    ax.set(xlabel="False positive rate", ylabel="True positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="lower right")
-    return _png(fig)
-
-
-def plot_pr(table: ScoreTable, title: str = "Precision-recall curve") -> bytes:
-    """Precision-recall curve as PNG bytes (with the positive rate as the chance line)."""
-    plt = _figure()
-    recall, precision = _thin(*table.pr_curve())
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    ax.step(recall, precision, where="post", label=f"AP = {average_precision(table):.3f}")
-    rate = table.n_pos / max(table.n_pos + table.n_neg, 1)
-    ax.axhline(rate, linestyle="--", color="grey", linewidth=0.8, label=f"positive rate {rate:.3%}")
-    ax.set(xlabel="Recall", ylabel="Precision", title=title, xlim=(0, 1), ylim=(0, 1.01))
-    ax.legend(loc="upper right")
-    return _png(fig)
-
-
-def plot_score_histogram(df: DataFrame, score_col: str, label_col: str = "label", bins: int = 50,
-                         threshold: float | None = None, title: str | None = None) -> bytes:
-    """Score histograms by label (densities, counted in Spark) as PNG bytes."""
-    plt = _figure()
-    base = df.select(F.col(score_col).cast("double").alias("s"), _label_int(label_col).alias("y")) \
-        .where(F.col("s").isNotNull() & ~F.isnan("s"))
-    lo, hi = base.agg(F.min("s"), F.max("s")).first()
-    if lo is None:
-        raise EvaluationError(f"no scores in '{score_col}'")
-    width = (hi - lo) / bins if hi > lo else 1.0
-    bucket = F.least(F.floor((F.col("s") - F.lit(lo)) / F.lit(width)), F.lit(bins - 1)).cast("int")
-    counts = base.groupBy(bucket.alias("b"), "y").count().collect()
-    hist = np.zeros((2, bins))
-    for row in counts:
-        hist[int(row["y"]), int(row["b"])] = row["count"]
-    edges = lo + width * np.arange(bins + 1)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for y, name in ((0, "legitimate (0)"), (1, "fraud / anomaly (1)")):
-        total = hist[y].sum()
-        if total:
-            ax.stairs(hist[y] / (total * width), edges, label=f"{name}, n={int(total)}", fill=True, alpha=0.5)
-    if threshold is not None:
-        ax.axvline(threshold, color="black", linestyle="--", linewidth=0.8, label=f"threshold {threshold:.3g}")
-    ax.set(xlabel=score_col, ylabel="density", title=title or f"{score_col} by label")
-    ax.legend()
-    return _png(fig)
-
-
-def evaluation_plots(df: DataFrame, score_col: str, label_col: str = "label",
-                     threshold: float | None = None, table: ScoreTable | None = None) -> dict[str, bytes]:
-    """``{"roc": png, "pr": png, "histogram": png}`` for one score column."""
-    table = table or score_table(df, score_col, label_col)
-    return {
-        "roc": plot_roc(table, f"ROC: {score_col}"),
-        "pr": plot_pr(table, f"Precision-recall: {score_col}"),
-        "histogram": plot_score_histogram(df, score_col, label_col, threshold=threshold),
-    }

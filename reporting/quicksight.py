@@ -27,43 +27,28 @@ from __future__ import annotations
 
 import json
 import os
-import re
+import posixpath
 from collections.abc import Sequence
-from pathlib import Path
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
 from pyspark.sql import types as T
+
+from runtime import fs
 
 __all__ = [
     "MAX_MANIFEST_FILES",
     "athena_type",
     "create_table_ddl",
     "export_columns",
-    "has_scheme",
-    "join",
-    "list_part_files",
+    "for_export",
     "manifest",
+    "part_files",
     "quicksight_uri",
-    "read_text",
     "write_manifest",
-    "write_text",
 ]
 
 MAX_MANIFEST_FILES = 1000  # QuickSight's limit of files per manifest
-_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
-
-
-def has_scheme(path: str) -> bool:
-    """True for URIs like ``s3a://b/k`` or ``file:/x``; False for plain local paths."""
-    return bool(_SCHEME.match(path)) and not re.match(r"^[a-zA-Z]:[\\/]", path)
-
-
-def join(base: str, *parts: str) -> str:
-    """``base/part/...`` for local paths and URIs alike."""
-    out = base.rstrip("/")
-    for part in parts:
-        out = f"{out}/{part.strip('/')}"
-    return out
 
 
 def quicksight_uri(path: str) -> str:
@@ -73,69 +58,24 @@ def quicksight_uri(path: str) -> str:
     for scheme in ("s3a://", "s3n://", "s3://"):
         if path.startswith(scheme):
             return "s3://" + path[len(scheme):]
-    if path.startswith("file:"):
-        path = re.sub(r"^file:(//)?", "", path)
-        if not path.startswith("/"):
-            path = "/" + path
-        return path
-    if has_scheme(path):
+    local = fs.local_path(path)
+    if local is None:
         raise ValueError(f"QuickSight and Athena read S3 only; cannot name {path!r} in a manifest or DDL")
-    return os.path.abspath(path)
+    return os.path.abspath(local)
 
 
-def _hadoop(spark: SparkSession, path: str):
-    jvm = spark.sparkContext._jvm
-    hpath = jvm.org.apache.hadoop.fs.Path(path)
-    fs = hpath.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
-    return jvm, hpath, fs
+def for_export(df: DataFrame) -> DataFrame:
+    """QuickSight-friendly columns: arrays joined with '|' (CSV cannot hold arrays)."""
+    return df.select(*[F.concat_ws("|", F.col(f.name)).alias(f.name) if isinstance(f.dataType, T.ArrayType)
+                       else F.col(f.name) for f in df.schema.fields])
 
 
-def list_part_files(spark: SparkSession, path: str) -> list[str]:
-    """The data files Spark wrote under ``path`` (recursively; ``part-*`` only), sorted, as fully
-    qualified paths (``file:/...`` or ``s3a://...``).
+def part_files(folder: str, ext: str) -> list[str]:
+    """The ``part-*<ext>`` files Spark wrote under ``folder`` (recursively), sorted, as full paths:
+    what a manifest names (never ``_SUCCESS`` or checksum files).
     """
-    _, hpath, fs = _hadoop(spark, path)
-    if not fs.exists(hpath):
-        return []
-    found: list[str] = []
-    files = fs.listFiles(hpath, True)
-    while files.hasNext():
-        status = files.next()
-        name = status.getPath().getName()
-        if name.startswith("part-") and not name.endswith(".crc"):
-            found.append(str(status.getPath().toString()))
-    return sorted(found)
-
-
-def write_text(spark: SparkSession | None, path: str, text: str) -> None:
-    """Write (overwrite) a small text file on a local path or through Hadoop (``s3a://``)."""
-    if not has_scheme(path) or path.startswith("file:"):
-        local = Path(re.sub(r"^file:(//)?", "", path) if path.startswith("file:") else path)
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(local.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, local)
-        return
-    if spark is None:
-        raise ValueError(f"writing {path} needs a SparkSession (Hadoop file system)")
-    _, hpath, fs = _hadoop(spark, path)
-    out = fs.create(hpath, True)
-    try:
-        out.write(bytearray(text.encode("utf-8")))
-    finally:
-        out.close()
-
-
-def read_text(spark: SparkSession | None, path: str) -> str:
-    """Read a small text file written by ``write_text``."""
-    if not has_scheme(path) or path.startswith("file:"):
-        return Path(re.sub(r"^file:(//)?", "", path) if path.startswith("file:") else path).read_text("utf-8")
-    jvm, hpath, fs = _hadoop(spark, path)
-    stream = fs.open(hpath)
-    try:
-        return jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
-    finally:
-        stream.close()
+    return [f for f in fs.list_files(folder, recursive=True)
+            if posixpath.basename(f).startswith("part-") and f.endswith(ext)]
 
 
 def manifest(uris: Sequence[str] = (), prefixes: Sequence[str] = (), fmt: str = "csv",
@@ -163,12 +103,12 @@ def manifest(uris: Sequence[str] = (), prefixes: Sequence[str] = (), fmt: str = 
     return {"fileLocations": locations, "globalUploadSettings": settings}
 
 
-def write_manifest(spark: SparkSession, path: str, uris: Sequence[str], fmt: str = "csv") -> dict:
+def write_manifest(path: str, uris: Sequence[str], fmt: str = "csv") -> dict:
     """Write the manifest for ``uris`` to ``path`` (must end in .json) and return it."""
     if not path.endswith(".json"):
         raise ValueError(f"QuickSight manifest names must end in .json, got {path!r}")
     content = manifest(uris=uris, fmt=fmt)
-    write_text(spark, path, json.dumps(content, indent=2) + "\n")
+    fs.write_text(path, json.dumps(content, indent=2) + "\n")
     return content
 
 

@@ -15,7 +15,8 @@ from typing import Any
 from pyspark.sql import DataFrame
 
 from models import evaluation
-from models.registry import write_text
+from reporting.plots import evaluation_plots
+from runtime.fs import write_text
 
 __all__ = ["evaluation_report", "render_report", "write_report"]
 
@@ -100,7 +101,7 @@ def evaluation_report(df: DataFrame, scores: Mapping[str, float | None], *, labe
         m = evaluation.evaluate_scores(df, score_col, label_col, threshold=0.5 if threshold is None else threshold,
                                        k=k, card_col=card_col, date_col=date_col, table=table)
         metrics[score_col] = {key: v for key, v in m.items() if key != "card_precision_per_day"}
-        plots = evaluation.evaluation_plots(df, score_col, label_col, threshold=threshold, table=table)
+        plots = evaluation_plots(df, score_col, label_col, threshold=threshold, table=table)
         images[score_col] = {"ROC curve": plots["roc"], "Precision-recall curve": plots["pr"],
                              "Score histogram by label": plots["histogram"]}
     return render_report(title, metrics, images, notes), metrics

@@ -27,6 +27,8 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from features.datasets import DATASETS
+
 __all__ = [
     "PSI_EPSILON",
     "PSI_MODERATE",
@@ -48,10 +50,10 @@ __all__ = [
     "top_entities",
 ]
 
-# Columns of the scores table that are not features (the id columns of both data sets included).
+# Columns of the scores table that are not features (the id columns of every data set included).
 SCORE_COLUMNS = ("risk", "rcf_score", "logistic_score")
 _NOT_FEATURES = {
-    "event_id", "device_id", "site_id", "transaction_id", "customer_id", "terminal_id",
+    *(column for ds in DATASETS.values() for column in ds.id_columns),
     "event_time", "date", "label", "is_anomaly", "rcf_version", "logistic_version", "reasons",
     *SCORE_COLUMNS,
 }

@@ -6,6 +6,7 @@ import pytest
 from pyspark.sql import types as T
 
 from models import evaluation as ev
+from reporting.plots import evaluation_plots
 from reporting.report import evaluation_report, render_report
 
 SCORES = [0.9, 0.8, 0.7, 0.6, 0.5, 0.4]
@@ -143,7 +144,7 @@ def test_threshold_for_target_precision_and_recall(six_df):
 
 
 def test_plots_are_png_and_report_embeds_them(six_df):
-    plots = ev.evaluation_plots(six_df, "score", "label", threshold=0.6)
+    plots = evaluation_plots(six_df, "score", "label", threshold=0.6)
     assert set(plots) == {"roc", "pr", "histogram"}
     assert all(png.startswith(b"\x89PNG") for png in plots.values())
     page, metrics = evaluation_report(six_df, {"score": 0.6}, k=2, title="tiny")

@@ -10,6 +10,7 @@ from pyspark.sql import types as T
 
 from reporting import summary as S
 from reporting import quicksight as Q
+from runtime import fs
 
 DAY = dt.date(2026, 1, 7)
 
@@ -182,7 +183,7 @@ def test_manifest_rejects_no_files_too_many_files_and_a_bad_name(tmp_path):
     with pytest.raises(ValueError, match="at most 1000"):
         Q.manifest(uris=[f"s3://b/{i}.csv" for i in range(1001)])
     with pytest.raises(ValueError, match=r"end in \.json"):
-        Q.write_manifest(None, str(tmp_path / "m.txt"), ["s3://b/x.csv"])
+        Q.write_manifest(str(tmp_path / "m.txt"), ["s3://b/x.csv"])
 
 
 def test_quicksight_uri_maps_s3a_to_s3_and_local_paths_to_absolute(tmp_path, monkeypatch):
@@ -214,5 +215,5 @@ def test_athena_ddl_with_partition_projection_and_with_msck():
 
 def test_text_round_trip_on_a_local_path(tmp_path):
     path = str(tmp_path / "a" / "b.sql")
-    Q.write_text(None, path, "select 1;\n")
-    assert Q.read_text(None, path) == "select 1;\n"
+    fs.write_text(path, "select 1;\n")
+    assert fs.read_text(path) == "select 1;\n"
