@@ -102,6 +102,7 @@ from pyspark.ml.util import (
     MLWriter,
 )
 
+from runtime import fs
 from features.jit import HAVE_NUMBA, _U, njit as _njit, numba  # noqa: F401  (numba: tests patch it)
 
 
@@ -1362,32 +1363,6 @@ def _score_matrix(forest: Forest, X: np.ndarray, want_attr: bool,
 # --------------------------------------------------------------------------------------------
 # Persistence
 # --------------------------------------------------------------------------------------------
-def _join(path: str, name: str) -> str:
-    return path.rstrip("/") + "/" + name
-
-
-def _write_bytes(sc: Any, path: str, data: bytes) -> None:
-    """Write a file through Hadoop's FileSystem (local paths, hdfs://, s3a:// alike)."""
-    jvm = sc._jvm
-    jpath = jvm.org.apache.hadoop.fs.Path(path)
-    fs = jpath.getFileSystem(sc._jsc.hadoopConfiguration())
-    out = fs.create(jpath, True)
-    try:
-        out.write(bytearray(data))
-    finally:
-        out.close()
-
-
-def _read_bytes(sc: Any, path: str) -> bytes:
-    jvm = sc._jvm
-    jpath = jvm.org.apache.hadoop.fs.Path(path)
-    fs = jpath.getFileSystem(sc._jsc.hadoopConfiguration())
-    stream = fs.open(jpath)
-    buf = jvm.java.io.ByteArrayOutputStream()
-    jvm.org.apache.hadoop.io.IOUtils.copyBytes(stream, buf, 1 << 16, True)
-    return bytes(buf.toByteArray())
-
-
 class _RandomCutForestModelWriter(MLWriter):
     def __init__(self, instance: RandomCutForestModel) -> None:
         super().__init__()
@@ -1397,7 +1372,7 @@ class _RandomCutForestModelWriter(MLWriter):
         extra = {"threshold": self.instance.threshold, "forestFile": FOREST_FILE,
                  "forestFormatVersion": _FORMAT_VERSION}
         DefaultParamsWriter.saveMetadata(self.instance, path, self.sc, extraMetadata=extra)
-        _write_bytes(self.sc, _join(path, FOREST_FILE), self.instance.forest.to_bytes())
+        fs.write_bytes(fs.join(path, FOREST_FILE), self.instance.forest.to_bytes())
 
 
 class _RandomCutForestModelReader(MLReader):
@@ -1408,7 +1383,7 @@ class _RandomCutForestModelReader(MLReader):
     def load(self, path: str) -> RandomCutForestModel:
         metadata = DefaultParamsReader.loadMetadata(path, self.sc)
         forest = Forest.from_bytes(
-            _read_bytes(self.sc, _join(path, metadata.get("forestFile", FOREST_FILE))))
+            fs.read_bytes(fs.join(path, metadata.get("forestFile", FOREST_FILE))))
         model = self.cls(forest=forest, threshold=metadata.get("threshold"))
         model._resetUid(metadata["uid"])
         DefaultParamsReader.getAndSetParams(model, metadata)

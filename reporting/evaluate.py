@@ -22,7 +22,9 @@ from runtime.config import ScoringConfig
 from runtime.errors import InputError
 from runtime.progress import step
 from runtime.storage import StorageError, read_table
-from scoring.core import ScoringError, load_champions, score_events
+from scoring.champions import load_champions
+from scoring.plan import ScoringError
+from scoring.spark import score_events
 from scoring.table import kept_columns
 
 __all__ = ["HEADLINE", "metric_lines", "run_evaluation"]
