@@ -14,6 +14,7 @@ JOBS = {
     "score": ("jobs.score", "nightly batch scoring of one date or a range into the scores table"),
     "stream": ("jobs.stream", "Structured Streaming scoring of Kinesis / landing files with SNS alerts"),
     "summary": ("jobs.summary", "daily summary, QuickSight export and manifest, HTML report"),
+    "models": ("jobs.models", "list the model registry's versions and decisions, or promote a version by hand"),
     "replay": ("jobs.replay", "send a data set into a Kinesis stream (or landing folder) at a given rate"),
 }
 

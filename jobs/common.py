@@ -10,7 +10,7 @@ from typing import Callable, Sequence
 from features.datasets import DATASETS
 from runtime.config import Config, ConfigError, load_config
 from runtime.errors import InputError
-from runtime.progress import log, step  # noqa: F401  (the jobs' progress lines)
+from runtime.progress import RunSummary, log, step  # noqa: F401  (the jobs' progress lines)
 
 EPILOG = """\
 Configuration: runtime/defaults.yaml holds every key and its default; --conf FILE overrides it;
@@ -66,6 +66,8 @@ def run_main(prog: str, parser_factory: Callable[[], argparse.ArgumentParser],
     except (ConfigError, InputError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr, flush=True)
         return 2
+    if isinstance(code, RunSummary):  # a stage's summary (printing it is jobs/common.py's to come): done
+        code = 0
     if code == 0 and not getattr(args, "json", False):  # --json promises one JSON object on stdout
         log(prog.split()[-1], f"finished in {time.perf_counter() - started:.1f} s")
     return code

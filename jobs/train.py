@@ -11,6 +11,24 @@ The RCF takes train.rcf.features (default: the data set's own subset, features/d
 rcf_feature_columns), robust-scaled by default (train.rcf.scaling); the logistic model takes
 every feature column. Each version records its own feature list, which scoring reads.
 
+Thresholds (train.threshold): each detector's alert threshold is chosen on the validation window
+(the last train.logistic.validation_days of the training window) by a rule: target (precision
+train.logistic.target_value at recall >= train.threshold.min_recall), budget (alerts_per_day)
+or fbeta; a rule that cannot be met falls back to the best F-beta and says so. The RCF keeps its
+unsupervised threshold (train.rcf.threshold_method) when that window has no labelled positives.
+Printed per detector and for the combined risk: threshold, rule, validation precision / recall,
+expected alerts per day.
+
+Promotion (train.gates, train.registry): a new version becomes champion only if its validation
+average precision and recall at the threshold pass the gates, the validation window holds at
+least train.gates.min_positives labelled positives, and it is not worse than the champion on
+train.registry.metric by more than the tolerance. Otherwise it is registered as a challenger with
+the reasons, the champion stays, the job exits 0 and its last line says "status challenger".
+Too few positives and no champion yet: promoted with a warning (scoring needs a first model);
+no labels at all (unsupervised data): the gates are not judged. `--promote VERSION --model KIND`
+makes a version champion by hand (as `python -m jobs models --promote` does), and
+`python -m jobs models` lists the versions with their decisions.
+
 Windows (dates, inclusive): --train-from/--train-to/--test-from/--test-to; by default the test
 window is the last train.test_days dates, after a gap of train.gap_days (the label delay), and
 training takes the dates before the gap.
@@ -30,14 +48,37 @@ WINDOWS = ("train_from", "train_to", "test_from", "test_to")
 
 def options(parser):
     parser.add_argument("--model", choices=("rcf", "logistic", "all"), help="which detector(s) (default train.model)")
+    parser.add_argument("--promote", metavar="VERSION",
+                        help="train nothing: make VERSION of --model (rcf|logistic) the champion, recorded as manual")
+    parser.add_argument("--reason", default="", help="why, recorded in the champion pointer with --promote")
     for name in WINDOWS:
         option = name.replace("_", "-")
         parser.add_argument(f"--{option}", metavar="YYYY-MM-DD", help=f"{option.replace('-', ' ')} date, inclusive")
 
 
+def combiner(scoring):
+    """The combined flag of validation rows exactly as scoring computes it (scoring/plan.py): the
+    risk of ``scoring.risk_method`` reaching ``scoring.anomaly_risk`` (models/ may not import scoring/).
+    """
+    from scoring.plan import ScoringPlan, score_detector_arrays
+
+    def combine(scores, thresholds):
+        plan = ScoringPlan.of_thresholds(rcf=thresholds.get("rcf"), logistic=thresholds.get("logistic"),
+                                         risk_method=scoring["risk_method"], anomaly_risk=scoring["anomaly_risk"],
+                                         reasons=0)
+        return score_detector_arrays(plan, scores.get("rcf"), scores.get("logistic"))[1]
+
+    return combine
+
+
 def run(args, config):
     from models.training import train_detectors
     from scoring.champions import registry_root
+
+    if args.promote:
+        from jobs.models import promote
+
+        return promote(args, config, args.output)
 
     given = {name: parse_date(getattr(args, name) or config["train"][name], "--" + name.replace("_", "-"))
              for name in WINDOWS}
@@ -49,7 +90,7 @@ def run(args, config):
         remote = partial(train_on_sagemaker, spark, config)
     return train_detectors(spark, config, source=args.input or config.path("features"), model=args.model,
                            registry_root=registry_root(args.output or config.path("models"), config["dataset"]),
-                           given=given, remote=remote)
+                           given=given, remote=remote, combine=combiner(config["scoring"]))
 
 
 main = job_main("train", __doc__, run, options, input_help="the feature table (default paths.features)",

@@ -9,7 +9,10 @@
    validation window, keep the pair with the highest average precision.
 3. Decision threshold: on the chosen model's validation scores, the lowest threshold whose
    precision reaches ``target["precision"]`` (most recall at that precision), or the highest
-   threshold whose recall reaches ``target["recall"]``.
+   threshold whose recall reaches ``target["recall"]``; or, given ``choose``, the threshold
+   ``choose(table, validation_days)`` returns (the rules of models/thresholds.py, which the
+   train job uses: a recall floor, an alert budget, best F-beta, and a fallback when a rule
+   cannot be met).
 4. Refit with the chosen parameters on the whole frame (or its last ``refit_days`` days); the
    threshold from step 3 is kept. ``refit=False`` keeps the model of step 2 instead.
 
@@ -301,6 +304,8 @@ class LogisticDetector:
     time_col: str = "event_time"
     params: dict[str, Any] = field(default_factory=dict)
     validation: dict[str, Any] = field(default_factory=dict)
+    # the model whose validation scores chose the threshold (before the refit; not saved)
+    validation_pipeline: PipelineModel | None = field(default=None, compare=False, repr=False)
 
     kind = "logistic"
 
@@ -365,10 +370,13 @@ def train_logistic(train_df: DataFrame, *, feature_cols: Sequence[str], label_co
                    delay_days: int = 7, target: dict[str, float] | None = None,
                    class_weight: str | float | Sequence[str | float | None] | None = "balanced", max_iter: int = 100,
                    refit: bool = True, refit_days: int | None = None,
+                   choose: Callable[[evaluation.ScoreTable, int], dict[str, Any]] | None = None,
                    log=None) -> LogisticDetector:
     """Choose regularisation and threshold on a time-based validation window, then fit (see the
     module docstring). ``target`` is ``{"precision": p}`` or ``{"recall": r}`` (default precision
-    0.8). ``log`` is an optional ``print``-like callable for progress.
+    0.8); ``choose(validation score table, validation days)`` replaces it when given and returns
+    at least ``threshold``, ``precision``, ``recall`` (and ``message``, which is logged). ``log``
+    is an optional ``print``-like callable for progress.
     """
     target = dict(target or {"precision": 0.8})
     feature_cols = list(feature_cols)
@@ -410,9 +418,12 @@ def train_logistic(train_df: DataFrame, *, feature_cols: Sequence[str], label_co
             raise LogisticError(f"the validation window {window['validation_from']}..{window['validation_to']} "
                                 "has no positive labels")
         ap, reg, enet, cw, model, table = best
-        chosen = evaluation.threshold_for_target(table, target)
+        chosen = evaluation.threshold_for_target(table, target) if choose is None else choose(table, validation_days)
         say(f"chosen regParam={reg:g} elasticNet={enet:g} classWeight={cw}; threshold {chosen['threshold']:.4f} gives "
             f"precision {chosen['precision']:.3f} recall {chosen['recall']:.3f} on validation")
+        if chosen.get("message"):
+            say(chosen["message"])
+        validation_pipeline = model
         if refit:
             refit_df = data
             if refit_days is not None:
@@ -424,8 +435,10 @@ def train_logistic(train_df: DataFrame, *, feature_cols: Sequence[str], label_co
                   "max_iter": max_iter, "validation_days": validation_days, "delay_days": delay_days,
                   "target": target, "refit": refit, "refit_days": refit_days}
         validation = {**window, "average_precision": ap, "auc_roc": evaluation.auc_roc(table),
+                      "n": table.n_pos + table.n_neg, "n_positive": table.n_pos,
                       "threshold_choice": chosen, "selection": selection}
-        return LogisticDetector(model, feature_cols, chosen["threshold"], label_col, time_col, params, validation)
+        return LogisticDetector(model, feature_cols, chosen["threshold"], label_col, time_col, params, validation,
+                                validation_pipeline=validation_pipeline)
     finally:
         for cached in (data, fit_vec, valid_vec):
             if cached is not None:

@@ -1,16 +1,36 @@
-"""Training: fit the detectors on a time window, evaluate them on a later one, register.
+"""Training: fit the detectors on a time window, choose their thresholds on validation, evaluate
+them on a later window, register them behind promotion gates.
 
-Reads the feature table, trains the Random Cut Forest (unsupervised: every training row) and/or
-the logistic model (labeled rows; regularisation and decision threshold chosen on a time-based
-validation window), evaluates each candidate on the test window, writes a new registry version
-(params, data window, metrics, time) and moves the champion only if the new version is not worse
-than the champion on train.registry.metric (within train.registry.tolerance).
+Windows: training ``train_from..train_to``, then ``gap_days``, then the test window. The last
+``train.logistic.validation_days`` days of the training window are the validation window; the
+detector whose threshold is chosen there is fitted on the days before it less the gap (the
+labels of the gap are not known yet when the validation window starts), then refitted on the
+whole training window keeping that threshold.
+
+Thresholds (models/thresholds.py, ``train.threshold``): the logistic model's is always chosen on
+the validation window by the configured rule. The RCF's is chosen by the same rule when the
+validation window holds labelled positives; without them (unsupervised data) it keeps its own
+unsupervised threshold (``train.rcf.threshold_method``: mean + sigmas x std, or a quantile, of
+its training scores). A rule that cannot be met falls back to the best F-beta and says so.
+
+Printed per detector: the threshold, the rule (and the fallback if used), validation precision /
+recall and the expected alerts per day (validation flags / validation days); with both detectors
+also the combined risk's. The combined flag needs scoring's risk formulas, which models/ may not
+import: the caller passes ``combine`` (jobs/train.py builds it from scoring/plan.py, so the
+numbers are exactly scoring's); without it a row is flagged when any detector reaches its
+threshold (``scoring.risk_method: max`` at ``anomaly_risk`` 0.5).
+
+Promotion gates (``train.gates``, :func:`check_gates`) are judged on the validation window:
+average precision, recall at the threshold and enough labelled positives to judge. A version
+failing one, or worse than the champion on ``train.registry.metric`` (test window) by more than
+the tolerance, is registered as a challenger with the reasons; the champion stays. Too few
+labelled positives with no champion yet: the version is promoted with a warning (scoring needs a
+first model). No labels at all in the validation window (unsupervised data): the gates are not
+judged (a warning says so) and only the champion comparison applies.
 
 A candidate is evaluated on its own score, which each detector computes itself: the RCF through
 its Spark ML ``transform`` (the forest's kernels), the logistic model through its closed-form
-column (``LogisticDetector.score_column``, the expression scoring/ evaluates too). The combined
-risk of scoring/ plays no part in one detector's metrics, so training stays below the scoring
-stage and needs nothing from it.
+column (``LogisticDetector.score_column``, the expression scoring/ evaluates too).
 
 Where the data set has a card column (features/datasets.py ``card_col``), test rows of cards
 already known to be compromised are left out and card precision@k is reported (the Handbook's
@@ -21,6 +41,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Callable, Mapping, Optional
 
+import numpy as np
 from pyspark.ml.feature import VectorAssembler
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -28,9 +49,11 @@ from pyspark.sql import functions as F
 from features.datasets import Dataset
 from features.datasets import dataset as dataset_named
 from models import registry
-from models.evaluation import evaluate_scores, exclude_known_compromised
+from models.evaluation import auc_roc, average_precision, evaluate_scores, exclude_known_compromised, label_int, \
+    score_table
+from models.thresholds import ThresholdRule, choose_threshold, flag_metrics, threshold_rule
 from runtime.errors import InputError
-from runtime.progress import log, step
+from runtime.progress import RunSummary, log, step
 from runtime.storage import StorageError, read_table
 
 KINDS = {"rcf": ("rcf",), "logistic": ("logistic",), "all": ("rcf", "logistic")}
@@ -39,6 +62,8 @@ _VECTOR = "_score_features"
 # What trains elsewhere (the SageMaker backend): called with the prepared windows instead of
 # fitting here; it returns the job's exit code.
 RemoteTrainer = Callable[..., int]
+# The combined flag of validation rows: (scores per kind, threshold per kind) -> booleans.
+Combiner = Callable[[Mapping[str, np.ndarray], Mapping[str, float]], np.ndarray]
 
 
 def resolve_windows(dates, given: Mapping[str, Optional[dt.date]], *, test_days: int, train_days: Optional[int],
@@ -78,7 +103,8 @@ def fit_rcf(train_df: DataFrame, feature_cols, conf: Mapping) -> tuple[Any, dict
     return model, {k: conf[k] for k in conf} | {"threshold": model.threshold}
 
 
-def fit_logistic(train_df: DataFrame, feature_cols, conf: Mapping, gap_days: int) -> tuple[Any, dict]:
+def fit_logistic(train_df: DataFrame, feature_cols, conf: Mapping, gap_days: int,
+                 rule: Optional[ThresholdRule] = None) -> tuple[Any, dict]:
     from models.logistic import train_logistic
 
     labeled = train_df.where(F.col("label").isNotNull())
@@ -90,7 +116,8 @@ def fit_logistic(train_df: DataFrame, feature_cols, conf: Mapping, gap_days: int
         reg_params=conf["reg_params"], elastic_net_params=conf["elastic_net_params"],
         validation_days=conf["validation_days"], delay_days=gap_days,
         target={conf["target_metric"]: conf["target_value"]}, class_weight=conf["class_weight"],
-        max_iter=conf["max_iter"], log=lambda msg: log("train", f"  logistic: {msg}"))
+        max_iter=conf["max_iter"], log=lambda msg: log("train", f"  logistic: {msg}"),
+        choose=None if rule is None else lambda table, days: choose_threshold(table, rule, days).as_dict())
     return detector, {**detector.params, "threshold": detector.threshold, "validation": detector.validation}
 
 
@@ -109,15 +136,143 @@ def evaluate_candidate(test_df: DataFrame, dataset: Dataset, kind: str, model, f
                            threshold=model.threshold, k=k, **card)
 
 
+def validation_window(train_from: dt.date, train_to: dt.date, validation_days: int,
+                      gap_days: int) -> Optional[tuple[dt.date, dt.date, dt.date]]:
+    """(fit_to, validation_from, validation_to): the last ``validation_days`` of the training
+    window, fitted on the days up to ``gap_days`` before it; None when nothing is left to fit on.
+    """
+    validation_from = train_to - dt.timedelta(days=validation_days - 1)
+    fit_to = validation_from - dt.timedelta(days=gap_days + 1)
+    return None if fit_to < train_from else (fit_to, validation_from, train_to)
+
+
+def label_counts(df: DataFrame) -> tuple[int, int]:
+    """(labelled rows, positive rows) of ``df``."""
+    labelled, positive = df.agg(F.count(F.col("label")), F.sum(label_int("label"))).first()
+    return int(labelled or 0), int(positive or 0)
+
+
+def fit_rcf_on_validation(train_df: DataFrame, fit_df: DataFrame, validation_df: DataFrame, feature_cols,
+                          conf: Mapping, rule: ThresholdRule, days: int) -> tuple[Any, dict, Any]:
+    """The RCF with its threshold chosen by ``rule`` on the labelled ``validation_df`` (scored by a
+    forest fitted on ``fit_df``), refitted on ``train_df``; (model, params, validation forest).
+    """
+    validation_model, _ = fit_rcf(fit_df, feature_cols, conf)
+    scored = validation_model.transform(_assemble(validation_df.where(F.col("label").isNotNull()), feature_cols))
+    table = score_table(scored, validation_model.getScoreCol(), "label")
+    choice = choose_threshold(table, rule, days).as_dict()
+    validation_model.setThreshold(choice["threshold"])
+    model, params = fit_rcf(train_df, feature_cols, conf)
+    unsupervised = model.threshold
+    model.setThreshold(choice["threshold"])
+    validation = {"average_precision": average_precision(table), "auc_roc": auc_roc(table),
+                  "n": table.n_pos + table.n_neg, "n_positive": table.n_pos, "threshold_choice": choice}
+    return model, {**params, "threshold": model.threshold, "unsupervised_threshold": unsupervised,
+                   "validation": validation}, validation_model
+
+
+def unsupervised_choice(model, validation_df: Optional[DataFrame], feature_cols, conf: Mapping, days: int) -> dict:
+    """The RCF's own threshold (no labelled positives to choose on) and its alerts per validation day."""
+    method = (f"mean + {conf['threshold_sigmas']:g} sigma" if conf["threshold_method"] == "sigma"
+              else f"quantile {conf['threshold_quantile']:g}")
+    choice = {"threshold": model.threshold, "rule": f"unsupervised ({method} of training scores)", "met": True,
+              "fallback": None, "precision": None, "recall": None, "flagged": None, "alerts_per_day": None,
+              "message": "no labelled positives in the validation window: the RCF keeps its unsupervised threshold"}
+    if validation_df is not None:
+        scored = model.transform(_assemble(validation_df, feature_cols))
+        flagged = scored.where(F.col(model.getScoreCol()) >= F.lit(model.threshold)).count()
+        choice.update(flagged=flagged, alerts_per_day=flagged / days)
+    return choice
+
+
+def check_gates(validation: Mapping[str, Any], gates: Mapping[str, Any], *, labelled: int, min_recall: float,
+                has_champion: bool) -> tuple[list[str], list[str], dict]:
+    """(failures, warnings, gate metrics) of one candidate's ``validation`` numbers.
+
+    ``validation``: ``n_positive``, ``average_precision`` and ``threshold_choice`` (``recall``).
+    No labelled row (``labelled`` 0): nothing is judged, a warning says so. Fewer positives than
+    ``gates.min_positives``: a failure when a champion exists, else a warning (the version is
+    promoted: scoring needs a first model). Otherwise average precision and recall at the
+    threshold must reach ``gates.min_average_precision`` and ``min_recall``.
+    """
+    positives = int(validation.get("n_positive") or 0)
+    ap = validation.get("average_precision")
+    recall = (validation.get("threshold_choice") or {}).get("recall")
+    metrics = {"labelled": labelled, "positives": positives, "average_precision": ap, "recall": recall,
+               "min_positives": gates["min_positives"], "min_average_precision": gates["min_average_precision"],
+               "min_recall": min_recall}
+    if labelled == 0:
+        return [], ["no labels in the validation window (unsupervised data): the gates were not judged"], metrics
+    if positives < gates["min_positives"] or positives == 0:
+        what = f"too few labelled positives in the validation window to judge ({positives} < {gates['min_positives']})"
+        if has_champion:
+            return [what], [], metrics
+        return [], [what + "; promoted anyway because there is no champion yet"], metrics
+    failures = []
+    if ap is None or not ap >= gates["min_average_precision"]:
+        failures.append(f"validation average precision {_num(ap)} < {gates['min_average_precision']:g}")
+    if recall is None or not recall >= min_recall:
+        failures.append(f"validation recall {_num(recall)} at threshold < {min_recall:g}")
+    return failures, [], metrics
+
+
+def any_over_threshold(scores: Mapping[str, np.ndarray], thresholds: Mapping[str, float]) -> np.ndarray:
+    """The default combined flag: a row is flagged when any detector's score reaches its threshold."""
+    flags = [np.nan_to_num(np.asarray(v, np.float64), nan=-np.inf) >= thresholds[k] for k, v in scores.items()]
+    return np.logical_or.reduce(flags)
+
+
+def validation_scores(validation_df: DataFrame, models: Mapping[str, tuple[Any, list]]) -> dict[str, np.ndarray]:
+    """Each validation model's scores of the same ``validation_df`` rows, plus ``label`` (NaN: none)."""
+    frame = validation_df
+    columns = [label_int("label").cast("double").alias("label")]
+    for kind, (model, cols) in models.items():
+        if kind == "rcf":
+            frame = model.transform(_assemble(frame, cols)).drop(_VECTOR)
+            columns.append(F.col(model.getScoreCol()).alias(kind))
+        else:
+            frame = model.score_column(frame, "_validation_logistic")
+            columns.append(F.col("_validation_logistic").alias(kind))
+    pdf = frame.select(*columns).toPandas()
+    return {name: pdf[name].to_numpy(dtype=np.float64) for name in pdf.columns}
+
+
+def _validation_detector(detector):
+    """The logistic model whose validation scores chose the threshold (before the refit)."""
+    if detector.validation_pipeline is None:
+        return detector
+    return type(detector)(detector.validation_pipeline, detector.feature_cols, detector.threshold,
+                          detector.label_col, detector.time_col)
+
+
+def _num(value, fmt: str = ".3f") -> str:
+    return "n/a" if value is None or value != value else format(value, fmt)
+
+
+def describe_choice(choice: Mapping[str, Any]) -> str:
+    """One line: threshold, rule (and fallback), validation precision/recall, alerts per day."""
+    num = _num
+    rule = choice.get("rule", "")
+    if choice.get("fallback"):
+        rule += f", not met: fell back to best {choice['fallback'].replace('fbeta', 'F-beta')}"
+    return (f"threshold {num(choice.get('threshold'), '.4f')} ({rule}); validation precision "
+            f"{num(choice.get('precision'), '.3f')} recall {num(choice.get('recall'), '.3f')}, "
+            f"{num(choice.get('alerts_per_day'), ',.1f')} alerts/day")
+
+
 def train_detectors(spark: SparkSession, config: Mapping, *, source: str, registry_root: str,
                     model: Optional[str] = None, given: Mapping[str, Optional[dt.date]],
-                    remote: Optional[RemoteTrainer] = None) -> int:
-    """Train, evaluate and register the detectors of ``config["dataset"]``; the exit code.
+                    remote: Optional[RemoteTrainer] = None,
+                    combine: Optional[Combiner] = None) -> RunSummary | int:
+    """Train, evaluate and register the detectors of ``config["dataset"]``; what the run did.
 
     ``config`` is the whole config because the data set's feature columns depend on its
     ``features`` and ``schema`` sections. ``given``: the window dates asked for (None: the
     default). ``remote(train_df=, test_df=, feature_cols=, kinds=, window=, registry_root=)``
-    trains elsewhere instead (models.backend: sagemaker).
+    trains elsewhere instead (models.backend: sagemaker) and its exit code is returned.
+    ``combine``: the combined flag of the validation rows (module docstring; default
+    :func:`any_over_threshold`). Returns a RunSummary with status ``challenger`` when a version
+    was not promoted (``extra``: promoted and challenger versions, with the reasons).
     """
     dataset = dataset_named(config["dataset"])
     conf = config["train"]
@@ -145,23 +300,72 @@ def train_detectors(spark: SparkSession, config: Mapping, *, source: str, regist
     if remote is not None:
         return remote(train_df=train_df, test_df=test_df, feature_cols=feature_cols, kinds=kinds, window=window,
                       registry_root=registry_root)
+    rule = threshold_rule(conf["threshold"], conf["logistic"])
+    days = conf["logistic"]["validation_days"]
+    split = validation_window(train_from, train_to, days, gap_days)
+    validation_df = between(table, split[1], split[2]) if split else None
+    labelled, positives = label_counts(validation_df) if validation_df is not None else (0, 0)
+    min_recall = conf["gates"]["min_recall"] if conf["gates"]["min_recall"] is not None else rule.min_recall
+    summary = RunSummary(job="train", dataset=dataset.name, dates=[str(train_from), str(test_to)])
+    promoted, challengers, validators, thresholds = [], [], {}, {}
+    expected = None
     for kind in kinds:
         cols = rcf_cols if kind == "rcf" else feature_cols
         with step("train", f"training {kind}"):
-            if kind == "rcf":
+            if kind == "rcf" and positives:
+                fitted, params, validators[kind] = fit_rcf_on_validation(
+                    train_df, between(table, train_from, split[0]), validation_df, cols, conf["rcf"], rule, days)
+            elif kind == "rcf":
                 fitted, params = fit_rcf(train_df, cols, conf["rcf"])
+                params["validation"] = {"threshold_choice": unsupervised_choice(
+                    fitted, validation_df, cols, conf["rcf"], days), "n_positive": positives}
+                validators[kind] = fitted
             else:
-                fitted, params = fit_logistic(train_df, cols, conf["logistic"], gap_days)
+                fitted, params = fit_logistic(train_df, cols, conf["logistic"], gap_days, rule)
+                validators[kind] = _validation_detector(fitted)
+        thresholds[kind] = fitted.threshold
         with step("train", f"evaluating {kind} on {test_from}..{test_to}"):
             metrics = evaluate_candidate(test_df, dataset, kind, fitted, cols, conf["k"])
+        choice = params["validation"]["threshold_choice"]
+        if choice.get("message") and not choice.get("met", True):
+            log("train", f"WARNING {kind}: {choice['message']}")
+        failures, warnings, gate_metrics = check_gates(
+            params["validation"], conf["gates"], labelled=labelled, min_recall=min_recall,
+            has_champion=registry.champion(registry_root, kind) is not None)
         info = registry.register(
             registry_root, kind, fitted, metrics=metrics, params={**params, "feature_cols": cols},
             data_window=window, metric=conf["registry"]["metric"], tolerance=conf["registry"]["tolerance"],
-            extra={"dataset": dataset.name, "event_id": dataset.event_id})
+            extra={"dataset": dataset.name, "event_id": dataset.event_id},
+            gate_failures=failures, warnings=warnings, gate_metrics=gate_metrics)
+        summary.versions[kind] = info["version"]
         headline = ", ".join(f"{m} {metrics[m]:.3f}" for m in ("auc_roc", "average_precision", "precision_at_k")
                              if isinstance(metrics.get(m), (int, float)))
-        moved = "now champion" if info["promoted"] else f"champion stays {info['previous_champion']}"
-        log("train", f"{kind} {info['version']}: {headline}; {moved}")
+        log("train", f"{kind} {info['version']}: {describe_choice(choice)}; test {headline}")
+        for warning in info["warnings"]:
+            log("train", f"WARNING {kind} {info['version']}: {warning}")
+        if info["promoted"]:
+            promoted.append(f"{kind}={info['version']}")
+            log("train", f"{kind} {info['version']}: promoted to champion")
+        else:
+            challengers.append(f"{kind}={info['version']} ({' / '.join(info['reasons'])})")
+            log("train", f"{kind} {info['version']}: CHALLENGER, champion stays {info['previous_champion']}: "
+                         f"{'; '.join(info['reasons'])} (python -m jobs models --promote {info['version']} "
+                         f"--model {kind} makes it champion)")
+    if len(validators) > 1 and validation_df is not None:
+        with step("train", "combined risk on the validation window"):
+            scores = validation_scores(validation_df, {k: (validators[k], rcf_cols if k == "rcf" else feature_cols)
+                                                       for k in validators})
+            labels = scores.pop("label")
+            flags = (combine or any_over_threshold)(scores, thresholds)
+            combined = flag_metrics(flags, labels if positives else np.full(len(labels), np.nan), days)
+        combined.update(threshold=None, rule="this run's detectors at their thresholds")
+        log("train", f"combined: {describe_choice(combined).split('; ', 1)[1]}")
+        expected = f"{combined['alerts_per_day']:.1f}"
     train_df.unpersist()
     test_df.unpersist()
-    return 0
+    summary.status = "challenger" if challengers else "done"
+    summary.extra = {"promoted": ",".join(promoted) or "none", "challenger": ", ".join(challengers) or "none"}
+    if expected is not None:
+        summary.extra["expected_alerts_per_day"] = expected
+    return summary
+

@@ -527,6 +527,21 @@ class LogisticTrainConfig:
 
 
 @dataclass(frozen=True)
+class ThresholdConfig:
+    min_recall: float = rule(Range(0, 1))
+    alerts_per_day: float = rule(AT_LEAST_0)
+    beta: float = rule(Range(0, 1e6, lo_open=True))
+    rule: str = rule(OneOf(("target", "budget", "fbeta")))   # last: the field's name shadows rule() below it
+
+
+@dataclass(frozen=True)
+class GatesConfig:
+    min_average_precision: float = rule(Range(0, 1))
+    min_recall: Optional[float] = rule(Range(0, 1))
+    min_positives: int = rule(AT_LEAST_0)
+
+
+@dataclass(frozen=True)
 class RegistryConfig:
     metric: str = rule(NON_EMPTY)
     tolerance: float = rule(AT_LEAST_0)
@@ -545,6 +560,8 @@ class TrainConfig:
     k: int = rule(AT_LEAST_1)
     rcf: RcfTrainConfig
     logistic: LogisticTrainConfig
+    threshold: ThresholdConfig
+    gates: GatesConfig
     registry: RegistryConfig
 
 
