@@ -94,3 +94,31 @@ def test_uri_root_goes_through_hadoop_filesystem(spark, tmp_path):
     model, info = registry.load_version(root, "fake", loader=load)
     assert model.value == 5.0 and info["version"] == "v0001"
     assert (tmp_path / "reg" / "fake" / "champion.json").exists()
+
+
+def test_gate_failure_registers_a_challenger_with_its_reasons(tmp_path):
+    _register(tmp_path, 1.0, 0.60)
+    info = _register(tmp_path, 2.0, 0.90, gate_failures=["validation recall 0.010 at threshold < 0.2"],
+                     gate_metrics={"recall": 0.01})
+    assert not info["promoted"] and info["decision"] == "challenger"
+    assert registry.champion(str(tmp_path), "fake")["version"] == "v0001"
+    stored = json.loads((tmp_path / "fake" / "v0002" / "version.json").read_text())
+    assert stored["decision"] == "challenger" and stored["reasons"] == ["validation recall 0.010 at threshold < 0.2"]
+    assert stored["gate_metrics"] == {"recall": 0.01}
+    worse = _register(tmp_path, 3.0, 0.40, tolerance=0.01)
+    assert worse["reasons"] == ["average_precision 0.4000 is worse than champion v0001's 0.6000 by more than 0.01"]
+
+
+def test_manual_promotion_moves_the_champion_and_records_it(tmp_path):
+    _register(tmp_path, 1.0, 0.60)
+    _register(tmp_path, 2.0, 0.50)
+    pointer = registry.promote(str(tmp_path), "fake", "v0002", user="ana", reason="checked by hand")
+    assert registry.champion(str(tmp_path), "fake")["version"] == "v0002"
+    assert (pointer["previous"], pointer["promoted_by"], pointer["user"], pointer["reason"]) == \
+        ("v0001", "manual", "ana", "checked by hand")
+    with pytest.raises(registry.RegistryError, match="v0009"):
+        registry.promote(str(tmp_path), "fake", "v0009")
+    rows = registry.listing(str(tmp_path))
+    assert [(r["version"], r["champion"], r["decision"]) for r in rows] == \
+        [("v0001", False, "promoted"), ("v0002", True, "challenger")]
+    assert rows[1]["promoted_by"] == "manual" and registry.kinds(str(tmp_path)) == ["fake"]
