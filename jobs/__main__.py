@@ -9,7 +9,7 @@ import sys
 JOBS = {
     "generate": ("jobs.generate", "write synthetic telemetry or card transactions (labeled anomalies)"),
     "features": ("jobs.build_features", "validate raw events (bad rows to quarantine) and write the feature table"),
-    "train": ("jobs.train", "train the RCF and/or logistic detectors, register a version, move the champion if it passes the gates"),
+    "train": ("jobs.train", "train the RCF and/or logistic detectors, register a version, move the champion"),
     "evaluate": ("jobs.evaluate", "evaluate the champion models on a test window (metrics, plots, HTML report)"),
     "score": ("jobs.score", "nightly batch scoring of one date or a range into the scores table"),
     "stream": ("jobs.stream", "Structured Streaming scoring of Kinesis / landing files with SNS alerts"),
