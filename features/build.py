@@ -43,9 +43,9 @@ def quarantine_rejects(validated: Validated, quarantined: int, path: str) -> Non
         log("features", f"  quarantined {row['count']:>9,}  {row['reason']}")
 
 
-def in_dates(first: dt.date, last: dt.date, column=F.col("date")):
-    """The condition that the date ``column`` is in ``first..last`` (inclusive)."""
-    return column.between(F.lit(str(first)).cast("date"), F.lit(str(last)).cast("date"))
+def in_dates(first: dt.date, last: dt.date, column=None):
+    """The condition that the date ``column`` (default the ``date`` column) is in ``first..last`` (inclusive)."""
+    return (F.col("date") if column is None else column).between(F.lit(str(first)).cast("date"), F.lit(str(last)).cast("date"))
 
 
 def dates_to_build(valid_df: DataFrame, first: dt.date, last: dt.date, source: str,
