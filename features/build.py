@@ -5,12 +5,14 @@ negative / NaN / infinite values, duplicate ids) goes to the quarantine table wi
 the log shows rows in = valid + quarantined. The point-in-time features of the valid rows
 (the data set's ``feature_builder``, features/datasets.py) are written partitioned by ``date``.
 Given a first and last date, only those dates are rebuilt (the history before them is read as
-far back as the features look); other dates of the table stay as they are.
+far back as the features look); other dates of the table stay as they are. A date of that range
+without valid raw rows stops the run before anything is written (NothingToDo, naming the empty
+dates); with ``allow_empty`` the dates that have rows are built.
 """
 from __future__ import annotations
 
 import datetime as dt
-from typing import Callable, Mapping, Optional
+from typing import Callable, Mapping, Optional, Sequence
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -19,21 +21,41 @@ from pyspark.sql import functions as F
 from features.datasets import dataset as dataset_named
 from ingest.validation import Validated, count_outcome
 from runtime.errors import InputError
-from runtime.progress import log, step
-from runtime.storage import StorageError, read_raw, write_table
+from runtime.progress import RunSummary, log, step
+from runtime.storage import StorageError, date_runs, dates_with_rows, read_raw, read_table, rows_per_date, write_table
 
 
-def quarantine_rejects(validated: Validated, source: str, path: str) -> None:
-    """Count the outcome of validation, write the rejected rows to ``path`` and log the top reasons."""
+def validation_outcome(validated: Validated, source: str) -> dict[str, int]:
+    """Rows in, valid and quarantined (``ingest.validation.count_outcome``), logged."""
     with step("features", f"validating {source}"):
         counts = count_outcome(validated)
     log("features", f"rows in {counts['rows_in']:,} = valid {counts['valid']:,} + quarantined {counts['quarantined']:,}")
-    if not counts["quarantined"]:
+    return counts
+
+
+def quarantine_rejects(validated: Validated, quarantined: int, path: str) -> None:
+    """Write the ``quarantined`` rejected rows to ``path`` and log the top reasons."""
+    if not quarantined:
         return
-    with step("features", f"writing {counts['quarantined']:,} quarantined rows to {path}"):
+    with step("features", f"writing {quarantined:,} quarantined rows to {path}"):
         write_table(validated.quarantine, path, "parquet")
     for row in validated.quarantine.groupBy("reason").count().orderBy(F.desc("count")).limit(10).collect():
         log("features", f"  quarantined {row['count']:>9,}  {row['reason']}")
+
+
+def in_dates(first: dt.date, last: dt.date, column=None):
+    """The condition that the date ``column`` (default the ``date`` column) is in ``first..last`` (inclusive)."""
+    return (F.col("date") if column is None else column).between(F.lit(str(first)).cast("date"), F.lit(str(last)).cast("date"))
+
+
+def dates_to_build(valid_df: DataFrame, first: dt.date, last: dt.date, source: str,
+                   allow_empty: bool) -> tuple[list[dt.date], list[dt.date]]:
+    """(dates of ``first..last`` with valid raw rows, those without); NothingToDo names the empty
+    ones (see ``runtime.storage.dates_with_rows``).
+    """
+    day = F.to_date("event_time")
+    rows = rows_per_date(valid_df.where(in_dates(first, last, day)).select(day.alias("date")))
+    return dates_with_rows(rows, first, last, what=f"valid raw rows in {source}", allow_empty=allow_empty)
 
 
 def features_of_dates(valid_df: DataFrame, transform: Callable[[DataFrame], DataFrame], history_days: int,
@@ -45,15 +67,24 @@ def features_of_dates(valid_df: DataFrame, transform: Callable[[DataFrame], Data
     until = last + dt.timedelta(days=1)
     window = valid_df.where((F.col("event_time") >= F.lit(str(since)).cast("timestamp"))
                             & (F.col("event_time") < F.lit(str(until)).cast("timestamp")))
-    return transform(window).where(F.col("date").between(F.lit(str(first)).cast("date"), F.lit(str(last)).cast("date")))
+    return transform(window).where(in_dates(first, last))
+
+
+def rows_written(df: DataFrame, dates: Optional[Sequence[dt.date]]) -> dict[dt.date, int]:
+    """Rows per date of the feature table ``df`` now: of ``dates``, or of every date (None)."""
+    return {day: n for day, n in rows_per_date(df).items() if dates is None or day in dates}
 
 
 def build_feature_table(spark: SparkSession, config: Mapping, *, source: str, output: str, quarantine: str,
-                        first: Optional[dt.date] = None, last: Optional[dt.date] = None) -> None:
+                        first: Optional[dt.date] = None, last: Optional[dt.date] = None,
+                        allow_empty: bool = False) -> RunSummary:
     """Read ``source``, quarantine the rejects, write the features of ``config["dataset"]`` to ``output``.
 
     ``config`` is the whole config because the data set's features depend on its ``features``
-    and ``schema`` sections. ``first``/``last``: the dates to rebuild (None: every date).
+    and ``schema`` sections. ``first``/``last``: the dates to rebuild (None: every date); a date
+    of them without valid raw rows raises NothingToDo before anything is written, unless
+    ``allow_empty`` (then the others are built). The summary: rows in (raw), rows out (feature
+    rows of the dates built, as the table holds them now), quarantined.
     """
     dataset = dataset_named(config["dataset"])
     schema_conf = config["schema"][dataset.name]
@@ -62,10 +93,21 @@ def build_feature_table(spark: SparkSession, config: Mapping, *, source: str, ou
     except (StorageError, ValueError) as exc:
         raise InputError(str(exc)) from None
     validated.checked.persist(StorageLevel.MEMORY_AND_DISK)
-    quarantine_rejects(validated, source, quarantine)
-    transform, history_days = dataset.feature_builder(config)
-    features_df = features_of_dates(validated.valid, transform, history_days, first, last)
-    what = f"dates {first}..{last}" if first else "every date"
-    with step("features", f"writing features ({what}) to {output}"):
-        write_table(features_df, output, config["storage"]["format"], partition_by=["date"])
-    validated.checked.unpersist()
+    try:
+        counts = validation_outcome(validated, source)
+        dates, empty = dates_to_build(validated.valid, first, last, source, allow_empty) if first else (None, [])
+        if empty:
+            log("features", f"no valid raw rows on {date_runs(empty)}: those dates are skipped (--allow-empty)")
+        quarantine_rejects(validated, counts["quarantined"], quarantine)
+        transform, history_days = dataset.feature_builder(config)
+        features_df = features_of_dates(validated.valid, transform, history_days, first, last)
+        what = f"dates {first}..{last}" if first else "every date"
+        with step("features", f"writing features ({what}) to {output}"):
+            write_table(features_df, output, config["storage"]["format"], partition_by=["date"])
+    finally:
+        validated.checked.unpersist()
+    written = rows_written(read_table(spark, output, config["storage"]["format"]), dates)
+    return RunSummary("features", dataset=dataset.name, dates=[str(d) for d in sorted(written)],
+                      rows_in=counts["rows_in"], rows_out=sum(written.values()),
+                      extra={"quarantined": counts["quarantined"]}
+                      | ({"empty_dates": date_runs(empty)} if empty else {}))

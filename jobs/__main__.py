@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         description="Anomaly and fraud detection jobs on Spark. Each job is also runnable as "
                     "'spark-submit jobs/<file>.py --conf FILE ...'.",
         epilog="jobs:\n" + "\n".join(f"  {name:<9} {summary}" for name, (_, summary) in JOBS.items())
-               + "\n\n'python -m jobs <job> --help' documents every option of a job.",
+               + "\n\nEvery job ends with one summary line (with --json: one JSON line). Exit codes: 0 done, "
+                 "1 failed,\n2 usage, configuration or unusable input, 3 nothing to do (no input rows for the dates "
+                 "asked;\n--allow-empty makes it 0). 'python -m jobs <job> --help' documents every option of a job.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("job", choices=list(JOBS), metavar="job", help="one of: " + ", ".join(JOBS))

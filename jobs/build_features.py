@@ -7,6 +7,11 @@ ids), prints rows in = valid + quarantined, then builds the point-in-time featur
 partitioned by `date`. With --from-date/--to-date only those dates are rebuilt (history before
 them is read as needed); other dates stay as they are.
 
+Dates with no raw rows: when a date of --from-date..--to-date has no valid raw rows, the job names
+the empty dates, writes nothing (neither features nor quarantine) and exits 3. With --allow-empty
+it exits 0 instead and builds the dates of the range that have rows (status done, the empty dates
+listed as empty_dates in the last line).
+
 Submitted as `python -m jobs features --conf FILE` or `spark-submit jobs/build_features.py --conf FILE`.
 """
 if __package__ in (None, ""):
@@ -30,9 +35,10 @@ def run(args, config):
 
     first, last = parse_range(args.from_date or config["features"]["from_date"],
                               args.to_date or config["features"]["to_date"], "--from-date", "--to-date")
-    build_feature_table(build_session(config), config, source=args.input or config.path("raw"),
+    return build_feature_table(build_session(config), config, source=args.input or config.path("raw"),
                         output=args.output or config.path("features"),
-                        quarantine=args.quarantine or config.path("quarantine"), first=first, last=last)
+                        quarantine=args.quarantine or config.path("quarantine"), first=first, last=last,
+                        allow_empty=args.allow_empty)
 
 
 main = job_main("features", __doc__, run, options,

@@ -9,32 +9,21 @@ self-contained HTML report under paths.reports. --json prints one JSON object in
 
 Submitted as `python -m jobs evaluate --conf FILE [--json]` or `spark-submit jobs/evaluate.py ...`.
 """
-import json
-import sys
-
 if __package__ in (None, ""):
     import _bootstrap  # noqa: F401  (spark-submit runs this file as a script)
 
 from features.datasets import dataset
-from jobs.common import base_parser, log, run_main
+from jobs.common import JobResult, job_main, log
 from runtime import fs
+from runtime.progress import RunSummary
 from runtime.spark import build_session
 
-PROG = "python -m jobs evaluate"
 
-
-def build_parser():
-    parser = base_parser(PROG, __doc__, input_help="the feature table (default paths.features)",
-                         output_help="the HTML report file (default <paths.reports>/evaluation-<dataset>.html)")
-    parser.add_argument("--json", action="store_true",
-                        help="print one JSON object: auc_roc, average_precision, precision_at_k "
-                             "(and card_precision_at_100 for transactions) of the combined risk, "
-                             "plus 'detectors' with the same metrics per detector")
+def options(parser):
     parser.add_argument("--test-from", metavar="YYYY-MM-DD", help="first test date (default: the champion's)")
     parser.add_argument("--test-to", metavar="YYYY-MM-DD", help="last test date, inclusive (default: the champion's)")
     parser.add_argument("--models", metavar="PATH", help="model registry root (default paths.models)")
     parser.add_argument("--k", type=int, help="k of precision@k and card precision@k (default train.k)")
-    return parser
 
 
 def run(args, config):
@@ -47,18 +36,21 @@ def run(args, config):
         models=args.models or config.path("models"), storage_format=config.storage.format,
         k=args.k or config.train.k, output=output, label_delay_days=ds.label_delay_days(config),
         test_from=args.test_from, test_to=args.test_to, quiet=args.json)
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
+    if not args.json:
         for line in metric_lines(result):
             log("evaluate", line)
         log("evaluate", f"report: {output}")
-    return 0
+    summary = RunSummary("evaluate", dataset=ds.name, dates=[result["test_from"], result["test_to"]],
+                         versions=dict(result["models"]))
+    return JobResult(summary, result)
 
 
-def main(argv=None) -> int:
-    return run_main(PROG, build_parser, run, argv)
-
+main = job_main("evaluate", __doc__, run, options, input_help="the feature table (default paths.features)",
+                output_help="the HTML report file (default <paths.reports>/evaluation-<dataset>.html)",
+                json_help="print one JSON object (the only line of stdout): auc_roc, average_precision, "
+                          "precision_at_k (and card_precision_at_100 for transactions) of the combined risk, "
+                          "plus 'detectors' with the same metrics per detector, and the run summary's fields "
+                          "(job, status, dates, versions, seconds)")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -34,7 +34,7 @@ def run(args, config):
     from synthetic import write_synthetic
 
     seed = config["generate"]["seed"] if args.seed is None else args.seed
-    write_synthetic(build_session(config), config["dataset"], config["generate"], seed=seed, rows=args.rows,
+    return write_synthetic(build_session(config), config["dataset"], config["generate"], seed=seed, rows=args.rows,
                     output=args.output or config.path("raw"), fmt=args.format)
 
 

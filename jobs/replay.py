@@ -10,18 +10,13 @@ source). Ends with a report of records sent and failed; exits 1 when any record 
 
 Submitted as `python -m jobs replay --conf FILE` or `spark-submit jobs/replay.py --conf FILE`.
 """
-import sys
-
 if __package__ in (None, ""):
     import _bootstrap  # noqa: F401  (spark-submit runs this file as a script)
 
-from jobs.common import base_parser, run_main
-
-PROG = "python -m jobs replay"
+from jobs.common import job_main
 
 
-def build_parser():
-    parser = base_parser(PROG, __doc__)
+def options(parser):
     parser.add_argument("--mode", choices=("kinesis", "landing"),
                         help="kinesis: PutRecords into --stream; landing: JSON-lines files into --output "
                              "(default stream.replay.mode)")
@@ -37,7 +32,6 @@ def build_parser():
     parser.add_argument("--order-by", metavar="COLUMN",
                         help="send in this column's order; '' for input order (default stream.replay.order_by)")
     parser.add_argument("--limit", type=int, metavar="N", help="send only the first N records")
-    return parser
 
 
 def run(args, config):
@@ -47,7 +41,7 @@ def run(args, config):
 
     conf = config.stream.replay
     mode = args.mode or conf.mode
-    options = ReplayOptions(
+    chosen = ReplayOptions(
         mode=mode, source=args.input or config.path("raw"),
         fmt=args.format or config["schema"][config.dataset]["format"],
         batch_size=args.batch_size or conf.batch_size, rate=conf.rate if args.rate is None else args.rate,
@@ -55,12 +49,10 @@ def run(args, config):
         order_by=conf.order_by if args.order_by is None else args.order_by,
         stream_name=args.stream or conf.stream_name,
         folder=args.output or config.path("stream.landing"), limit=args.limit)
-    return run_replay(options, config["stream"]["replay"], config["aws"], session=lambda: build_session(config))
+    return run_replay(chosen, config["stream"]["replay"], config["aws"], session=lambda: build_session(config))
 
 
-def main(argv=None) -> int:
-    return run_main(PROG, build_parser, run, argv)
-
+main = job_main("replay", __doc__, run, options)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -21,24 +21,24 @@ new files are written to a staging folder and swapped in when every task has wri
 so a crash mid-write leaves the previous partition as it was; replaceWhere when storage.format
 is delta).
 
+Dates with no feature rows: when a date asked for (--date, or any date of --from..--to) has no
+rows in the feature table, the job names the empty dates, writes nothing (no folder, no file, no
+table version) and exits 3. With --allow-empty it exits 0 instead and scores the dates of the range
+that have rows (status done, the empty dates listed as empty_dates in the last line); the scores
+already in the table for the empty dates stay as they are.
+
 Submitted as `python -m jobs score --conf FILE --date YYYY-MM-DD` or
 `spark-submit jobs/score.py --conf FILE --date YYYY-MM-DD`.
 """
-import sys
-
 if __package__ in (None, ""):
     import _bootstrap  # noqa: F401  (spark-submit runs this file as a script)
 
 from features.datasets import dataset as dataset_named
-from jobs.common import base_parser, parse_date, run_main
+from jobs.common import job_main, parse_date
 from runtime.spark import build_session
 
-PROG = "python -m jobs score"
 
-
-def build_parser():
-    parser = base_parser(PROG, __doc__, input_help="the feature table (default paths.features)",
-                         output_help="the scores table (default paths.scores), partitioned by date")
+def options(parser):
     parser.add_argument("--date", metavar="YYYY-MM-DD",
                         help="the date to score (default: the latest date in the feature table)")
     parser.add_argument("--from", dest="from_date", metavar="YYYY-MM-DD", help="first date of a range to score")
@@ -46,7 +46,6 @@ def build_parser():
     parser.add_argument("--last-days", type=int, metavar="N",
                         help="score the last N dates of the feature table (instead of --date/--from/--to)")
     parser.add_argument("--models", metavar="PATH", help="model registry root (default paths.models)")
-    return parser
 
 
 def run(args, config):
@@ -56,22 +55,21 @@ def run(args, config):
     output = args.output or config.path("scores")
     models_root = args.models or config.path("models")
     fmt = config["storage"]["format"]
-    window = dict(date=parse_date(args.date, "--date"), first=parse_date(args.from_date, "--from"),
-                  last=parse_date(args.to_date, "--to"), last_days=args.last_days)
+    asked = dict(date=parse_date(args.date, "--date"), first=parse_date(args.from_date, "--from"),
+                 last=parse_date(args.to_date, "--to"), last_days=args.last_days)
     spark = build_session(config)
-    table, features_df, first, last = read_window(spark, args.input or config.path("features"), fmt, **window)
+    window = read_window(spark, args.input or config.path("features"), fmt, allow_empty=args.allow_empty, **asked)
     if config["models"]["backend"] == "sagemaker":
         from sagemaker_backend.stage import score_on_sagemaker
 
-        return score_on_sagemaker(spark, config, features_df=features_df, output=output, first=first, last=last,
-                                  models_root=models_root)
-    return score_nightly(spark, dataset, table=table, features_df=features_df, first=first, last=last,
-                         output=output, fmt=fmt, models_root=models_root, scoring=config["scoring"])
+        return score_on_sagemaker(spark, config, features_df=window.features_df, output=output, first=window.first,
+                                  last=window.last, models_root=models_root)
+    return score_nightly(spark, dataset, window=window, output=output, fmt=fmt, models_root=models_root,
+                         scoring=config["scoring"])
 
 
-def main(argv=None) -> int:
-    return run_main(PROG, build_parser, run, argv)
-
+main = job_main("score", __doc__, run, options, input_help="the feature table (default paths.features)",
+                output_help="the scores table (default paths.scores), partitioned by date")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -12,19 +12,14 @@ micro-batch: records, events scored, alerts raised, dead letters and event-to-si
 
 Submitted as `python -m jobs stream --conf FILE` or `spark-submit jobs/stream.py --conf FILE`.
 """
-import sys
-
 if __package__ in (None, ""):
     import _bootstrap  # noqa: F401  (spark-submit runs this file as a script)
 
-from jobs.common import base_parser, run_main
+from jobs.common import job_main
 from runtime.sources import AVAILABLE_NOW
 
-PROG = "python -m jobs stream"
 
-
-def build_parser():
-    parser = base_parser(PROG, __doc__)
+def options(parser):
     parser.add_argument("--source", choices=("landing", "kinesis"),
                         help="landing: JSON-lines files under --input; kinesis: the stream named by --input "
                              "(default stream.source)")
@@ -46,18 +41,17 @@ def build_parser():
                              "(any data set); auto picks incremental when it can (default stream.engine)")
     parser.add_argument("--run-seconds", type=float, metavar="N",
                         help="stop the query cleanly after N seconds (default: run until stopped)")
-    return parser
 
 
 def run(args, config, fault=None):
-    """``fault`` is the processor's fault hook (tests/integration/stream_with_fault.py sets it)."""
+    """``fault`` is the processor's fault hook (tests/integration/stream_with_fault.py sets it: ``main(argv, run=...)``)."""
     from runtime.spark import build_session
     from streaming.job import StreamOptions, run_stream
 
     conf = config.stream
     source = args.source or conf.source
     default_input = config.path("stream.landing") if source == "landing" else conf.kinesis.stream_name
-    options = StreamOptions(
+    chosen = StreamOptions(
         source=source, input=args.input or default_input,
         output=args.output or config.path("stream.output"),
         checkpoint=args.checkpoint or config.path("stream.checkpoint"),
@@ -65,12 +59,10 @@ def run(args, config, fault=None):
         trigger=args.trigger or conf.trigger,
         alerts=conf.alerts.enabled if args.alerts is None else args.alerts,
         engine=args.engine or conf.engine, run_seconds=args.run_seconds)
-    return run_stream(config, options, session=lambda: build_session(config), fault=fault)
+    return run_stream(config, chosen, session=lambda: build_session(config), fault=fault)
 
 
-def main(argv=None) -> int:
-    return run_main(PROG, build_parser, run, argv)
-
+main = job_main("stream", __doc__, run, options)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

@@ -19,25 +19,28 @@ and the HTML report (--report, default paths.reports/summary_<dataset>_<date>.ht
 Manifest URIs name the files actually written: s3:// for an s3a:// output (QuickSight's scheme),
 absolute local paths for a local run (QuickSight cannot read those; run on S3 to use them).
 
+A --date (or summary.date) with no rows in the scores table: the job names the date, writes
+nothing and exits 3 (0 with --allow-empty).
+
 Submitted as `python -m jobs summary --conf FILE` or `spark-submit jobs/summary.py --conf FILE`.
 """
 import dataclasses
-import sys
 
 if __package__ in (None, ""):
     import _bootstrap  # noqa: F401  (spark-submit runs this file as a script)
 
+from pyspark.sql import functions as F
+
 from features.datasets import dataset
-from jobs.common import InputError, base_parser, parse_date, run_main
+from jobs.common import InputError, job_main, parse_date
 from reporting.daily import run_summary
+from runtime.errors import NothingToDo
+from runtime.progress import RunSummary
 from runtime.spark import build_session
+from runtime.storage import StorageError, read_table
 
-PROG = "python -m jobs summary"
 
-
-def build_parser():
-    parser = base_parser(PROG, __doc__, input_help="the scores table (default paths.scores)",
-                         output_help="the summary root folder (default paths.summary)")
+def options(parser):
     parser.add_argument("--date", metavar="YYYY-MM-DD",
                         help="the date to summarize (default summary.date; null: the latest date in the scores table)")
     parser.add_argument("--reference-days", type=int, metavar="N",
@@ -53,13 +56,22 @@ def build_parser():
                              "paths.features; without one, the feature columns of the scores table, if any)")
     parser.add_argument("--report", metavar="PATH",
                         help="where the HTML report goes (default paths.reports/summary_<dataset>_<date>.html)")
-    return parser
 
 
 def at_least(value, option, minimum=1):
     if value < minimum:
         raise InputError(f"{option} must be >= {minimum}, got {value}")
     return value
+
+
+def require_scores(spark, scores, storage_format, day):
+    """NothingToDo when the scores table ``scores`` has no rows on ``day``: before the stage writes anything."""
+    try:
+        table = read_table(spark, scores, storage_format)
+    except StorageError as exc:
+        raise InputError(str(exc)) from None
+    if table.where(F.col("date") == F.lit(str(day)).cast("date")).limit(1).count() == 0:
+        raise NothingToDo(f"no scores on {day} in {scores}", [day])
 
 
 def run(args, config):
@@ -71,15 +83,19 @@ def run(args, config):
         top=at_least(args.top or conf.top, "--top"), export_format=args.export_format or conf.export_format)
     day = parse_date(args.date or conf.date, "--date")
     features = config.path("features")
-    run_summary(build_session(config), conf, dataset=dataset(config.dataset), day=day,
-                scores=args.input or config.path("scores"), output=args.output or config.path("summary"),
-                features=features, drift_from=args.features or features, report=args.report,
-                reports=config.path("reports"), storage_format=config.storage.format)
+    scores = args.input or config.path("scores")
+    spark = build_session(config)
+    if day is not None:
+        require_scores(spark, scores, config.storage.format, day)
+    done = run_summary(spark, conf, dataset=dataset(config.dataset), day=day, scores=scores,
+                       output=args.output or config.path("summary"), features=features,
+                       drift_from=args.features or features, report=args.report, reports=config.path("reports"),
+                       storage_format=config.storage.format)
+    return done if isinstance(done, RunSummary) else RunSummary("summary", dates=[str(day)] if day else [])
 
 
-def main(argv=None) -> int:
-    return run_main(PROG, build_parser, run, argv)
-
+main = job_main("summary", __doc__, run, options, input_help="the scores table (default paths.scores)",
+                output_help="the summary root folder (default paths.summary)")
 
 if __name__ == "__main__":
-    sys.exit(main())
+    raise SystemExit(main())

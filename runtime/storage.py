@@ -1,11 +1,14 @@
 """Reading and writing tables on local paths or s3a:// URIs (Parquet, Delta, CSV, JSON lines)."""
 from __future__ import annotations
 
-from typing import Sequence
+import datetime as dt
+from typing import Mapping, Sequence
 from urllib.parse import unquote
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
+
+from runtime.errors import NothingToDo
 
 RAW_FORMATS = ("parquet", "csv", "json", "delta")
 _PLANNED_WRITE = "spark.sql.optimizer.plannedWrite.enabled"
@@ -46,6 +49,45 @@ def read_table(spark: SparkSession, path: str, fmt: str = "parquet") -> DataFram
         return spark.read.format(fmt).load(path)
     except AnalysisException as exc:
         raise StorageError(f"cannot read {fmt} table {path}: {first_line(exc)}") from None
+
+
+def rows_per_date(df: DataFrame, column: str = "date") -> dict[dt.date, int]:
+    """Rows of ``df`` per date of its date column ``column`` (one aggregation; on a table
+    partitioned by ``column`` Spark reads the file footers only).
+    """
+    return {row[0]: row[1] for row in df.groupBy(column).count().collect() if row[0] is not None}
+
+
+def date_runs(dates: Sequence[dt.date]) -> str:
+    """``dates`` named compactly, consecutive ones as a range: "2026-01-01..2026-01-03, 2026-01-07"."""
+    runs: list[list[dt.date]] = []
+    for day in sorted(dates):
+        if runs and day - runs[-1][-1] == dt.timedelta(days=1):
+            runs[-1].append(day)
+        else:
+            runs.append([day])
+    return ", ".join(str(run[0]) if len(run) == 1 else f"{run[0]}..{run[-1]}" for run in runs)
+
+
+def dates_with_rows(rows: Mapping[dt.date, int], first: dt.date, last: dt.date, *, what: str,
+                    allow_empty: bool) -> tuple[list[dt.date], list[dt.date]]:
+    """(dates of ``first..last`` that have rows, those that have none); ``rows``: rows per date,
+    e.g. :func:`rows_per_date`.
+
+    Raises :class:`NothingToDo` naming the empty dates when no date has rows, or when some have
+    none and ``allow_empty`` is false (the caller then writes nothing); ``what`` says what was
+    looked for, e.g. "feature rows in s3a://lake/features".
+    """
+    asked = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+    full = [day for day in asked if rows.get(day)]
+    empty = [day for day in asked if not rows.get(day)]
+    if not full:
+        raise NothingToDo(f"no {what} on {date_runs(empty)}", empty)
+    if empty and not allow_empty:
+        raise NothingToDo(f"no {what} on {len(empty)} of the {len(asked)} dates asked: {date_runs(empty)}; "
+                          f"nothing was written (--allow-empty goes on with the {len(full)} dates that have rows)",
+                          empty)
+    return full, empty
 
 
 def partition_files(df: DataFrame, column: str) -> list[tuple[str, str]] | None:

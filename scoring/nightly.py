@@ -6,18 +6,23 @@ the former, spark always reads through Spark. Writing (scoring.writer): auto: wh
 workers read the features and the scores table is local Parquet, they write its files too
 (pyarrow) and the driver swaps the partitions in; spark: Spark writes them. Every combination
 writes the same rows.
+
+A date asked for with no feature rows stops the run before anything is written (NothingToDo,
+naming the empty dates); with ``allow_empty`` a range goes on with the dates that have rows.
 """
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import dataclass
 from typing import Sequence
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 
 from features.datasets import Dataset
 from runtime.errors import InputError
-from runtime.progress import log, step
-from runtime.storage import StorageError, local_table_path, needs_escaping, partition_files, read_table
+from runtime.progress import RunSummary, log, step
+from runtime.storage import (StorageError, date_runs, dates_with_rows, local_table_path, needs_escaping,
+                             partition_files, read_table, rows_per_date)
 from scoring.table import SCORES, between, kept_columns, output_columns, plain_columns, report_written, write_scores
 
 
@@ -67,21 +72,39 @@ def python_writes(spark, writer, files, fmt, output):
             and not any(needs_escaping(value) for _, value in files) and local_table_path(spark, output) is not None)
 
 
-def read_window(spark: SparkSession, source: str, fmt: str, **window):
-    """(feature table, its rows of the window, first, last) for the window options of ``score_window``."""
+@dataclass(frozen=True)
+class ScoreWindow:
+    """The dates one run scores and the feature rows it reads."""
+
+    table: DataFrame                # the whole feature table
+    features_df: DataFrame          # its rows of first..last
+    first: dt.date
+    last: dt.date
+    dates: list[dt.date]            # the dates of first..last that have feature rows: the ones scored
+    rows_in: int                    # feature rows of those dates
+    empty: list[dt.date]            # dates of first..last without feature rows (only with allow_empty)
+
+
+def read_window(spark: SparkSession, source: str, fmt: str, *, allow_empty: bool = False, **window) -> ScoreWindow:
+    """The :class:`ScoreWindow` of the window options of ``score_window`` over the feature table ``source``.
+
+    NothingToDo (nothing read or written yet) names the dates of the window without feature rows:
+    every date of it, or some of them unless ``allow_empty``.
+    """
     try:
         table = read_table(spark, source, fmt)
     except StorageError as exc:
         raise InputError(str(exc)) from None
-    dates = [r["date"] for r in table.select("date").distinct().collect()]
-    first, last = score_window(dates, **window)
-    return table, between(table, first, last), first, last
+    rows = rows_per_date(table)
+    first, last = score_window(list(rows), **window)
+    dates, empty = dates_with_rows(rows, first, last, what=f"feature rows in {source}", allow_empty=allow_empty)
+    return ScoreWindow(table, between(table, first, last), first, last, dates, sum(rows[d] for d in dates), empty)
 
 
-def score_nightly(spark: SparkSession, dataset: Dataset, *, table, features_df, first, last, output: str,
-                  fmt: str, models_root: str, scoring) -> int:
-    """Score ``features_df`` (the window ``first..last`` of ``table``) with the champions under
-    ``models_root`` and replace those dates of the scores table ``output``.
+def score_nightly(spark: SparkSession, dataset: Dataset, *, window: ScoreWindow, output: str,
+                  fmt: str, models_root: str, scoring) -> RunSummary:
+    """Score the feature rows of ``window`` with the champions under ``models_root`` and replace
+    those dates of the scores table ``output``; what was read, written and flagged.
     """
     from scoring import files, spark as spark_frames
     from scoring.champions import load_champions
@@ -91,30 +114,37 @@ def score_nightly(spark: SparkSession, dataset: Dataset, *, table, features_df, 
         champions = load_champions(models_root, dataset.name)
     except ScoringError as exc:
         raise InputError(str(exc)) from None
-    window = window_files(table, fmt, scoring["reader"], first, last)
+    table, features_df, first, last = window.table, window.features_df, window.first, window.last
+    if window.empty:
+        log("score", f"no feature rows on {date_runs(window.empty)}: those dates are skipped (--allow-empty)")
+    files_read = window_files(table, fmt, scoring["reader"], first, last)
     log("score", f"{dataset.name} {first}..{last} with rcf {champions.rcf_version}, logistic {champions.logistic_version}"
-                 + (f" ({len(window)} files read by the Python workers)" if window is not None else " (read by Spark)"))
+                 + (f" ({len(files_read)} files read by the Python workers)" if files_read is not None
+                    else " (read by Spark)"))
     options = dict(scoring_options(scoring), keep=kept_columns(dataset, features_df.columns))
-    if python_writes(spark, scoring["writer"], window, fmt, output):
+    if python_writes(spark, scoring["writer"], files_read, fmt, output):
         columns = output_columns(dataset, [*options["keep"], *SCORES])
         try:
             with step("score", f"scoring and writing to {output} (written by the Python workers)"):
-                files.write_scored_files(spark, window, champions, output, table_schema=table.schema,
+                files.write_scored_files(spark, files_read, champions, output, table_schema=table.schema,
                                          columns=columns, plain_columns=plain_columns(dataset, columns), **options,
                                          notify=lambda line: log("score", line))
         except ScoringError as exc:
             raise InputError(str(exc)) from None
-        report_written(spark, output, fmt, first, last)
-        return 0
-    try:
-        if window is not None:
-            scored = files.score_parquet_files(spark, window, champions, table_schema=table.schema, **options)
-        else:
-            scored = spark_frames.score_events(features_df, champions, **options)
-    except ScoringError as exc:
-        raise InputError(str(exc)) from None
-    scored = scored.select(*output_columns(dataset, scored.columns))
-    with step("score", f"scoring and writing to {output}"):
-        write_scores(scored, output, fmt, first, last, dataset)
-    report_written(spark, output, fmt, first, last)
-    return 0
+    else:
+        try:
+            if files_read is not None:
+                scored = files.score_parquet_files(spark, files_read, champions, table_schema=table.schema, **options)
+            else:
+                scored = spark_frames.score_events(features_df, champions, **options)
+        except ScoringError as exc:
+            raise InputError(str(exc)) from None
+        scored = scored.select(*output_columns(dataset, scored.columns))
+        with step("score", f"scoring and writing to {output}"):
+            write_scores(scored, output, fmt, first, last, dataset, dates=window.dates)
+    written = report_written(spark, output, fmt, first, last, dates=window.dates)
+    return RunSummary("score", dataset=dataset.name, dates=[str(d) for d in window.dates], rows_in=window.rows_in,
+                      rows_out=sum(rows for rows, _ in written.values()),
+                      alerts=sum(anomalies for _, anomalies in written.values()),
+                      versions={"rcf": champions.rcf_version, "logistic": champions.logistic_version},
+                      extra={"empty_dates": date_runs(window.empty)} if window.empty else {})

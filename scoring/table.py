@@ -44,22 +44,33 @@ def between(df: DataFrame, first, last, column: str = "date") -> DataFrame:
     return df.where(F.col(column).between(F.lit(str(first)).cast("date"), F.lit(str(last)).cast("date")))
 
 
-def write_scores(scored_df: DataFrame, path: str, fmt: str, first, last, dataset: Dataset) -> None:
-    """Replace the partitions of ``first..last`` atomically; other dates stay as they are."""
+def write_scores(scored_df: DataFrame, path: str, fmt: str, first, last, dataset: Dataset,
+                 dates: Sequence | None = None) -> None:
+    """Replace the partitions of ``first..last`` (of ``dates`` only, when given: the dates of the
+    range that have rows) atomically; other dates stay as they are.
+    """
     if fmt == "delta":
-        (scored_df.write.format("delta").mode("overwrite")
-         .option("replaceWhere", f"date >= '{first}' AND date <= '{last}'")
-         .partitionBy("date").save(path))
+        where = (f"date IN ({', '.join(repr(str(d)) for d in dates)})" if dates is not None
+                 else f"date >= '{first}' AND date <= '{last}'")
+        scored_df.write.format("delta").mode("overwrite").option("replaceWhere", where).partitionBy("date").save(path)
     else:
         # the feature table is partitioned by date, so a task's rows come in one or two dates
         write_table(scored_df, path, fmt, partition_by=["date"], open_files=OPEN_FILES,
                     plain_columns=plain_columns(dataset, scored_df.columns))
 
 
-def report_written(spark: SparkSession, output: str, fmt: str, first, last) -> None:
-    """Print events and anomalies per date as they are in the scores table now."""
+def report_written(spark: SparkSession, output: str, fmt: str, first, last,
+                   dates: Sequence | None = None) -> dict[str, tuple[int, int]]:
+    """Print events and anomalies per date of ``first..last`` (of ``dates`` only, when given) as
+    they are in the scores table now; returns ``{date: (events, anomalies)}``.
+    """
     written = between(read_table(spark, output, fmt), first, last)
+    if dates is not None:
+        written = written.where(F.col("date").isin([str(d) for d in dates]))
+    counts = {}
     for row in written.groupBy("date").agg(F.count(F.lit(1)).alias("rows"),
                                            F.sum(F.col("is_anomaly").cast("int")).alias("anomalies")) \
             .orderBy("date").collect():
         log("score", f"  {row['date']}: {row['rows']:,} events, {row['anomalies']:,} anomalies")
+        counts[str(row["date"])] = (row["rows"], row["anomalies"] or 0)
+    return counts

@@ -16,7 +16,7 @@ from features.datasets import dataset as dataset_named
 from ingest.decode import payloads_from_kinesis, payloads_from_text
 from runtime import fs
 from runtime.errors import InputError
-from runtime.progress import log
+from runtime.progress import RunSummary, log
 from runtime.sources import StreamConfigError, check_trigger, kinesis_source, landing_source, write_stream
 from streaming.alerts import AlertFields, SentLedger, SnsAlerter
 from streaming.batch import StreamSettings
@@ -134,8 +134,9 @@ def _source(spark: SparkSession, config: Mapping, options: StreamOptions):
 
 
 def run_stream(config: Mapping, options: StreamOptions, *, session: Callable[[], SparkSession],
-               fault: Callable[[str, int], None] | None = None) -> int:
-    """Run the stream until it stops (available-now), ``options.run_seconds`` pass, or Ctrl-C.
+               fault: Callable[[str, int], None] | None = None) -> RunSummary:
+    """Run the stream until it stops (available-now), ``options.run_seconds`` pass, or Ctrl-C;
+    the summary of this run's micro-batches (records in, events scored, alerts raised).
 
     ``session()`` starts Spark once the settings are known to work; ``fault`` is the processor's
     fault hook (tests only).
@@ -181,7 +182,9 @@ def run_stream(config: Mapping, options: StreamOptions, *, session: Callable[[],
         log("stream", "interrupted: stopping the query (the checkpoint resumes it)")
         query.stop()
     reports = processor.reports
-    log("stream", f"{len(reports)} micro-batches: {sum(r.scored for r in reports):,} events scored, "
-                  f"{sum(r.alerts_sent for r in reports):,} alerts raised, "
-                  f"{sum(r.dead_letters for r in reports):,} dead letters")
-    return 0
+    scored, alerts, dead = (sum(r.scored for r in reports), sum(r.alerts_sent for r in reports),
+                            sum(r.dead_letters for r in reports))
+    log("stream", f"{len(reports)} micro-batches: {scored:,} events scored, {alerts:,} alerts raised, "
+                  f"{dead:,} dead letters")
+    return RunSummary("stream", dataset=dataset, rows_in=sum(r.records for r in reports), rows_out=scored,
+                      alerts=alerts, extra={"batches": len(reports), "dead_letters": dead})

@@ -11,7 +11,7 @@ from typing import Callable, Iterator, Mapping
 from pyspark.sql import SparkSession
 
 from runtime.errors import InputError
-from runtime.progress import log, step
+from runtime.progress import RunSummary, log, step
 
 
 @dataclass(frozen=True)
@@ -57,8 +57,11 @@ def read_records(spark: SparkSession, path: str, fmt: str, *, order_by: str, key
 
 
 def run_replay(options: ReplayOptions, replay_conf: Mapping, aws_conf: Mapping, *,
-               session: Callable[[], SparkSession]) -> int:
-    """Send the records; 1 when any record failed. ``session()`` starts Spark once the options are known to work."""
+               session: Callable[[], SparkSession]) -> RunSummary:
+    """Send the records; the summary's rows_in is the records read, rows_out those sent, and its
+    status "failed" (exit 1) when any record failed. ``session()`` starts Spark once the options
+    are known to work.
+    """
     from runtime.aws import client
     from runtime.producers import KinesisReplayer, LandingWriter
 
@@ -97,4 +100,6 @@ def run_replay(options: ReplayOptions, replay_conf: Mapping, aws_conf: Mapping, 
                   f"{report.retried:,} retried, {report.rate:,.0f} records/s)")
     for code, count in sorted(report.errors.items()):
         log("replay", f"  failed {count:,}: {code}")
-    return 1 if report.failed else 0
+    return RunSummary("replay", rows_in=report.sent + report.failed, rows_out=report.sent,
+                      status="failed" if report.failed else "done",
+                      extra={"failed": report.failed})

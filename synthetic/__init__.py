@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable, Mapping, Optional
 
 from runtime.errors import InputError
-from runtime.progress import log, step
+from runtime.progress import RunSummary, log, step
 
 if TYPE_CHECKING:  # importing the package (e.g. synthetic.handbook alone) does not start pyspark
     from pyspark.sql import DataFrame, SparkSession
@@ -70,8 +70,10 @@ def generate(spark: SparkSession, dataset_name: str, generate_section: Mapping, 
 
 
 def write_synthetic(spark: SparkSession, dataset_name: str, generate_section: Mapping, *, seed: int,
-                    rows: Optional[int], output: str, fmt: str) -> None:
-    """Generate ``dataset_name``, write it to ``output`` as ``fmt``, and log how many rows are labeled."""
+                    rows: Optional[int], output: str, fmt: str) -> RunSummary:
+    """Generate ``dataset_name``, write it to ``output`` as ``fmt``, and log how many rows are labeled;
+    the summary counts the rows written (rows_out) and the labeled ones (extra ``labeled``).
+    """
     from runtime.storage import write_table
 
     with step("generate", f"writing {dataset_name} to {output} ({fmt})"):
@@ -82,3 +84,4 @@ def write_synthetic(spark: SparkSession, dataset_name: str, generate_section: Ma
     stats = written.selectExpr("count(*) AS rows", "sum(cast(label AS int)) AS labeled").first()
     share = (stats["labeled"] or 0) / stats["rows"] if stats["rows"] else 0.0
     log("generate", f"{stats['rows']:,} rows, {stats['labeled'] or 0:,} labeled anomalous ({share:.2%}) in {output}")
+    return RunSummary("generate", dataset=dataset_name, rows_out=stats["rows"], extra={"labeled": stats["labeled"] or 0})

@@ -9,7 +9,6 @@ import signal
 import sys
 
 from jobs import stream
-from jobs.common import run_main
 
 
 def kill_at(point: str, batch_id: int):
@@ -22,5 +21,4 @@ def kill_at(point: str, batch_id: int):
 
 if __name__ == "__main__":
     point, batch_id, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-    sys.exit(run_main(stream.PROG, stream.build_parser,
-                      functools.partial(stream.run, fault=kill_at(point, batch_id)), argv))
+    sys.exit(stream.main(argv, run=functools.partial(stream.run, fault=kill_at(point, batch_id))))

@@ -6,29 +6,11 @@ import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
-from jobs import build_features, evaluate, generate, score, train
+from jobs import evaluate, score
 
 pytestmark = pytest.mark.integration
 
-
-@pytest.fixture(scope="module")
-def lake(spark, tmp_path_factory):
-    root = tmp_path_factory.mktemp("batch")
-    conf = root / "conf.yaml"
-    conf.write_text(f"""
-spark: {{master: "local[2]", shuffle_partitions: 4, extra_jars: ""}}
-storage: {{lake: "{root / 'lake'}"}}
-generate: {{transactions: {{customers: 120, terminals: 240, days: 30}}}}
-train:
-  test_days: 4
-  rcf: {{num_trees: 50, num_samples_per_tree: 64}}
-  logistic: {{reg_params: [0.001], validation_days: 4}}
-""")
-    args = ["--conf", str(conf), "--dataset", "transactions"]
-    assert generate.main(args) == 0
-    assert build_features.main(args) == 0
-    assert train.main(args) == 0
-    return {"root": root, "args": args, "scores": root / "lake" / "scores" / "transactions"}
+# the `lake` fixture (generate -> features -> train on small transactions) is in conftest.py
 
 
 def scores_of(spark, path, day):

@@ -150,10 +150,11 @@ def test_report_is_self_contained_html_with_charts(job_output):
     assert "http://" not in page and "https://" not in page
 
 
-def test_a_date_without_scores_is_an_input_error(scores_path, tmp_path, capsys):
-    code, _, _ = run_job(tmp_path, scores_path, "--date", "2025-06-01")
-    assert code == 2
+def test_a_date_without_scores_is_nothing_to_do(scores_path, tmp_path, capsys):
+    code, out, _ = run_job(tmp_path, scores_path, "--date", "2025-06-01")
+    assert code == 3
     assert "no scores on 2025-06-01" in capsys.readouterr().err
+    assert not out.exists()
 
 
 def test_json_export_without_reference_days_skips_drift(scores_path, tmp_path):
