@@ -340,7 +340,8 @@ class JumpLimits:
 
 def _ratio_jump(value: Column, previous: Column, limit: float, enough: Column) -> Column:
     """True when ``value`` and ``previous`` differ by more than ``limit`` times either way (one of
-    them 0 and the other not counts), and ``enough`` holds."""
+    them 0 and the other not counts), and ``enough`` holds.
+    """
     high, low = F.greatest(value, previous), F.least(value, previous)
     return F.coalesce(enough & (high > 0) & ((low <= 0) | (high / low > F.lit(limit))), F.lit(False))
 
