@@ -95,8 +95,8 @@ def jump_lines(rows: list[Mapping], day: dt.date) -> list[str]:
             continue
         when = describe_previous(day, row["compared_with"])
         if row["kind"] == "score":
-            lines.append(f"JUMP: {row['measure']} PSI {row['psi']:.2f} vs {when} ({row['rule']}; mean "
-                         f"{row['value']:.3g} vs {row['previous']:.3g})")
+            lines.append(f"JUMP: {row['measure']} PSI {row['psi']:.2f} against {when.removeprefix('on ')} "
+                         f"({row['rule']}; mean {row['value']:.3g} vs {row['previous']:.3g})")
             continue
         if row["kind"] == "rate":
             value, previous = f"{100 * row['value']:.2f}%", f"{100 * row['previous']:.2f}%"

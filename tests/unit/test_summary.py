@@ -310,3 +310,22 @@ def test_text_round_trip_on_a_local_path(tmp_path):
     path = str(tmp_path / "a" / "b.sql")
     fs.write_text(path, "select 1;\n")
     assert fs.read_text(path) == "select 1;\n"
+
+
+def test_jump_lines_name_the_measure_both_values_and_the_factor():
+    from reporting.daily import jump_lines
+
+    def row(measure, kind, value, previous, ratio, jump, compared_with=DAY - dt.timedelta(days=1), psi=None):
+        return {"measure": measure, "kind": kind, "value": value, "previous": previous, "ratio": ratio,
+                "jump": jump, "compared_with": compared_with, "psi": psi, "rule": "PSI > 0.25"}
+
+    rows = [row("events", "count", 1200.0, 48000.0, 0.025, True), row("alerts", "count", 412.0, 95.0, 412 / 95, True),
+            row("anomaly_rate", "rate", 0.0085, 0.002, 4.25, False),
+            row("risk", "score", 0.31, 0.12, None, True, DAY - dt.timedelta(days=3), psi=0.4123),
+            row("alerts", "count", 25.0, 0.0, None, True, DAY - dt.timedelta(days=2))]
+    assert jump_lines(rows, DAY) == [
+        "JUMP: events 1,200 vs 48,000 yesterday (x0.025)",
+        "JUMP: alerts 412 vs 95 yesterday (x4.3)",
+        "JUMP: risk PSI 0.41 against 2026-01-04 (PSI > 0.25; mean 0.31 vs 0.12)",
+        "JUMP: alerts 25 vs 0 on 2026-01-05",
+    ]
