@@ -171,7 +171,9 @@ def run_summary(spark: SparkSession, conf: SummaryConfig, *, dataset: Dataset, d
     if events == 0:
         raise InputError(f"no scores on {day} in {scores}")
     previous = scores_df.where(F.col("date") < F.lit(str(day)).cast("date")).agg(F.max("date")).first()[0]
-    previous_rows = for_date(scores_df, previous).count() if previous else 0
+    # persisted like day_df: the comparison reads the previous date four times (counts, quantiles, PSI)
+    previous_df = for_date(scores_df, previous).persist(StorageLevel.MEMORY_AND_DISK) if previous else None
+    previous_rows = previous_df.count() if previous else 0
     if previous:
         which = "the day before" if previous == day - dt.timedelta(days=1) else "the latest earlier date with scores"
         log("summary", f"compared with {previous} ({which}, {previous_rows:,} rows)")
@@ -237,6 +239,8 @@ def run_summary(spark: SparkSession, conf: SummaryConfig, *, dataset: Dataset, d
     for df in tables.values():
         df.unpersist()
     day_df.unpersist()
+    if previous_df is not None:
+        previous_df.unpersist()
     log("summary", f"QuickSight manifests: {', '.join(manifests)}")
     log("summary", f"Athena DDL: {', '.join(ddl_files)}")
     shown = report if fs.has_scheme(report) else "file://" + quicksight.quicksight_uri(report)
