@@ -8,13 +8,18 @@ under the summary root (--output, default paths.summary):
                                   entities, locations (counts and max risk), top_entities (with top
                                   reasons), histogram (score bins by label), drift (PSI of every
                                   score and of every feature (from the feature table, --features)
-                                  vs the summary.reference_days days before)
+                                  vs the summary.reference_days days before), compare (the date
+                                  vs the previous date with scores: events, alerts, anomaly rate,
+                                  score means/quantiles/PSI, a jump flag per row; summary.jump_*),
+                                  expected (next day's alerts: median, min, max over the last
+                                  summary.expected_days days, dates with scores only)
   quicksight/<table>/date=.../    the same rows as CSV with a header (or JSON lines:
                                   summary.export_format), one file per table and date
   quicksight/manifests/<table>_YYYY-MM-DD.json   QuickSight manifest of that date's file
   quicksight/manifests/<table>.json              manifest of every date's file (for a dashboard)
   athena/<dataset>_<table>.sql    CREATE EXTERNAL TABLE for the features, scores and summary tables
 and the HTML report (--report, default paths.reports/summary_<dataset>_<date>.html).
+Each jump against the previous date prints "[summary] JUMP: ..." (e.g. alerts 412 vs 95 yesterday (x4.3)).
 
 Manifest URIs name the files actually written: s3:// for an s3a:// output (QuickSight's scheme),
 absolute local paths for a local run (QuickSight cannot read those; run on S3 to use them).

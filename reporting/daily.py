@@ -14,14 +14,14 @@ from pyspark.sql import functions as F
 
 from features.datasets import Dataset
 from reporting import quicksight
-from reporting.summary import SummaryInputError, between_dates, for_date, summary_tables
+from reporting.summary import JumpLimits, SummaryInputError, between_dates, for_date, summary_tables
 from runtime import fs
 from runtime.config import AthenaConfig, SummaryConfig
 from runtime.errors import InputError
-from runtime.progress import log, step
+from runtime.progress import RunSummary, log, step
 from runtime.storage import StorageError, read_table, write_table
 
-__all__ = ["run_summary"]
+__all__ = ["describe_previous", "jump_lines", "run_summary"]
 
 LOCATIONS_IN_REPORT = 15
 
@@ -80,8 +80,38 @@ def write_ddl(spark: SparkSession, athena: AthenaConfig, dataset: str, tables: M
     return written
 
 
+def describe_previous(day: dt.date, previous: dt.date) -> str:
+    """'yesterday' for the day before ``day``, else 'on <date>' (a gap without scores between)."""
+    return "yesterday" if previous == day - dt.timedelta(days=1) else f"on {previous}"
+
+
+def jump_lines(rows: list[Mapping], day: dt.date) -> list[str]:
+    """One line per flagged row of the ``compare`` table (``reporting.summary.day_comparison``),
+    e.g. ``JUMP: alerts 412 vs 95 yesterday (x4.3)``.
+    """
+    lines = []
+    for row in rows:
+        if not row["jump"]:
+            continue
+        when = describe_previous(day, row["compared_with"])
+        if row["kind"] == "score":
+            lines.append(f"JUMP: {row['measure']} PSI {row['psi']:.2f} against {when.removeprefix('on ')} "
+                         f"({row['rule']}; mean {row['value']:.3g} vs {row['previous']:.3g})")
+            continue
+        if row["kind"] == "rate":
+            value, previous = f"{100 * row['value']:.2f}%", f"{100 * row['previous']:.2f}%"
+        else:
+            value, previous = f"{row['value']:,.0f}", f"{row['previous']:,.0f}"
+        ratio = row["ratio"]
+        factor = "" if ratio is None else f" (x{ratio:.1f})" if ratio >= 1 else f" (x{ratio:.2g})"
+        lines.append(f"JUMP: {row['measure']} {value} vs {previous} {when}{factor}")
+    return lines
+
+
 def report_html(tables: Mapping[str, DataFrame], *, dataset: str, day: dt.date, entity_col: str,
                 location_col: str | None, reference: str, sources: Mapping[str, str]) -> str:
+    import pandas as pd
+
     from reporting.daily_report import render_daily_report  # matplotlib: only when a report is drawn
 
     def pandas(name, order=None, limit=None):
@@ -100,7 +130,8 @@ def report_html(tables: Mapping[str, DataFrame], *, dataset: str, day: dt.date, 
         dataset=dataset, day=day, entity_col=entity_col, location_col=location_col,
         daily=pandas("daily"), hourly=pandas("hourly"), histogram=pandas("histogram"),
         top=pandas("top_entities"), locations=locations, drift=pandas("drift"), reference=reference,
-        sources=sources)
+        sources=sources, comparison=pandas("compare") if "compare" in tables else pd.DataFrame(),  # empty: no earlier date
+        expected=pandas("expected"))
 
 
 def drift_features(spark: SparkSession, path: str, fmt: str) -> DataFrame | None:
@@ -114,12 +145,16 @@ def drift_features(spark: SparkSession, path: str, fmt: str) -> DataFrame | None
 
 def run_summary(spark: SparkSession, conf: SummaryConfig, *, dataset: Dataset, day: dt.date | None,
                 scores: str, output: str, features: str, drift_from: str, report: str | None, reports: str,
-                storage_format: str) -> None:
+                storage_format: str) -> RunSummary:
     """Summarise ``day`` (None: the latest date) of the scores table at ``scores`` into ``output``.
 
     ``features`` is the feature table the Athena DDL describes, ``drift_from`` the one the
     features' PSI is measured on; the report goes to ``report`` (None: a file named after the
-    data set and date in ``reports``).
+    data set and date in ``reports``). ``day`` is compared with the latest earlier date with
+    scores (the day before, or the last one before a gap); a jump beyond ``conf``'s limits prints
+    a ``JUMP:`` line. Returns the run's summary: the day's scored rows and alerts, the model
+    versions in its scores, and in ``extra`` the ``jumps`` (measure names, empty when none), the
+    date ``compared_with`` (None on the first date) and the ``expected_alerts`` of the next day.
     """
     try:
         scores_df = read_table(spark, scores, storage_format)
@@ -131,9 +166,19 @@ def run_summary(spark: SparkSession, conf: SummaryConfig, *, dataset: Dataset, d
         raise InputError(f"the scores table {scores} has no rows")
 
     day_df = for_date(scores_df, day).persist(StorageLevel.MEMORY_AND_DISK)
-    events = day_df.count()
+    events, alerts = day_df.agg(F.count(F.lit(1)), F.sum(F.col("is_anomaly").cast("long"))).first() \
+        if "is_anomaly" in scores_df.columns else (day_df.count(), None)
     if events == 0:
         raise InputError(f"no scores on {day} in {scores}")
+    previous = scores_df.where(F.col("date") < F.lit(str(day)).cast("date")).agg(F.max("date")).first()[0]
+    # persisted like day_df: the comparison reads the previous date four times (counts, quantiles, PSI)
+    previous_df = for_date(scores_df, previous).persist(StorageLevel.MEMORY_AND_DISK) if previous else None
+    previous_rows = previous_df.count() if previous else 0
+    if previous:
+        which = "the day before" if previous == day - dt.timedelta(days=1) else "the latest earlier date with scores"
+        log("summary", f"compared with {previous} ({which}, {previous_rows:,} rows)")
+    else:
+        log("summary", f"no scores before {day}: no comparison with a previous date")
     reference_days = conf.reference_days
     reference_from = day - dt.timedelta(days=reference_days)
     reference_rows = between_dates(scores_df, reference_from, day - dt.timedelta(days=1)).count() \
@@ -149,7 +194,11 @@ def run_summary(spark: SparkSession, conf: SummaryConfig, *, dataset: Dataset, d
             reference_days=reference_days if reference_rows else 0, top=conf.top, top_reasons=conf.top_reasons,
             histogram_bins=conf.histogram_bins, psi_bins=conf.psi_bins,
             reference_fraction=min(1.0, conf.psi_max_rows / reference_rows) if reference_rows else 1.0,
-            current_fraction=min(1.0, conf.psi_max_rows / events), features_df=features_df)
+            current_fraction=min(1.0, conf.psi_max_rows / events), features_df=features_df,
+            previous=previous, previous_fraction=min(1.0, conf.psi_max_rows / previous_rows) if previous_rows else 1.0,
+            limits=JumpLimits(alert_ratio=conf.jump_alert_ratio, min_alerts=conf.jump_min_alerts,
+                              events_ratio=conf.jump_events_ratio, psi=conf.jump_psi),
+            expected_days=conf.expected_days)
     except (SummaryInputError, ValueError) as exc:
         raise InputError(str(exc)) from None
 
@@ -163,6 +212,19 @@ def run_summary(spark: SparkSession, conf: SummaryConfig, *, dataset: Dataset, d
         manifests = [export(for_date(df, day), name, day, output, fmt) for name, df in tables.items()]
     ddl_files = write_ddl(spark, conf.athena, dataset.name, tables, scores_df, scores, features, output,
                           storage_format)
+    compared = tables["compare"].collect() if "compare" in tables else []
+    for line in jump_lines(compared, day):
+        log("summary", line)
+    if previous and not any(row["jump"] for row in compared):
+        log("summary", f"no jump against {previous}")
+    expected = tables["expected"].first()
+    log("summary", f"expected alerts on {expected['for_date']}: {expected['median_alerts']:,.1f} (median of the "
+                   f"{expected['days']} dates with scores {expected['first_date']} .. {expected['last_date']}; "
+                   f"range {expected['min_alerts']:,} .. {expected['max_alerts']:,})")
+    kinds = [kind for kind in ("rcf", "logistic") if f"{kind}_version" in scores_df.columns]
+    seen = day_df.agg(*[F.sort_array(F.collect_set(f"{kind}_version")).alias(kind) for kind in kinds]).first() \
+        if kinds else {}
+    versions = {kind: "+".join(seen[kind]) or None for kind in kinds}  # "+": more than one version that day
 
     report = report or fs.join(reports, f"summary_{dataset.name}_{day}.html")
     reference = (f"the {reference_days} days {reference_from} .. {day - dt.timedelta(days=1)}"
@@ -177,7 +239,13 @@ def run_summary(spark: SparkSession, conf: SummaryConfig, *, dataset: Dataset, d
     for df in tables.values():
         df.unpersist()
     day_df.unpersist()
+    if previous_df is not None:
+        previous_df.unpersist()
     log("summary", f"QuickSight manifests: {', '.join(manifests)}")
     log("summary", f"Athena DDL: {', '.join(ddl_files)}")
     shown = report if fs.has_scheme(report) else "file://" + quicksight.quicksight_uri(report)
     log("summary", f"report: {shown}")
+    return RunSummary(job="summary", dataset=dataset.name, dates=[str(day)], rows_in=events, alerts=alerts,
+                      versions=versions, extra={"jumps": [row["measure"] for row in compared if row["jump"]],
+                                                "compared_with": str(previous) if previous else None,
+                                                "expected_alerts": expected["median_alerts"]})

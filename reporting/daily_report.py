@@ -84,7 +84,7 @@ def _fmt(value: Any, digits: int = 3, integer: bool = False) -> str:
     return html.escape(str(value))
 
 
-def _daily_chart(daily: pd.DataFrame, day: dt.date) -> str | None:
+def _daily_chart(daily: pd.DataFrame, day: dt.date, expected: Mapping[str, Any] | None = None) -> str | None:
     if daily.empty:
         return None
     daily = daily.sort_values("date")
@@ -93,9 +93,17 @@ def _daily_chart(daily: pd.DataFrame, day: dt.date) -> str | None:
     fig = Figure(figsize=(5.7, 3.2))
     ax = fig.add_subplot()
     ax.bar(labels, daily["anomalies"], color=colours)
-    ax.set_ylim(0, max(1, int(daily["anomalies"].max())) * 1.15)
+    top = int(daily["anomalies"].max())
+    title = "Anomalies per day (report date in red)"
+    if expected is not None:
+        median, low, high = (float(expected[k]) for k in ("median_alerts", "min_alerts", "max_alerts"))
+        ax.errorbar([f"{str(expected['for_date'])[5:]}?"], [median], yerr=[[median - low], [high - median]],
+                    fmt="D", color=_GREY, capsize=4)
+        top = max(top, int(high))
+        title = "Anomalies per day (report date in red; grey: expected next day)"
+    ax.set_ylim(0, max(1, top) * 1.15)
     ax.set_ylabel("anomalies")
-    ax.set_title("Anomalies per day (report date in red)")
+    ax.set_title(title)
     rate = ax.twinx()
     rate.plot(labels, 100 * daily["anomaly_rate"].astype(float), color=_ORANGE, marker="o", linewidth=1.5)
     rate.set_ylabel("anomaly rate (%)", color=_ORANGE)
@@ -175,17 +183,77 @@ def _card(key: str, value: str, alert: bool = False) -> str:
     return f'<div class="card{" alert" if alert else ""}"><div class="v">{value}</div><div class="k">{key}</div></div>'
 
 
+def _measure(kind: str, value: Any) -> str:
+    if value is None or pd.isna(value):
+        return "–"
+    if kind == "rate":
+        return f"{100 * float(value):.2f} %"
+    if kind == "count":
+        return f"{float(value):,.0f}"
+    return f"{float(value):.3f}"
+
+
+def _comparison_block(comparison: pd.DataFrame, day: dt.date) -> str:
+    """The "compared with <previous date>" section: one row per measure, jumps highlighted."""
+    previous = comparison["compared_with"].iloc[0]
+    gap = "the day before" if str(previous) == str(day - dt.timedelta(days=1)) else \
+        "the latest earlier date with scores"
+    head = "".join(f'<th class="{"l" if i in (0, 8) else ""}">{html.escape(c)}</th>' for i, c in enumerate(
+        ["measure", str(day), str(previous), "change", "PSI", "p50", "p90", "p99", "jump when"]))
+    rows = []
+    for _, row in comparison.iterrows():
+        kind = row["kind"]
+        ratio = row["ratio"]
+        change = "–" if ratio is None or pd.isna(ratio) else f"x{float(ratio):.2f}"
+        quantiles = ["–" if pd.isna(row.get(q)) else
+                     f"{float(row[q]):.3f} <span class=\"note\">({float(row[f'previous_{q}']):.3f})</span>"
+                     for q in ("p50", "p90", "p99")]
+        flag = '<b>JUMP</b> · ' if row["jump"] else ""
+        cells = [f'<td class="l">{flag}{html.escape(str(row["measure"]))}</td>',
+                 f"<td>{_measure(kind, row['value'])}</td>", f"<td>{_measure(kind, row['previous'])}</td>",
+                 f"<td>{change}</td>", f"<td>{_fmt(row['psi'])}</td>", *[f"<td>{q}</td>" for q in quantiles],
+                 f'<td class="l">{html.escape(str(row["rule"]))}</td>']
+        style = f' class="jump" style="background:{_READING_COLOURS["significant"]}"' if row["jump"] else ""
+        rows.append(f"<tr{style}>{''.join(cells)}</tr>")
+    jumps = int(comparison["jump"].sum())
+    return (f"<h2>Compared with {previous}</h2>"
+            f'<p class="note">{day} against {previous} ({gap}): '
+            + (f'<b>{jumps} jump(s)</b>, highlighted. ' if jumps else "no jump. ")
+            + "Counts: the two days' numbers and today / previous; scores: the means, PSI of today against "
+            f"the previous date (its deciles as bins) and quantiles (previous in brackets).</p>"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def _expected_block(daily: pd.DataFrame, expected: Mapping[str, Any]) -> str:
+    """Alerts per day as numbers and how the next day's expectation is computed."""
+    daily = daily.sort_values("date")
+    head = "".join(f"<th>{str(d)[5:]}</th>" for d in daily["date"])
+    alerts = "".join(f"<td>{_fmt(int(v))}</td>" for v in daily["anomalies"])
+    events = "".join(f"<td>{_fmt(int(v))}</td>" for v in daily["events"])
+    return (f'<table><thead><tr><th class="l">date</th>{head}</tr></thead><tbody>'
+            f'<tr><td class="l">alerts</td>{alerts}</tr><tr><td class="l">events</td>{events}</tr></tbody></table>'
+            f'<p class="note"><b>Expected alerts on {expected["for_date"]}: {float(expected["median_alerts"]):,.1f}'
+            f'</b> (range {_fmt(int(expected["min_alerts"]))} – {_fmt(int(expected["max_alerts"]))}). How: the '
+            f'median of the daily alert counts on the {int(expected["days"])} date(s) with scores from '
+            f'{expected["first_date"]} to {expected["last_date"]} (the mean of the two middle counts for an '
+            "even number of dates), the range their minimum and maximum; no trend, weekday or season is "
+            "modelled, and it assumes tomorrow's events and threshold are like these days'.</p>")
+
+
 def render_daily_report(*, dataset: str, day: dt.date, entity_col: str, location_col: str | None,
                         daily: pd.DataFrame, hourly: pd.DataFrame, histogram: pd.DataFrame,
                         top: pd.DataFrame, locations: pd.DataFrame, drift: pd.DataFrame | None,
                         reference: str, sources: Mapping[str, str],
-                        generated: dt.datetime | None = None) -> str:
+                        generated: dt.datetime | None = None, comparison: pd.DataFrame | None = None,
+                        expected: pd.DataFrame | None = None) -> str:
     """The HTML page of one date's summary.
 
     ``daily``: daily counts of the last days; ``hourly``: anomalies per hour of ``day``;
     ``histogram``: score histogram rows of ``day``; ``top``: top entities; ``locations``: the
     riskiest locations; ``drift``: PSI rows (None or empty: no reference days); ``reference``: a
-    phrase naming the PSI reference period; ``sources``: name -> location, listed at the end.
+    phrase naming the PSI reference period; ``sources``: name -> location, listed at the end;
+    ``comparison``: the day-over-day rows (None or empty: no earlier date, the page says so);
+    ``expected``: the one-row expectation of the next day's alerts (None: not shown).
     """
     generated = generated or dt.datetime.now(dt.UTC).replace(microsecond=0)
     today = daily[daily["date"].astype(str) == str(day)]
@@ -205,6 +273,15 @@ def render_daily_report(*, dataset: str, day: dt.date, entity_col: str, location
     drifting = 0 if drift is None or drift.empty else int((drift["reading"] == "significant").sum())
     if drift is not None and not drift.empty:
         cards.append(_card("columns drifting (PSI ≥ 0.25)", str(drifting), drifting > 0))
+    has_comparison = comparison is not None and not comparison.empty
+    if has_comparison:
+        jumps = int(comparison["jump"].sum())
+        cards.append(_card(f"jumps vs {comparison['compared_with'].iloc[0]}", str(jumps), jumps > 0))
+    outlook = None if expected is None or expected.empty else expected.iloc[0]
+    if outlook is not None:
+        cards.append(_card(f"expected alerts {outlook['for_date']}",
+                           f"{float(outlook['median_alerts']):,.0f} ({_fmt(int(outlook['min_alerts']))}–"
+                           f"{_fmt(int(outlook['max_alerts']))})"))
 
     parts = [f"<h1>Daily anomaly summary — {html.escape(dataset)} — {day}</h1>",
              f'<p class="sub">Generated {generated:%Y-%m-%d %H:%M} UTC from the scores table. '
@@ -212,9 +289,17 @@ def render_daily_report(*, dataset: str, day: dt.date, entity_col: str, location
              + (f", location: <code>{html.escape(location_col)}</code>" if location_col else "") + ".</p>",
              f'<div class="cards">{"".join(cards)}</div>']
 
-    charts = [c for c in (_daily_chart(daily, day), _hourly_chart(hourly)) if c]
+    if has_comparison:
+        parts.append(_comparison_block(comparison, day))
+    elif comparison is not None:
+        parts.append(f'<h2>Compared with the previous date</h2><p class="note">No scores before {day}: '
+                     "nothing to compare with.</p>")
+
+    charts = [c for c in (_daily_chart(daily, day, outlook), _hourly_chart(hourly)) if c]
     parts.append("<h2>Anomalies over time</h2>")
     parts.append(f'<div class="grid">{"".join(charts)}</div>' if charts else '<p class="note">No events.</p>')
+    if outlook is not None and not daily.empty:
+        parts.append(_expected_block(daily, outlook))
 
     parts.append("<h2>Score distributions</h2>")
     chart = _histogram_chart(histogram)

@@ -17,11 +17,29 @@ A share of 0 is replaced by ``PSI_EPSILON`` (1e-4) so an empty bin gives a large
 Identical distributions give 0; each term is >= 0. The usual reading: PSI < 0.1 no significant
 change ("stable"), 0.1 <= PSI < 0.25 a moderate shift worth a look ("moderate"), PSI >= 0.25 a
 significant shift: the model sees a different population, investigate or retrain ("significant").
+
+Day-over-day comparison (``day_comparison``)
+--------------------------------------------
+The date ``D`` against one earlier date ``P`` (the caller picks it: ``D - 1``, or the latest
+earlier date with scores). Counts (events, alerts = anomalies, anomaly rate) are flagged as a
+*jump* when they moved by more than a factor either way (``today / previous`` or its inverse above
+the limit), alerts and the rate only when the larger of the two alert counts reaches a minimum so
+that 1 -> 3 alerts is noise, not a jump; a count that went from 0 to something (or back) is a
+jump under the same minimum. Each score (risk, rcf_score, logistic_score) is compared by its mean
+and quantiles and flagged when its PSI of ``D`` against ``P`` (``P``'s deciles as bins) is above
+a limit.
+
+Expected alerts (``expected_alerts``)
+-------------------------------------
+The alerts the next date will bring, as a plain expectation: the median of the daily alert counts
+over the dates with scores among the last N days up to ``D`` (the mean of the two middle values
+for an even count), with their minimum and maximum as the range.
 """
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -30,6 +48,8 @@ from pyspark.sql import types as T
 from features.datasets import DATASETS
 
 __all__ = [
+    "COMPARED_QUANTILES",
+    "JumpLimits",
     "PSI_EPSILON",
     "PSI_MODERATE",
     "PSI_SIGNIFICANT",
@@ -39,6 +59,8 @@ __all__ = [
     "between_dates",
     "counts_by",
     "daily_counts",
+    "day_comparison",
+    "expected_alerts",
     "feature_columns",
     "for_date",
     "psi",
@@ -300,14 +322,132 @@ def psi(reference_df: DataFrame, current_df: DataFrame, columns: Sequence[str], 
                     F.coalesce("current_rows", F.lit(0)).cast("long").alias("current_rows")))
 
 
+COMPARED_QUANTILES = (0.5, 0.9, 0.99)
+
+
+@dataclass(frozen=True)
+class JumpLimits:
+    """When a day-over-day change is a jump (see the module docstring): ``alert_ratio`` and
+    ``events_ratio`` are factors (> 1) either way, ``min_alerts`` the alert count the larger day
+    must reach, ``psi`` the PSI a score must exceed.
+    """
+
+    alert_ratio: float = 2.0
+    min_alerts: int = 20
+    events_ratio: float = 2.0
+    psi: float = 0.25
+
+
+def _ratio_jump(value: Column, previous: Column, limit: float, enough: Column) -> Column:
+    """True when ``value`` and ``previous`` differ by more than ``limit`` times either way (one of
+    them 0 and the other not counts), and ``enough`` holds.
+    """
+    high, low = F.greatest(value, previous), F.least(value, previous)
+    return F.coalesce(enough & (high > 0) & ((low <= 0) | (high / low > F.lit(limit))), F.lit(False))
+
+
+def day_comparison(scores_df: DataFrame, day: dt.date, previous: dt.date, limits: JumpLimits,
+                   psi_bins: int = 10, day_fraction: float = 1.0, previous_fraction: float = 1.0,
+                   seed: int = 7) -> DataFrame:
+    """``day`` against ``previous``: one row per measure, with a ``jump`` flag.
+
+    Measures: ``events``, ``alerts`` and ``anomaly_rate`` (kind count/rate: ``value`` and
+    ``previous`` are the two days' numbers, ``ratio`` = value / previous, null when previous is
+    0) and each score column present (kind score: ``value``/``previous`` are the means, quantiles
+    ``p50``/``p90``/``p99`` and ``previous_p50``..., ``psi`` of ``day`` against ``previous`` on
+    samples of ``day_fraction`` / ``previous_fraction`` of the rows). ``rule`` says in words when
+    the measure is a jump. Columns: date, compared_with, measure, kind, value, previous, ratio,
+    psi, p50, p90, p99, previous_p50, previous_p90, previous_p99, jump, rule.
+    """
+    require_columns(scores_df, ["date", "is_anomaly", "risk", "label"], "the day-over-day comparison")
+    if not previous < day:
+        raise ValueError(f"the date compared with ({previous}) must be before {day}")
+    counts = daily_counts(scores_df.where(F.col("date").isin(_date_lit(day), _date_lit(previous))))
+    is_day = F.col("date") == _date_lit(day)
+
+    def on(day_side: bool, column: str) -> Column:
+        return F.max(F.when(is_day if day_side else ~is_day, F.col(column)))
+
+    two = counts.agg(*[on(side, c).alias(f"{'d' if side else 'p'}_{c}") for side in (True, False)
+                       for c in ("events", "anomalies", "anomaly_rate")])
+    enough = F.greatest(F.coalesce("d_anomalies", F.lit(0)), F.coalesce("p_anomalies", F.lit(0))) \
+        >= F.lit(limits.min_alerts)
+    alert_rule = f"x{limits.alert_ratio:g} either way, with >= {limits.min_alerts} alerts on one of the days"
+    measures = []
+    for measure, column, kind, limit, gate, text in (
+            ("events", "events", "count", limits.events_ratio, F.lit(True), f"x{limits.events_ratio:g} either way"),
+            ("alerts", "anomalies", "count", limits.alert_ratio, enough, alert_rule),
+            ("anomaly_rate", "anomaly_rate", "rate", limits.alert_ratio, enough, alert_rule)):
+        value = F.coalesce(F.col(f"d_{column}").cast("double"), F.lit(0.0))
+        before = F.coalesce(F.col(f"p_{column}").cast("double"), F.lit(0.0))
+        measures.append(F.struct(F.lit(measure).alias("measure"), F.lit(kind).alias("kind"),
+                                 value.alias("value"), before.alias("previous"),
+                                 F.when(before > 0, value / before).alias("ratio"),
+                                 _ratio_jump(value, before, limit, gate).alias("jump"), F.lit(text).alias("rule")))
+    count_rows = two.select(F.explode(F.array(*measures)).alias("m")).select("m.*")
+
+    scores = score_columns(scores_df)  # never empty: risk is required
+    nothing = F.lit(None).cast("double")
+    names = [f"p{round(100 * q)}" for q in COMPARED_QUANTILES]
+    day_df, previous_df = for_date(scores_df, day), for_date(scores_df, previous)
+    if day_fraction < 1.0:
+        day_df = day_df.sample(fraction=day_fraction, seed=seed)
+    if previous_fraction < 1.0:
+        previous_df = previous_df.sample(fraction=previous_fraction, seed=seed)
+    today = F.col("today")
+    both = (_long(day_df, scores).withColumn("today", F.lit(True))
+            .unionByName(_long(previous_df, scores).withColumn("today", F.lit(False))))
+    stats = both.groupBy("column").agg(
+        F.avg(F.when(today, F.col("value"))).alias("value"),
+        F.avg(F.when(~today, F.col("value"))).alias("previous"),
+        F.percentile_approx(F.when(today, F.col("value")), list(COMPARED_QUANTILES)).alias("q"),
+        F.percentile_approx(F.when(~today, F.col("value")), list(COMPARED_QUANTILES)).alias("pq"))
+    drift = psi(previous_df, day_df, scores, psi_bins).select("column", "psi")
+    score_rows = (drift.join(stats, "column", "left")
+                  .select(F.col("column").alias("measure"), F.lit("score").alias("kind"), "value", "previous",
+                          nothing.alias("ratio"), "psi",
+                          *[F.col("q")[i].alias(name) for i, name in enumerate(names)],
+                          *[F.col("pq")[i].alias(f"previous_{name}") for i, name in enumerate(names)],
+                          F.coalesce(F.col("psi") > F.lit(limits.psi), F.lit(False)).alias("jump"),
+                          F.lit(f"PSI > {limits.psi:g}").alias("rule")))
+    count_rows = count_rows.select(
+        "measure", "kind", "value", "previous", "ratio", nothing.alias("psi"),
+        *[nothing.alias(name) for name in names], *[nothing.alias(f"previous_{name}") for name in names],
+        "jump", "rule")
+    return count_rows.unionByName(score_rows).select(
+        _date_lit(day).alias("date"), _date_lit(previous).alias("compared_with"), "*")
+
+
+def expected_alerts(scores_df: DataFrame, day: dt.date, days: int = 7) -> DataFrame:
+    """The expectation of the alerts on the date after ``day``: median, minimum and maximum of the
+    daily alerts (and the median events and rate) over the dates with scores among the ``days``
+    days up to ``day``. One row: date, for_date, days (dates with scores used), first_date,
+    last_date, median_alerts, min_alerts, max_alerts, median_events, median_rate.
+    """
+    if days < 1:
+        raise ValueError(f"the expectation needs at least 1 day, got {days}")
+    counts = daily_counts(between_dates(scores_df, day - dt.timedelta(days=days - 1), day))
+    return counts.agg(
+        F.count(F.lit(1)).cast("int").alias("days"), F.min("date").alias("first_date"),
+        F.max("date").alias("last_date"), F.median("anomalies").alias("median_alerts"),
+        F.min("anomalies").alias("min_alerts"), F.max("anomalies").alias("max_alerts"),
+        F.median("events").alias("median_events"), F.median("anomaly_rate").alias("median_rate"),
+    ).select(_date_lit(day).alias("date"), _date_lit(day + dt.timedelta(days=1)).alias("for_date"), "*")
+
+
 def summary_tables(scores_df: DataFrame, day: dt.date, *, entity_col: str, location_col: str | None,
                    history_days: int = 14, reference_days: int = 7, top: int = 20, top_reasons: int = 3,
                    histogram_bins: int = 20, psi_bins: int = 10, reference_fraction: float = 1.0,
                    current_fraction: float = 1.0, seed: int = 7,
-                   features_df: DataFrame | None = None) -> dict[str, DataFrame]:
+                   features_df: DataFrame | None = None, previous: dt.date | None = None,
+                   limits: JumpLimits = JumpLimits(), previous_fraction: float = 1.0,
+                   expected_days: int = 7) -> dict[str, DataFrame]:
     """Every summary table of ``day`` from the scores table, by name (lazy frames).
 
-    ``daily`` covers the ``history_days`` days up to ``day``; ``drift`` compares ``day`` with the
+    ``daily`` covers the ``history_days`` days up to ``day``; ``expected`` is the expectation of
+    the next day's alerts from the ``expected_days`` days up to ``day``; ``compare`` (only with a
+    ``previous`` date) compares ``day`` with ``previous`` and flags jumps beyond ``limits``, the
+    PSI on samples of ``current_fraction`` and ``previous_fraction``; ``drift`` compares ``day`` with the
     ``reference_days`` days before it, on samples of ``reference_fraction`` and ``current_fraction``
     of their rows (absent when ``reference_days`` is 0): the scores' drift from the scores table,
     the features' from ``features_df`` (the feature table, which holds one row per scored row)
@@ -326,6 +466,10 @@ def summary_tables(scores_df: DataFrame, day: dt.date, *, entity_col: str, locat
     }
     if location_col:
         tables["locations"] = counts_by(day_df, location_col, distinct_col=entity_col)
+    tables["expected"] = expected_alerts(scores_df, day, expected_days)
+    if previous is not None:
+        tables["compare"] = day_comparison(scores_df, day, previous, limits, psi_bins, current_fraction,
+                                           previous_fraction, seed)
     if reference_days > 0:
         first = day - dt.timedelta(days=reference_days)
 

@@ -431,6 +431,11 @@ class SummaryConfig:
     psi_bins: int = rule(AT_LEAST_1)
     psi_max_rows: int = rule(AT_LEAST_1)
     export_format: str = rule(OneOf(("csv", "json")))
+    jump_alert_ratio: float = rule(Range(1, lo_open=True))
+    jump_min_alerts: int = rule(AT_LEAST_0)
+    jump_events_ratio: float = rule(Range(1, lo_open=True))
+    jump_psi: float = rule(POSITIVE)
+    expected_days: int = rule(AT_LEAST_1)
     athena: AthenaConfig
 
 

@@ -43,13 +43,32 @@ def summary_frames(labeled=True):
     return daily, hourly, pd.DataFrame(hist), top, locations, drift
 
 
-def render(labeled=True, with_drift=True):
+def comparison_frames(previous=DAY - dt.timedelta(days=1)):
+    """The compare rows (alerts x4.3 and risk PSI 0.41 are jumps) and the expected-alerts row."""
+    nan = float("nan")
+    counts = [("events", "count", 48_500.0, 48_000.0, 1.0104, False, "x2 either way"),
+              ("alerts", "count", 412.0, 95.0, 4.3368, True, "x2 either way, with >= 20 alerts on one of the days"),
+              ("anomaly_rate", "rate", 412 / 48_500, 95 / 48_000, 4.292, True, "same as alerts")]
+    rows = [{"date": DAY, "compared_with": previous, "measure": m, "kind": k, "value": v, "previous": p,
+             "ratio": r, "psi": nan, "p50": nan, "p90": nan, "p99": nan, "previous_p50": nan, "previous_p90": nan,
+             "previous_p99": nan, "jump": j, "rule": rule} for m, k, v, p, r, j, rule in counts]
+    rows += [{"date": DAY, "compared_with": previous, "measure": m, "kind": "score", "value": v, "previous": p,
+              "ratio": nan, "psi": psi, "p50": v, "p90": v * 2, "p99": v * 3, "previous_p50": p,
+              "previous_p90": p * 2, "previous_p99": p * 3, "jump": psi > 0.25, "rule": "PSI > 0.25"}
+             for m, v, p, psi in (("risk", 0.31, 0.12, 0.41), ("rcf_score", 1.2, 1.1, 0.03))]
+    expected = pd.DataFrame([{"date": DAY, "for_date": DAY + dt.timedelta(days=1), "days": 7,
+                              "first_date": DAY - dt.timedelta(days=6), "last_date": DAY, "median_alerts": 437.0,
+                              "min_alerts": 400, "max_alerts": 548, "median_events": 48_500.0, "median_rate": 0.009}])
+    return pd.DataFrame(rows), expected
+
+
+def render(labeled=True, with_drift=True, comparison=None, expected=None):
     daily, hourly, hist, top, locations, drift = summary_frames(labeled)
     return daily_report.render_daily_report(
         dataset="telemetry", day=DAY, entity_col="device_id", location_col="site_id", daily=daily, hourly=hourly,
         histogram=hist, top=top, locations=locations, drift=drift if with_drift else None,
         reference="the 7 days 2026-01-07 .. 2026-01-13", sources={"scores table": "lake/scores/telemetry"},
-        generated=dt.datetime(2026, 1, 15, 6, 0))
+        generated=dt.datetime(2026, 1, 15, 6, 0), comparison=comparison, expected=expected)
 
 
 def test_report_is_one_self_contained_page():
@@ -69,6 +88,29 @@ def test_report_without_labels_or_reference_says_so():
     assert "labeled positives" not in page
 
 
+def test_report_compares_with_the_previous_date_and_highlights_the_jumps():
+    comparison, expected = comparison_frames()
+    page = render(comparison=comparison, expected=expected)
+    block = page.split("<h2>Compared with 2026-01-13</h2>")[1].split("<h2>")[0]
+    assert "the day before" in block and "<b>2 jump(s)</b>" not in block  # alerts, anomaly_rate, risk: 3
+    assert "<b>3 jump(s)</b>" in block and block.count("<b>JUMP</b>") == 3 and block.count('class="jump"') == 3
+    assert "<td>412</td><td>95</td><td>x4.34</td>" in block and "<td>0.85 %</td><td>0.20 %</td>" in block
+    assert "0.310 <span" in block  # risk's p50 today, the previous in brackets
+    assert "jumps vs 2026-01-13" in page
+    assert page.count("data:image/png;base64,") == 3  # the expectation is drawn into the daily chart
+
+
+def test_report_says_how_the_expected_alerts_are_computed_and_when_the_previous_date_is_older():
+    comparison, expected = comparison_frames(previous=DAY - dt.timedelta(days=3))
+    page = render(comparison=comparison, expected=expected)
+    assert "<h2>Compared with 2026-01-11</h2>" in page and "the latest earlier date with scores" in page
+    assert "Expected alerts on 2026-01-15: 437.0</b> (range 400 – 548)" in page
+    assert "median of the daily alert counts on the 7 date(s) with scores from 2026-01-08 to 2026-01-14" in page
+    assert "<td>548</td>" in page  # the alerts per day as numbers (400 + 37 * 4)
+    first = render(comparison=comparison.iloc[0:0], expected=expected)
+    assert "No scores before 2026-01-14: nothing to compare with" in first
+
+
 @pytest.mark.skipif(daily_report.find_chromium() is None,
                     reason="chromium is not installed (Debian: apt-get install -y chromium); cannot screenshot")
 def test_report_renders_in_headless_chromium_to_a_non_blank_screenshot(tmp_path):
@@ -81,6 +123,15 @@ def test_report_renders_in_headless_chromium_to_a_non_blank_screenshot(tmp_path)
 
     with Image.open(png) as image:
         assert image.size == (1280, 2400)
+
+
+@pytest.mark.skipif(daily_report.find_chromium() is None,
+                    reason="chromium is not installed (Debian: apt-get install -y chromium); cannot screenshot")
+def test_report_with_the_comparison_and_expectation_renders_in_headless_chromium(tmp_path):
+    report = tmp_path / "summary_telemetry_2026-01-14.html"
+    report.write_text(render(*(True, True), *comparison_frames()), encoding="utf-8")
+    png, colours = daily_report.check_report(report, tmp_path / "report.png")
+    assert colours >= daily_report.MIN_COLOURS
 
 
 def test_a_blank_page_fails_the_check(tmp_path):

@@ -187,3 +187,102 @@ def test_feature_drift_comes_from_the_feature_table_when_the_scores_carry_no_fea
     assert drift["duration_s"]["psi"] < 0.25 and drift["duration_s"]["kind"] == "feature"
     assert drift["bytes_down"]["reference_rows"] == 3 * 240 and drift["bytes_down"]["current_rows"] == 240
     assert drift["risk"]["kind"] == "score"
+
+
+# ---------------------------------------------------------------- day over day, expected alerts
+
+def test_the_date_is_compared_with_the_day_before_without_a_jump(spark, job_output, capsys):
+    out, report = job_output
+    assert (out / "compare" / f"date={LAST}").is_dir()
+    rows = {r["measure"]: r for r in spark.read.parquet(str(out / "compare")).collect()}
+    assert set(rows) == {"events", "alerts", "anomaly_rate", "risk", "rcf_score", "logistic_score"}
+    assert {r["compared_with"] for r in rows.values()} == {DAYS[-2]}
+    assert (rows["alerts"]["value"], rows["alerts"]["previous"], rows["alerts"]["ratio"]) == (12, 12, 1.0)
+    assert (rows["events"]["value"], rows["events"]["previous"]) == (240, 240)
+    assert not any(r["jump"] for r in rows.values())  # same counts; the scores are drawn alike every day
+    page = report.read_text()
+    assert f"Compared with {DAYS[-2]}" in page and "no jump" in page and "JUMP" not in page
+    assert (out / "quicksight" / "manifests" / f"compare_{LAST}.json").is_file()
+    assert (out / "athena" / "telemetry_summary_compare.sql").is_file()
+
+
+def test_expected_alerts_of_the_next_day_are_the_median_of_the_last_days(spark, job_output):
+    out, report = job_output
+    [row] = spark.read.parquet(str(out / "expected")).collect()
+    # 12 alerts on each of the 4 dates (the window of 7 days holds all of them)
+    assert (row["for_date"], row["days"], row["first_date"], row["last_date"]) == \
+        (LAST + dt.timedelta(days=1), 4, DAYS[0], LAST)
+    assert (row["median_alerts"], row["min_alerts"], row["max_alerts"]) == (12, 12, 12)
+    page = report.read_text()
+    assert f"Expected alerts on {LAST + dt.timedelta(days=1)}: 12.0" in page
+    assert "median of the daily alert counts on the 4 date(s) with scores" in page
+
+
+def jump_scores():
+    """DAYS without DAYS[2] (a gap); on the last day every 4th event is an anomaly (60 instead of
+    12: x5) and the normal events' risk is drawn from [0.3, 0.45) instead of [0, 0.4)."""
+    rows = []
+    for row in synthetic_scores():
+        day, i = row[4], int(row[0].rsplit("-", 1)[1])
+        if day == DAYS[2]:
+            continue
+        if day == LAST:
+            anomalous = i % 4 == 0
+            risk = 0.9 if anomalous else 0.3 + 0.15 * (i % 17) / 17
+            row = (*row[:5], int(anomalous), row[6], row[7], risk, anomalous, *row[10:])
+        rows.append(row)
+    return rows
+
+
+@pytest.fixture(scope="module")
+def jump_run(spark, tmp_path_factory):
+    """The summary stage on a lake whose last day jumps; its RunSummary, output and printed lines."""
+    import contextlib
+    import io
+
+    from features.datasets import dataset
+    from reporting.daily import run_summary
+    from runtime.config import load_config
+
+    tmp = tmp_path_factory.mktemp("summary_jump")
+    scores = tmp / "scores"
+    spark.createDataFrame(jump_scores(), SCORES_SCHEMA).write.partitionBy("date").parquet(str(scores))
+    config = load_config(str(Path(__file__).resolve().parents[2] / "conf" / "local.yaml"),
+                         [f"storage.lake={tmp / 'lake'}", "summary.reference_days=0"])
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        result = run_summary(spark, config.summary, dataset=dataset("telemetry"), day=None, scores=str(scores),
+                             output=str(tmp / "summary"), features=str(tmp / "no-features"),
+                             drift_from=str(tmp / "no-features"), report=str(tmp / "report.html"),
+                             reports=str(tmp / "reports"), storage_format="parquet")
+    return result, tmp, printed.getvalue()
+
+
+def test_a_fivefold_jump_in_alerts_is_flagged_in_table_output_and_report(spark, jump_run):
+    result, tmp, printed = jump_run
+    rows = {r["measure"]: r for r in spark.read.parquet(str(tmp / "summary" / "compare")).collect()}
+    assert {r["compared_with"] for r in rows.values()} == {DAYS[1]}  # DAYS[2] has no scores
+    assert (rows["alerts"]["value"], rows["alerts"]["previous"], rows["alerts"]["ratio"]) == (60, 12, 5.0)
+    assert rows["alerts"]["jump"] and rows["anomaly_rate"]["jump"] and rows["risk"]["jump"]
+    assert not rows["events"]["jump"]  # 240 both days
+    # rcf_score and logistic_score are drawn alike on both days (rcf_score's anomalies +2: 60 vs 12 of
+    # 240 moves its upper deciles, so only its reading is not asserted)
+    assert not rows["logistic_score"]["jump"]
+    assert f"compared with {DAYS[1]} (the latest earlier date with scores, 240 rows)" in printed
+    assert f"[summary] JUMP: alerts 60 vs 12 on {DAYS[1]} (x5.0)" in printed
+    assert f"[summary] JUMP: anomaly_rate 25.00% vs 5.00% on {DAYS[1]} (x5.0)" in printed
+    assert "[summary] JUMP: risk PSI " in printed
+    page = (tmp / "report.html").read_text()
+    assert f"Compared with {DAYS[1]}" in page and "the latest earlier date with scores" in page
+    assert page.count("<b>JUMP</b>") == len(result.extra["jumps"])
+
+
+def test_the_stage_returns_the_days_rows_alerts_versions_and_jumps(jump_run):
+    result, _, _ = jump_run
+    assert (result.job, result.dataset, result.dates, result.rows_in, result.alerts) == \
+        ("summary", "telemetry", [str(LAST)], 240, 60)
+    assert result.versions == {"rcf": "rcf-v1", "logistic": "logistic-v1"}
+    assert {"alerts", "anomaly_rate", "risk"} <= set(result.extra["jumps"]) and "events" not in result.extra["jumps"]
+    assert result.extra["compared_with"] == str(DAYS[1])
+    # 7-day window up to LAST: 12, 12, 60 alerts on the 3 dates with scores -> median 12
+    assert result.extra["expected_alerts"] == 12

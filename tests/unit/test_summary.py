@@ -105,6 +105,99 @@ def test_psi_rejects_too_few_bins_and_names_missing_columns(spark):
         S.psi(df, df, ["nope"])
 
 
+# ---------------------------------------------------------------- day over day
+
+PREV = DAY - dt.timedelta(days=1)
+LIMITS = S.JumpLimits(alert_ratio=2.0, min_alerts=20, events_ratio=2.0, psi=0.25)
+
+
+def day_rows(day, events, alerts, scores=None):
+    """``events`` rows of ``day``, the first ``alerts`` of them anomalies; rcf_score/risk from
+    ``scores`` (a list of (risk, rcf_score) per row) or 0.9 / 0.1 by anomaly."""
+    return [(day, 0, *(scores[i] if scores else ((0.9, 3.0) if i < alerts else (0.1, 1.0))), i < alerts)
+            for i in range(events)]
+
+
+def comparison(spark, rows, limits=LIMITS):
+    df = spark.createDataFrame(rows, "date date, label int, risk double, rcf_score double, is_anomaly boolean")
+    return {r["measure"]: r for r in S.day_comparison(df, DAY, PREV, limits).collect()}
+
+
+def test_alerts_five_times_yesterdays_are_a_jump_the_events_moving_by_a_fifth_are_not(spark):
+    # yesterday 50 events, 10 alerts; today 60 events, 50 alerts
+    rows = comparison(spark, day_rows(PREV, 50, 10) + day_rows(DAY, 60, 50))
+    alerts, rate, events = rows["alerts"], rows["anomaly_rate"], rows["events"]
+    assert (alerts["value"], alerts["previous"], alerts["ratio"], alerts["jump"]) == (50, 10, 5.0, True)
+    assert (rate["value"], rate["previous"]) == (pytest.approx(50 / 60), pytest.approx(0.2))
+    assert rate["ratio"] == pytest.approx((50 / 60) / 0.2) and rate["jump"]  # x4.17
+    assert (events["value"], events["previous"], events["jump"]) == (60, 50, False)
+    assert events["ratio"] == pytest.approx(1.2)
+    assert {r["date"] for r in rows.values()} == {DAY} and {r["compared_with"] for r in rows.values()} == {PREV}
+    assert set(rows) == {"events", "alerts", "anomaly_rate", "risk", "rcf_score"}
+
+
+def test_alerts_moving_by_a_fifth_are_no_jump(spark):
+    rows = comparison(spark, day_rows(PREV, 50, 25) + day_rows(DAY, 50, 30))
+    assert rows["alerts"]["ratio"] == pytest.approx(1.2) and not rows["alerts"]["jump"]
+    assert rows["anomaly_rate"]["ratio"] == pytest.approx(1.2) and not rows["anomaly_rate"]["jump"]
+
+
+def test_a_ratio_of_exactly_the_limit_is_no_jump_and_a_drop_counts_either_way(spark):
+    # 40 -> 20 alerts is x0.5: exactly the limit 2 inverted, no jump; 100 -> 40 events is x0.4: a jump
+    rows = comparison(spark, day_rows(PREV, 100, 40) + day_rows(DAY, 40, 20))
+    assert rows["alerts"]["ratio"] == pytest.approx(0.5) and not rows["alerts"]["jump"]
+    assert rows["events"]["ratio"] == pytest.approx(0.4) and rows["events"]["jump"]
+
+
+def test_few_alerts_are_no_jump_whatever_the_ratio_until_the_minimum_count(spark):
+    few = day_rows(PREV, 50, 1) + day_rows(DAY, 50, 3)      # 1 -> 3: x3 but under 20 alerts
+    rows = comparison(spark, few)
+    assert rows["alerts"]["ratio"] == pytest.approx(3.0) and not rows["alerts"]["jump"]
+    assert not rows["anomaly_rate"]["jump"]
+    rows = comparison(spark, few, S.JumpLimits(alert_ratio=2.0, min_alerts=3))
+    assert rows["alerts"]["jump"] and rows["anomaly_rate"]["jump"]
+    # from none to 25: no ratio, but a jump (25 >= 20)
+    rows = comparison(spark, day_rows(PREV, 50, 0) + day_rows(DAY, 50, 25))
+    assert (rows["alerts"]["previous"], rows["alerts"]["ratio"], rows["alerts"]["jump"]) == (0, None, True)
+
+
+def test_score_psi_is_zero_on_identical_days_and_flags_a_shifted_score(spark):
+    # risk the same 100 values both days; rcf_score shifted by half its range (as psi_rows' y)
+    before = [(v / 100, float(v)) for v in range(100)]
+    after = [(v / 100, float(v + 50)) for v in range(100)]
+    rows = comparison(spark, day_rows(PREV, 100, 30, before) + day_rows(DAY, 100, 30, after))
+    risk, rcf = rows["risk"], rows["rcf_score"]
+    assert risk["psi"] == pytest.approx(0.0, abs=1e-12) and not risk["jump"]
+    assert rcf["psi"] > 0.25 and rcf["jump"]
+    assert (risk["value"], risk["previous"]) == (pytest.approx(0.495), pytest.approx(0.495))
+    assert (rcf["value"], rcf["previous"]) == (pytest.approx(99.5), pytest.approx(49.5))
+    # percentile_approx returns a value of the data: the smallest with >= q of the rows at or below it
+    assert (risk["p50"], risk["p90"], risk["p99"]) == (0.49, 0.89, 0.98)
+    assert (rcf["p50"], rcf["previous_p50"]) == (99.0, 49.0)
+    assert risk["kind"] == "score" and risk["ratio"] is None and risk["rule"] == "PSI > 0.25"
+    assert not rows["alerts"]["jump"] and rows["alerts"]["psi"] is None
+
+
+def test_the_comparison_needs_an_earlier_date(spark):
+    df = spark.createDataFrame(day_rows(DAY, 2, 1), "date date, label int, risk double, rcf_score double, "
+                                                    "is_anomaly boolean")
+    with pytest.raises(ValueError, match="must be before 2026-01-07"):
+        S.day_comparison(df, DAY, DAY, LIMITS)
+
+
+def test_expected_alerts_are_the_median_and_range_of_the_dates_with_scores_in_the_window(spark):
+    # 7-day window D-6 .. D with D-3 missing: alerts 4, 10, 6, 8, 12, 7; D-8 (50 alerts) is outside
+    alerts = {-8: 50, -6: 4, -5: 10, -4: 6, -2: 8, -1: 12, 0: 7}
+    rows = [r for back, n in alerts.items() for r in day_rows(DAY + dt.timedelta(days=back), 60, n)]
+    df = spark.createDataFrame(rows, "date date, label int, risk double, rcf_score double, is_anomaly boolean")
+    row = S.expected_alerts(df, DAY, 7).first()
+    assert (row["date"], row["for_date"]) == (DAY, DAY + dt.timedelta(days=1))
+    assert (row["days"], row["first_date"], row["last_date"]) == (6, DAY - dt.timedelta(days=6), DAY)
+    assert row["median_alerts"] == pytest.approx(7.5)  # sorted 4 6 7 8 10 12: (7 + 8) / 2
+    assert (row["min_alerts"], row["max_alerts"], row["median_events"]) == (4, 12, 60)
+    assert row["median_rate"] == pytest.approx(7.5 / 60)
+
+
 # ---------------------------------------------------------------- counts
 
 def test_anomalies_per_hour_counts_events_and_anomalies_of_the_date_in_all_24_hours(scores_df):
@@ -217,3 +310,22 @@ def test_text_round_trip_on_a_local_path(tmp_path):
     path = str(tmp_path / "a" / "b.sql")
     fs.write_text(path, "select 1;\n")
     assert fs.read_text(path) == "select 1;\n"
+
+
+def test_jump_lines_name_the_measure_both_values_and_the_factor():
+    from reporting.daily import jump_lines
+
+    def row(measure, kind, value, previous, ratio, jump, compared_with=DAY - dt.timedelta(days=1), psi=None):
+        return {"measure": measure, "kind": kind, "value": value, "previous": previous, "ratio": ratio,
+                "jump": jump, "compared_with": compared_with, "psi": psi, "rule": "PSI > 0.25"}
+
+    rows = [row("events", "count", 1200.0, 48000.0, 0.025, True), row("alerts", "count", 412.0, 95.0, 412 / 95, True),
+            row("anomaly_rate", "rate", 0.0085, 0.002, 4.25, False),
+            row("risk", "score", 0.31, 0.12, None, True, DAY - dt.timedelta(days=3), psi=0.4123),
+            row("alerts", "count", 25.0, 0.0, None, True, DAY - dt.timedelta(days=2))]
+    assert jump_lines(rows, DAY) == [
+        "JUMP: events 1,200 vs 48,000 yesterday (x0.025)",
+        "JUMP: alerts 412 vs 95 yesterday (x4.3)",
+        "JUMP: risk PSI 0.41 against 2026-01-04 (PSI > 0.25; mean 0.31 vs 0.12)",
+        "JUMP: alerts 25 vs 0 on 2026-01-05",
+    ]
