@@ -5,7 +5,7 @@ oldest first: the version, when it was made, the decision train took (promoted |
 and why, the threshold with its rule and validation precision / recall / alerts per day, the
 test window's average precision, and which version is champion (and whether a person put it
 there). --json prints the same as one JSON object: the summary fields (dataset, status,
-versions = the champions, ...) plus "root" and "versions": [...] (one object per version).
+extra.champions, ...) plus "root" and "versions": [...] (one object per version).
 
 --promote VERSION --model rcf|logistic makes that version the champion (it must exist): the
 champion pointer (<kind>/champion.json) then records `promoted_by: manual`, the user, the time,

@@ -36,8 +36,9 @@ def list_versions(root: str, kind: str | None = None, *, show: bool = True) -> t
     if show:
         for line in listing_lines(rows) if rows else [f"no model versions under {root}"]:
             print(line, flush=True)
-    champions = {row["kind"]: row["version"] for row in rows if row["champion"]}
-    return RunSummary("models", rows_out=len(rows), versions=champions), rows
+    champions = ",".join(f"{row['kind']}={row['version']}" for row in rows if row["champion"])
+    # not ``versions``: with --json that key is the listing itself (the rows)
+    return RunSummary("models", rows_out=len(rows), extra={"champions": champions or "none"}), rows
 
 
 def promote_version(root: str, kind: str | None, version: str, *, user: str, reason: str = "") -> RunSummary:

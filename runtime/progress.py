@@ -54,8 +54,15 @@ class RunSummary:
             if value is not None:
                 parts.append(f"{name} {value:,}")
         if self.versions:
-            parts.append("versions " + ",".join(f"{k}={v}" for k, v in self.versions.items()))
-        parts += [f"{k} {v}" for k, v in self.extra.items()]
+            parts.append("versions " + ",".join(f"{k}={v or 'none'}" for k, v in self.versions.items()))
+        parts += [f"{k} {_text(v)}" for k, v in self.extra.items()]
         if self.seconds is not None:
             parts.append(f"seconds {self.seconds:.1f}")
         return "; ".join(parts)
+
+
+def _text(value: Any) -> str:
+    """A summary value as text: lists comma-joined ('-' when empty), the rest as str."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "-"
+    return str(value)
