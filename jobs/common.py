@@ -55,6 +55,7 @@ def base_parser(prog: str, description: str, *, input_help: str = "what the job 
         prog=prog,
         description=description,
         epilog=EPILOG,
+        allow_abbrev=False,  # the CLI contract: --model must never be taken as --models
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--conf", required=True, metavar="FILE",
