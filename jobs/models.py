@@ -30,14 +30,9 @@ def options(parser):
 
 
 def run(args, config):
-    from reporting.registry import list_versions, promote_version
-    from scoring.champions import registry_root
+    from reporting.registry import list_versions, open_registry, promote_version
 
-    root = registry_root(args.input or args.output or config.path("models"), config.dataset)
-    if "://" in root:  # Hadoop file systems need the session
-        from runtime.spark import build_session
-
-        build_session(config)
+    root = open_registry(config, args.input or args.output or config.path("models"))
     if args.promote:
         return promote_version(root, args.model, args.promote, user=getpass.getuser(), reason=args.reason)
     summary, rows = list_versions(root, args.model, show=not args.json)

@@ -38,6 +38,7 @@ Submitted as `python -m jobs train --conf FILE` or `spark-submit jobs/train.py -
 if __package__ in (None, ""):
     import _bootstrap  # noqa: F401  (spark-submit runs this file as a script)
 
+import getpass
 from functools import partial
 
 from jobs.common import job_main, parse_date
@@ -76,9 +77,10 @@ def run(args, config):
     from scoring.champions import registry_root
 
     if args.promote:
-        from jobs.models import promote
+        from reporting.registry import open_registry, promote_version
 
-        return promote(args, config, args.output)
+        root = open_registry(config, args.output or config.path("models"))
+        return promote_version(root, args.model, args.promote, user=getpass.getuser(), reason=args.reason)
 
     given = {name: parse_date(getattr(args, name) or config["train"][name], "--" + name.replace("_", "-"))
              for name in WINDOWS}

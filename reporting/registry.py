@@ -4,8 +4,23 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from models import registry
+from runtime import fs
 from runtime.errors import InputError
 from runtime.progress import RunSummary, log
+
+
+def open_registry(config, models_path: str) -> str:
+    """The registry root of ``config``'s data set under ``models_path``; a Hadoop file system
+    (``s3a://``) gets its Spark session first (runtime/fs reaches it through the active session).
+    """
+    from scoring.champions import registry_root
+
+    root = registry_root(models_path, config.dataset)
+    if fs.local_path(root) is None:
+        from runtime.spark import build_session
+
+        build_session(config)
+    return root
 
 
 def _fmt(value, spec=".3f") -> str:
