@@ -10,6 +10,7 @@ from pyspark.sql import functions as F
 from jobs import build_features, generate
 from jobs import models as models_job
 from jobs import train
+from lakes import small_lake
 
 pytestmark = pytest.mark.integration
 
@@ -17,21 +18,10 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def lake(spark, tmp_path_factory):
     root = tmp_path_factory.mktemp("promotion")
-    conf = root / "conf.yaml"
-    conf.write_text(f"""
-spark: {{master: "local[2]", shuffle_partitions: 4, extra_jars: ""}}
-storage: {{lake: "{root / 'lake'}"}}
-generate: {{transactions: {{customers: 120, terminals: 240, days: 30}}}}
-train:
-  test_days: 4
-  logistic: {{reg_params: [0.001], validation_days: 4}}
-  threshold: {{rule: "fbeta"}}
-  gates: {{min_positives: 1, min_average_precision: 0.0, min_recall: 0.0}}
-""")
-    args = ["--conf", str(conf), "--dataset", "transactions"]
-    assert generate.main(args) == 0
-    assert build_features.main(args) == 0
-    return {"root": root, "args": args, "features": root / "lake" / "features" / "transactions",
+    made = small_lake(root, (generate, build_features), train_extra=(
+        '  threshold: {rule: "fbeta"}\n'
+        "  gates: {min_positives: 1, min_average_precision: 0.0, min_recall: 0.0}\n"))
+    return {"root": root, "args": made["args"], "features": root / "lake" / "features" / "transactions",
             "registry": root / "lake" / "models" / "transactions" / "logistic"}
 
 
