@@ -55,6 +55,7 @@ from models.thresholds import ThresholdRule, choose_threshold, flag_metrics, thr
 from runtime.errors import InputError
 from runtime.progress import RunSummary, log, step
 from runtime.storage import StorageError, read_table
+from runtime.storage import between_dates as between
 
 KINDS = {"rcf": ("rcf",), "logistic": ("logistic",), "all": ("rcf", "logistic")}
 _VECTOR = "_score_features"
@@ -80,10 +81,6 @@ def resolve_windows(dates, given: Mapping[str, Optional[dt.date]], *, test_days:
         raise InputError(f"windows must be ordered train {train_from}..{train_to} < test {test_from}..{test_to}; "
                          f"the feature table holds {dates[0]}..{dates[-1]}")
     return train_from, train_to, test_from, test_to
-
-
-def between(df: DataFrame, first, last) -> DataFrame:
-    return df.where(F.col("date").between(F.lit(str(first)).cast("date"), F.lit(str(last)).cast("date")))
 
 
 def _assemble(df: DataFrame, feature_cols) -> DataFrame:

@@ -12,7 +12,7 @@ import contextlib
 import datetime as dt
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from features.datasets import Dataset
@@ -21,7 +21,7 @@ from reporting.report import evaluation_report, write_report
 from runtime.config import ScoringConfig
 from runtime.errors import InputError
 from runtime.progress import step
-from runtime.storage import StorageError, read_table
+from runtime.storage import StorageError, between_dates, read_table
 from scoring.champions import load_champions
 from scoring.plan import ScoringError
 from scoring.spark import score_events
@@ -32,7 +32,7 @@ __all__ = ["HEADLINE", "metric_lines", "run_evaluation"]
 HEADLINE = ("auc_roc", "average_precision", "precision", "recall", "precision_at_k", "card_precision_at_100")
 
 
-def window_dates(window: dict, test_from: str | None, test_to: str | None) -> tuple[dt.date, dt.date]:
+def windowbetween_dates(window: dict, test_from: str | None, test_to: str | None) -> tuple[dt.date, dt.date]:
     """The test dates: the ones given, else those the champion was tested on at training."""
     try:
         first = dt.date.fromisoformat(test_from or window["test_from"])
@@ -40,10 +40,6 @@ def window_dates(window: dict, test_from: str | None, test_to: str | None) -> tu
     except (KeyError, ValueError) as exc:
         raise InputError(f"bad or missing test window ({exc}): give --test-from and --test-to") from None
     return first, last
-
-
-def _dates(df: DataFrame, first: str, last: str) -> DataFrame:
-    return df.where(F.col("date").between(F.lit(first).cast("date"), F.lit(last).cast("date")))
 
 
 def run_evaluation(spark: SparkSession, scoring: ScoringConfig, *, dataset: Dataset, features: str, models: str,
@@ -60,13 +56,13 @@ def run_evaluation(spark: SparkSession, scoring: ScoringConfig, *, dataset: Data
     except (StorageError, ScoringError) as exc:
         raise InputError(str(exc)) from None
     window = next(iter(champions.info.values()))["data_window"]
-    first, last = window_dates(window, test_from, test_to)
-    test_df = _dates(table, str(first), str(last))
+    first, last = windowbetween_dates(window, test_from, test_to)
+    test_df = between_dates(table, str(first), str(last))
     card = {}
     if dataset.card_col:
         gap = int(window.get("gap_days", label_delay_days))
         since = window.get("train_from", str(first))
-        test_df = exclude_known_compromised(test_df, _dates(table, since, str(last)), card_col=dataset.card_col,
+        test_df = exclude_known_compromised(test_df, between_dates(table, since, str(last)), card_col=dataset.card_col,
                                             date_col="date", delay_days=gap, since=since)
         card = {"card_col": dataset.card_col, "date_col": "date"}
     scored = score_events(test_df, champions, risk_method=scoring.risk_method, anomaly_risk=scoring.anomaly_risk,

@@ -46,6 +46,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from features.datasets import DATASETS
+from runtime.storage import between_dates
 
 __all__ = [
     "COMPARED_QUANTILES",
@@ -115,11 +116,6 @@ def _date_lit(day) -> Column:
 def for_date(df: DataFrame, day: dt.date | str) -> DataFrame:
     """The rows of ``day`` (partition pruning on ``date``)."""
     return df.where(F.col("date") == _date_lit(day))
-
-
-def between_dates(df: DataFrame, first: dt.date | str, last: dt.date | str) -> DataFrame:
-    """The rows from ``first`` to ``last``, both included."""
-    return df.where(F.col("date").between(_date_lit(first), _date_lit(last)))
 
 
 def _anomaly_count() -> Column:

@@ -7,6 +7,7 @@ from urllib.parse import unquote
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from runtime.errors import NothingToDo
 
@@ -41,6 +42,13 @@ def read_raw(spark: SparkSession, path: str, fmt: str) -> DataFrame:
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def between_dates(df: DataFrame, first, last, column: str = "date") -> DataFrame:
+    """The rows of ``df`` whose ``column`` is in ``first..last`` (dates or yyyy-MM-dd, inclusive;
+    on a table partitioned by ``column`` Spark reads only those partitions).
+    """
+    return df.where(F.col(column).between(F.lit(str(first)).cast("date"), F.lit(str(last)).cast("date")))
 
 
 def read_table(spark: SparkSession, path: str, fmt: str = "parquet") -> DataFrame:

@@ -21,9 +21,9 @@ from pyspark.sql import DataFrame, SparkSession
 from features.datasets import Dataset
 from runtime.errors import InputError
 from runtime.progress import RunSummary, log, step
-from runtime.storage import (StorageError, date_runs, dates_with_rows, local_table_path, needs_escaping,
+from runtime.storage import (StorageError, between_dates, date_runs, dates_with_rows, local_table_path, needs_escaping,
                              partition_files, read_table, rows_per_date)
-from scoring.table import SCORES, between, kept_columns, output_columns, plain_columns, report_written, write_scores
+from scoring.table import SCORES, kept_columns, output_columns, plain_columns, report_written, write_scores
 
 
 def score_window(dates: Sequence[dt.date], *, date: dt.date | None = None, first: dt.date | None = None,
@@ -98,7 +98,7 @@ def read_window(spark: SparkSession, source: str, fmt: str, *, allow_empty: bool
     rows = rows_per_date(table)
     first, last = score_window(list(rows), **window)
     dates, empty = dates_with_rows(rows, first, last, what=f"feature rows in {source}", allow_empty=allow_empty)
-    return ScoreWindow(table, between(table, first, last), first, last, dates, sum(rows[d] for d in dates), empty)
+    return ScoreWindow(table, between_dates(table, first, last), first, last, dates, sum(rows[d] for d in dates), empty)
 
 
 def score_nightly(spark: SparkSession, dataset: Dataset, *, window: ScoreWindow, output: str,

@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 
 from features.datasets import Dataset
 from runtime.progress import log
-from runtime.storage import read_table, write_table
+from runtime.storage import between_dates, read_table, write_table
 
 SCORES = ["rcf_score", "logistic_score", "risk", "is_anomaly", "rcf_version", "logistic_version", "reasons"]
 CONTEXT = ["amount", "anomaly_type", "fraud_scenario"]
@@ -39,11 +39,6 @@ def plain_columns(dataset: Dataset, columns: Sequence[str]) -> list[str]:
     return [c for c in [dataset.event_id, *UNIQUE_COLUMNS] if c in columns]
 
 
-def between(df: DataFrame, first, last, column: str = "date") -> DataFrame:
-    """The rows of ``df`` whose ``column`` is in ``first..last`` (dates, inclusive)."""
-    return df.where(F.col(column).between(F.lit(str(first)).cast("date"), F.lit(str(last)).cast("date")))
-
-
 def write_scores(scored_df: DataFrame, path: str, fmt: str, first, last, dataset: Dataset,
                  dates: Sequence | None = None) -> None:
     """Replace the partitions of ``first..last`` (of ``dates`` only, when given: the dates of the
@@ -64,7 +59,7 @@ def report_written(spark: SparkSession, output: str, fmt: str, first, last,
     """Print events and anomalies per date of ``first..last`` (of ``dates`` only, when given) as
     they are in the scores table now; returns ``{date: (events, anomalies)}``.
     """
-    written = between(read_table(spark, output, fmt), first, last)
+    written = between_dates(read_table(spark, output, fmt), first, last)
     if dates is not None:
         written = written.where(F.col("date").isin([str(d) for d in dates]))
     counts = {}
