@@ -32,7 +32,7 @@ __all__ = ["HEADLINE", "metric_lines", "run_evaluation"]
 HEADLINE = ("auc_roc", "average_precision", "precision", "recall", "precision_at_k", "card_precision_at_100")
 
 
-def windowbetween_dates(window: dict, test_from: str | None, test_to: str | None) -> tuple[dt.date, dt.date]:
+def window_dates(window: dict, test_from: str | None, test_to: str | None) -> tuple[dt.date, dt.date]:
     """The test dates: the ones given, else those the champion was tested on at training."""
     try:
         first = dt.date.fromisoformat(test_from or window["test_from"])
@@ -56,7 +56,7 @@ def run_evaluation(spark: SparkSession, scoring: ScoringConfig, *, dataset: Data
     except (StorageError, ScoringError) as exc:
         raise InputError(str(exc)) from None
     window = next(iter(champions.info.values()))["data_window"]
-    first, last = windowbetween_dates(window, test_from, test_to)
+    first, last = window_dates(window, test_from, test_to)
     test_df = between_dates(table, str(first), str(last))
     card = {}
     if dataset.card_col:
