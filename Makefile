@@ -15,6 +15,8 @@ $(STAMP): setup.py
 	$(PYTHON) -m pip install -q -e '.[test,bench,lint]'
 	# sagemaker_pyspark 1.4.5 pins pyspark==3.3.0; it runs on Spark 3.5, so skip its dependency pins.
 	$(PYTHON) -m pip install -q --no-deps 'sagemaker_pyspark==1.4.5'
+	# the Delta jars, from Maven Central into the Ivy cache (~/.ivy2): later sessions start offline
+	$(PYTHON) -m runtime.spark
 	@test -f /usr/share/java/protobuf.jar || echo "note: /usr/share/java/protobuf.jar missing: apt-get install libprotobuf-java (needed by the SageMaker backend)"
 	@touch $(STAMP)
 

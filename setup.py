@@ -27,12 +27,13 @@ setup(
         "numba>=0.60",
         # The stream's driver-side decoding of clean JSON records (ingest/fastdecode.py).
         "orjson>=3.8,<4",
+        # Delta Lake 3.3 is the one built for Spark 3.5; 3.3.2 is the release EMR 7.12 ships.
+        "delta-spark==3.3.2",
     ],
     extras_require={
         # sagemaker_pyspark==1.4.5 pins pyspark==3.3.0, so the Makefile installs it with --no-deps.
         "test": ["pytest>=8,<10", "pytest-timeout>=2.3", "moto[server]>=5.0,<6", "scikit-learn>=1.4,<2"],
         "bench": ["duckdb>=1.0,<3", "scikit-learn>=1.4,<2", "rrcf>=0.4,<0.5", "psutil>=5.9"],
-        "delta": ["delta-spark>=3.3,<3.4"],
         "lint": ["ruff>=0.5"],
     },
 )

@@ -278,6 +278,7 @@ class SparkConfig:
     driver_memory: str = rule(Matches(r"(?i)(\d+([kmgtp]b?|b)?)?", "'' or a JVM size like 4g or 512m"))
     log_level: str = rule(OneOf(("ALL", "DEBUG", "ERROR", "FATAL", "INFO", "OFF", "TRACE", "WARN"), upper=True))
     extra_jars: str             # auto | "" | comma-separated jar paths
+    delta_package: str = rule(Matches(r"([\w.-]+:[\w.-]+:[\w.-]+)?", "'' or Maven coordinates group:artifact:version"))
     conf: Mapping[str, Any]
 
 

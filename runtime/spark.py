@@ -28,6 +28,26 @@ def s3a_settings(aws_conf: Mapping) -> dict[str, str]:
     return {f"spark.hadoop.{key}": value for key, value in conf.items()}
 
 
+def delta_settings(package: str, fmt: str) -> dict[str, str]:
+    """Spark settings for Delta Lake: the package Spark resolves through Ivy when the JVM starts
+    (``make install`` fills the cache, so later sessions start offline; ``spark-submit`` ignores
+    it: pass ``--packages`` there, or use the cluster's own Delta with ``package`` empty), the
+    SQL extension and catalog (MERGE, time travel, OPTIMIZE, VACUUM). Empty when the tables are
+    Parquet and no package is asked for, so a session without Delta jars still starts.
+    """
+    if not package and fmt != "delta":
+        return {}
+    settings = {
+        "spark.sql.extensions": "io.delta.sql.DeltaSparkSessionExtension",
+        "spark.sql.catalog.spark_catalog": "org.apache.spark.sql.delta.catalog.DeltaCatalog",
+        # the default 50 runs a 50-task stage on every read of a table's log; our logs are small
+        "spark.databricks.delta.snapshotPartitions": "2",
+    }
+    if package:
+        settings["spark.jars.packages"] = package
+    return settings
+
+
 def session_settings(config: Mapping) -> dict[str, str]:
     """All Spark settings derived from the config (pure, so it can be tested without a JVM)."""
     spark_conf = config["spark"]
@@ -49,9 +69,7 @@ def session_settings(config: Mapping) -> dict[str, str]:
         settings["spark.driver.memory"] = spark_conf["driver_memory"]
     settings.update(sagemaker_spark_conf(extra_jars(spark_conf["extra_jars"])))
     settings.update(s3a_settings(config["aws"]))
-    if config["storage"]["format"] == "delta":
-        settings["spark.sql.extensions"] = "io.delta.sql.DeltaSparkSessionExtension"
-        settings["spark.sql.catalog.spark_catalog"] = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+    settings.update(delta_settings(spark_conf["delta_package"], config["storage"]["format"]))
     settings.update({str(k): str(v) for k, v in spark_conf["conf"].items()})
     return settings
 
@@ -65,3 +83,29 @@ def build_session(config: Mapping) -> SparkSession:
     spark.sparkContext.setLogLevel(config["spark"]["log_level"])
     return spark
 
+
+
+def fetch_packages() -> None:
+    """Resolve the configured Delta package (and its dependencies) into the Ivy cache now, so
+    that later sessions, tests and ``make run`` start offline (``make install`` runs this).
+    """
+    from runtime.config import load_config
+
+    config = load_config(overrides=["spark.master=local[1]", "spark.extra_jars=", "spark.log_level=ERROR"])
+    package = config["spark"]["delta_package"]
+    spark = build_session(config)
+    try:
+        spark.range(1).write.format("delta").mode("overwrite").save(_scratch_table())
+        print(f"delta: {package} resolved into the Ivy cache and a table written with it")
+    finally:
+        spark.stop()
+
+
+def _scratch_table() -> str:
+    import tempfile
+
+    return tempfile.mkdtemp(prefix="delta-check-") + "/t"
+
+
+if __name__ == "__main__":
+    fetch_packages()

@@ -14,12 +14,17 @@ def spark():
     from pyspark.sql import SparkSession
 
     from runtime.aws import sagemaker_spark_conf
+    from runtime.config import load_config
+    from runtime.spark import delta_settings
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder
     # One JVM serves every test module, so it carries sagemaker-pyspark's jars (when installed)
     # for the SageMaker contract tests; classes cannot be added to a running JVM later.
     for key, value in sagemaker_spark_conf().items():
+        builder = builder.config(key, value)
+    defaults = load_config()
+    for key, value in delta_settings(defaults["spark"]["delta_package"], defaults["storage"]["format"]).items():
         builder = builder.config(key, value)
     session = (
         builder.master("local[2]")
