@@ -8,6 +8,14 @@ Given a first and last date, only those dates are rebuilt (the history before th
 far back as the features look); other dates of the table stay as they are. A date of that range
 without valid raw rows stops the run before anything is written (NothingToDo, naming the empty
 dates); with ``allow_empty`` the dates that have rows are built.
+
+Both tables are written in ``storage.format`` (Delta by default). The feature table's dates are
+replaced by dynamic partition overwrite: one commit that replaces exactly the dates written.
+The quarantine holds the rejects of each input as its last run found them: every run validates
+its whole input, and its rejects replace that input's earlier ones (rows whose ``input_path`` is
+the input as given; with Parquet the whole quarantine is replaced), so running the features
+again never duplicates them. With a labels table (features/labels.py) the features use the late
+labels known by each row's time, and the ``label`` column is each event's latest label.
 """
 from __future__ import annotations
 
@@ -19,8 +27,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from features.datasets import dataset as dataset_named
+from features.labels import read_labels, with_eventual_labels
 from ingest.validation import Validated, count_outcome
+from runtime import fs
 from runtime.errors import InputError
+from runtime.merge import is_delta, replace_where, sql_string
 from runtime.progress import RunSummary, log, step
 from runtime.storage import StorageError, date_runs, dates_with_rows, read_raw, read_table, rows_per_date, write_table
 
@@ -33,14 +44,28 @@ def validation_outcome(validated: Validated, source: str) -> dict[str, int]:
     return counts
 
 
-def quarantine_rejects(validated: Validated, quarantined: int, path: str) -> None:
-    """Write the ``quarantined`` rejected rows to ``path`` and log the top reasons."""
-    if not quarantined:
+INPUT_PATH = "input_path"   # quarantine column: the input a reject came from, as given
+
+
+def quarantine_rejects(validated: Validated, quarantined: int, path: str, fmt: str, source: str) -> None:
+    """Make the ``quarantined`` rejected rows of ``source`` its rows in the quarantine table at
+    ``path`` and log the top reasons. Delta: the rows of an earlier run over ``source`` are
+    replaced in one commit (other inputs' rows stay); Parquet: the whole table is replaced.
+    Nothing is written when there is nothing to quarantine and no table yet.
+    """
+    spark = validated.checked.sparkSession
+    exists = is_delta(spark, path) if fmt == "delta" else fs.exists(path)
+    if not quarantined and not exists:
         return
+    rejects = validated.quarantine.withColumn(INPUT_PATH, F.lit(source))
     with step("features", f"writing {quarantined:,} quarantined rows to {path}"):
-        write_table(validated.quarantine, path, "parquet")
-    for row in validated.quarantine.groupBy("reason").count().orderBy(F.desc("count")).limit(10).collect():
-        log("features", f"  quarantined {row['count']:>9,}  {row['reason']}")
+        if fmt == "delta":
+            replace_where(rejects, path, f"{INPUT_PATH} = {sql_string(source)}", merge_schema=True)
+        else:
+            write_table(rejects, path, fmt)
+    if quarantined:
+        for row in validated.quarantine.groupBy("reason").count().orderBy(F.desc("count")).limit(10).collect():
+            log("features", f"  quarantined {row['count']:>9,}  {row['reason']}")
 
 
 def in_dates(first: dt.date, last: dt.date, column=None):
@@ -70,6 +95,16 @@ def features_of_dates(valid_df: DataFrame, transform: Callable[[DataFrame], Data
     return transform(window).where(in_dates(first, last))
 
 
+def late_labels(spark: SparkSession, path: Optional[str]):
+    """The labels table at ``path`` (logged), or None when there is none."""
+    labels_df = read_labels(spark, path) if path else None
+    if labels_df is None:
+        log("features", f"no labels table{f' at {path}' if path else ''}: the raw labels only")
+    else:
+        log("features", f"late labels from {path}: {labels_df.count():,}")
+    return labels_df
+
+
 def rows_written(df: DataFrame, dates: Optional[Sequence[dt.date]]) -> dict[dt.date, int]:
     """Rows per date of the feature table ``df`` now: of ``dates``, or of every date (None)."""
     return {day: n for day, n in rows_per_date(df).items() if dates is None or day in dates}
@@ -77,14 +112,15 @@ def rows_written(df: DataFrame, dates: Optional[Sequence[dt.date]]) -> dict[dt.d
 
 def build_feature_table(spark: SparkSession, config: Mapping, *, source: str, output: str, quarantine: str,
                         first: Optional[dt.date] = None, last: Optional[dt.date] = None,
-                        allow_empty: bool = False) -> RunSummary:
+                        allow_empty: bool = False, labels: Optional[str] = None) -> RunSummary:
     """Read ``source``, quarantine the rejects, write the features of ``config["dataset"]`` to ``output``.
 
     ``config`` is the whole config because the data set's features depend on its ``features``
     and ``schema`` sections. ``first``/``last``: the dates to rebuild (None: every date); a date
     of them without valid raw rows raises NothingToDo before anything is written, unless
-    ``allow_empty`` (then the others are built). The summary: rows in (raw), rows out (feature
-    rows of the dates built, as the table holds them now), quarantined.
+    ``allow_empty`` (then the others are built). ``labels``: the labels table (none there, or
+    None: the raw labels only). The summary: rows in (raw), rows out (feature rows of the dates
+    built, as the table holds them now), quarantined.
     """
     dataset = dataset_named(config["dataset"])
     schema_conf = config["schema"][dataset.name]
@@ -98,12 +134,15 @@ def build_feature_table(spark: SparkSession, config: Mapping, *, source: str, ou
         dates, empty = dates_to_build(validated.valid, first, last, source, allow_empty) if first else (None, [])
         if empty:
             log("features", f"no valid raw rows on {date_runs(empty)}: those dates are skipped (--allow-empty)")
-        quarantine_rejects(validated, counts["quarantined"], quarantine)
-        transform, history_days = dataset.feature_builder(config)
-        features_df = features_of_dates(validated.valid, transform, history_days, first, last)
+        fmt = config["storage"]["format"]
+        quarantine_rejects(validated, counts["quarantined"], quarantine, fmt, source)
+        labels_df = late_labels(spark, labels)
+        transform, history_days = dataset.feature_builder(config, labels_df)
+        features_df = with_eventual_labels(features_of_dates(validated.valid, transform, history_days, first, last),
+                                           labels_df, dataset.event_id)
         what = f"dates {first}..{last}" if first else "every date"
         with step("features", f"writing features ({what}) to {output}"):
-            write_table(features_df, output, config["storage"]["format"], partition_by=["date"])
+            write_table(features_df, output, fmt, partition_by=["date"])
     finally:
         validated.checked.unpersist()
     written = rows_written(read_table(spark, output, config["storage"]["format"]), dates)

@@ -64,8 +64,13 @@ class Dataset:
                              f"(the columns are: {', '.join(columns)})")
         return chosen
 
-    def feature_builder(self, config: Mapping) -> tuple[Callable[[DataFrame], DataFrame], int]:
-        """(transform of validated rows into feature rows, days of history it needs before a date)."""
+    def feature_builder(self, config: Mapping,
+                        labels_df: DataFrame | None = None) -> tuple[Callable[[DataFrame], DataFrame], int]:
+        """(transform of validated rows into feature rows, days of history it needs before a date).
+
+        ``labels_df``: the labels table (event id, ``label``, ``known_at``) for features built from
+        labels, each counting a label only from when it became known; None: the raw labels only.
+        """
         raise NotImplementedError
 
     def label_delay_days(self, config: Mapping) -> int:
@@ -111,8 +116,11 @@ class _Telemetry(Dataset):
         site = [c for c in columns if c.startswith(("site_cnt_", "dev_share_", "site_volume_"))]
         return [*measures, shortest, *site]
 
-    def feature_builder(self, config: Mapping) -> tuple[Callable[[DataFrame], DataFrame], int]:
+    def feature_builder(self, config: Mapping,
+                        labels_df: DataFrame | None = None) -> tuple[Callable[[DataFrame], DataFrame], int]:
         from features.telemetry import build_telemetry_features, lookback_seconds
+
+        # no telemetry feature is built from labels: labels_df changes nothing here
 
         conf = dict(config["features"]["telemetry"])
         measures = config["schema"]["telemetry"]["measures"]
@@ -142,13 +150,15 @@ class _Transactions(Dataset):
 
         return transaction_feature_columns(config["features"]["transactions"]["windows_days"])
 
-    def feature_builder(self, config: Mapping) -> tuple[Callable[[DataFrame], DataFrame], int]:
+    def feature_builder(self, config: Mapping,
+                        labels_df: DataFrame | None = None) -> tuple[Callable[[DataFrame], DataFrame], int]:
         from features.transactions import build_transaction_features, lookback_days
 
         conf = config["features"]["transactions"]
 
         def transactions(df: DataFrame) -> DataFrame:
-            return build_transaction_features(df, windows_days=conf["windows_days"], delay_days=conf["delay_days"])
+            return build_transaction_features(df, windows_days=conf["windows_days"], delay_days=conf["delay_days"],
+                                              labels_df=labels_df)
 
         return transactions, lookback_days(conf["windows_days"], conf["delay_days"])
 

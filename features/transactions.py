@@ -14,7 +14,9 @@ precision. With D = one day and t the row's event time:
 * ``terminal_nb_tx_{w}d`` / ``terminal_risk_{w}d``: the terminal's transactions with event time
   in (t - (delay + w)*D, t - delay*D] (the Handbook's rolling(delay + w) minus rolling(delay)).
   Their labels are the ones known at t; ``nb_tx`` counts them all, ``risk`` is frauds / labelled
-  transactions, 0 when none (the Handbook fills with 0).
+  transactions, 0 when none (the Handbook fills with 0). A transaction's ``label`` counts as
+  known ``delay`` days after it; a late label (the labels table, ``labels_df``) counts from the
+  time it became known (its ``known_at`` <= t), see :func:`with_terminal_features`.
 * ``amount_vs_customer_avg_30d``: amount / the mean amount of the customer's other transactions in
   (t - 30*D, t]; 1.0 when there is none (or that mean is not positive).
 * ``seconds_since_prev_tx``: seconds since the customer's latest transaction strictly before t,
@@ -171,34 +173,88 @@ def with_log_amount_features(windows_days: Sequence[int] = DEFAULT_WINDOWS_DAYS)
 
 
 def with_terminal_features(windows_days: Sequence[int] = DEFAULT_WINDOWS_DAYS,
-                           delay_days: int = DEFAULT_DELAY_DAYS) -> Callable[[DataFrame], DataFrame]:
-    """Terminal counts and risk over (t - (delay + w) days, t - delay days], labels known at t."""
+                           delay_days: int = DEFAULT_DELAY_DAYS,
+                           labels_df: DataFrame | None = None) -> Callable[[DataFrame], DataFrame]:
+    """Terminal counts and risk over (t - (delay + w) days, t - delay days], labels known at t.
+
+    Without ``labels_df`` a transaction's label is its ``label`` column, taken as known ``delay``
+    days after the transaction (the Handbook's rule). ``labels_df`` (``transaction_id``,
+    ``label``, ``known_at``: the labels table, features/labels.py) adds the labels that arrived
+    late: as seen from row t, a window transaction with a row there known by t (``known_at`` <= t)
+    has that label instead; one known after t does not count yet. Late labels are few, so their
+    effect is computed apart: each (terminal, t) is joined with the terminal's late-labelled
+    transactions in its longest window and known by t (a range join), and the differences they
+    make to the labelled and fraud counts are added to the window sums. With no late label in a
+    row's windows the row is exactly as without ``labels_df``.
+    """
     windows = _check_parameters(windows_days, delay_days)
 
     def transform(df: DataFrame) -> DataFrame:
         spec = Window.partitionBy("terminal_id").orderBy(_TS)
+        if labels_df is not None:
+            df = df.join(_late_label_changes(df, labels_df, windows, delay_days), ["terminal_id", _TS], "left")
         columns: dict[str, Column] = {}
         for w in windows:
             frame = spec.rangeBetween(_days_back(delay_days + w), -delay_days * _US_PER_DAY)
             labelled = F.count("label").over(frame)
+            frauds = F.sum("label").over(frame)
+            if labels_df is not None:
+                labelled = labelled + F.coalesce(F.col(f"_labelled_{w}d"), F.lit(0))
+                frauds = F.coalesce(frauds, F.lit(0)) + F.coalesce(F.col(f"_frauds_{w}d"), F.lit(0))
             columns[f"terminal_nb_tx_{w}d"] = F.count(F.lit(1)).over(frame).cast("int")
-            columns[f"terminal_risk_{w}d"] = F.when(
-                labelled > 0, F.sum("label").over(frame) / labelled).otherwise(F.lit(0.0))
-        return df.withColumns(columns)
+            columns[f"terminal_risk_{w}d"] = F.when(labelled > 0, frauds / labelled).otherwise(F.lit(0.0))
+        out = df.withColumns(columns)
+        if labels_df is not None:
+            out = out.drop(*[f"_{what}_{w}d" for what in ("labelled", "frauds") for w in windows])
+        return out
 
     return transform
 
 
+def _late_label_changes(df: DataFrame, labels_df: DataFrame, windows: Sequence[int], delay_days: int) -> DataFrame:
+    """Per (terminal_id, t) of ``df`` that some late label reaches: ``_labelled_{w}d`` and
+    ``_frauds_{w}d``, what the late labels known by t add to the labelled and fraud counts of
+    window w (a label replacing a raw one adds its difference; a row for an unlabelled
+    transaction adds one labelled).
+    """
+    missing = {"transaction_id", "label", "known_at"} - set(labels_df.columns)
+    if missing:
+        raise TransactionSchemaError(f"labels: missing column(s) {', '.join(sorted(missing))}")
+    late = (df.select("transaction_id", "terminal_id", F.col(_TS).alias("_s"), F.col("label").alias("_raw"))
+            .join(labels_df.select("transaction_id", F.col("label").cast("int").alias("_late"),
+                                   F.unix_micros("known_at").alias("_known")), "transaction_id")
+            .select("terminal_id", "_s", "_known",
+                    F.when(F.col("_raw").isNull(), 1).otherwise(0).alias("_dl"),
+                    (F.col("_late") - F.coalesce(F.col("_raw"), F.lit(0))).alias("_df"))
+            .where((F.col("_dl") != 0) | (F.col("_df") != 0)))
+    rows = df.select("terminal_id", _TS).distinct()
+    longest = delay_days + max(windows)
+    reach = (rows.join(late, "terminal_id")
+             .where((F.col("_s") > F.col(_TS) - longest * _US_PER_DAY)
+                    & (F.col("_s") <= F.col(_TS) - delay_days * _US_PER_DAY)
+                    & (F.col("_known") <= F.col(_TS))))
+    sums = []
+    for w in windows:
+        inside = F.col("_s") > F.col(_TS) - (delay_days + w) * _US_PER_DAY
+        sums += [F.sum(F.when(inside, F.col("_dl")).otherwise(0)).alias(f"_labelled_{w}d"),
+                 F.sum(F.when(inside, F.col("_df")).otherwise(0)).alias(f"_frauds_{w}d")]
+    return reach.groupBy("terminal_id", _TS).agg(*sums)
+
+
 def build_transaction_features(df: DataFrame, *, windows_days: Sequence[int] = DEFAULT_WINDOWS_DAYS,
-                               delay_days: int = DEFAULT_DELAY_DAYS) -> DataFrame:
-    """The input plus ``date`` and every column of :func:`transaction_feature_columns`."""
+                               delay_days: int = DEFAULT_DELAY_DAYS, labels_df: DataFrame | None = None) -> DataFrame:
+    """The input plus ``date`` and every column of :func:`transaction_feature_columns`.
+
+    ``labels_df``: late labels for the terminal features (:func:`with_terminal_features`); the
+    ``label`` column itself stays as it came (features/labels.py ``with_eventual_labels`` sets it).
+    """
     check_transaction_schema(df)
     windows = _check_parameters(windows_days, delay_days)
     features = (df.transform(event_micros)
                 .transform(with_calendar_features)
                 .transform(with_customer_features(windows))
                 .transform(with_log_amount_features(windows))
-                .transform(with_terminal_features(windows, delay_days))
+                .transform(with_terminal_features(windows, delay_days, labels_df))
                 .drop(_TS))
     casts = {name: F.col(name).cast("double") for name in transaction_feature_columns(windows)
              if name.startswith(("customer_avg", "customer_log", "terminal_risk", "amount_vs", "seconds_since",

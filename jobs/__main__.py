@@ -9,6 +9,7 @@ import sys
 JOBS = {
     "generate": ("jobs.generate", "write synthetic telemetry or card transactions (labeled anomalies)"),
     "features": ("jobs.build_features", "validate raw events (bad rows to quarantine) and write the feature table"),
+    "labels": ("jobs.labels", "merge a file of late labels into the labels table (and the scores' label column)"),
     "train": ("jobs.train", "train the RCF and/or logistic detectors, register a version, move the champion"),
     "evaluate": ("jobs.evaluate", "evaluate the champion models on a test window (metrics, plots, HTML report)"),
     "score": ("jobs.score", "nightly batch scoring of one date or a range into the scores table"),

@@ -24,6 +24,8 @@ from runtime.spark import build_session
 def options(parser):
     parser.add_argument("--quarantine", metavar="PATH",
                         help="where rejected rows go, with a reason column (default paths.quarantine)")
+    parser.add_argument("--labels", metavar="PATH",
+                        help="the labels table of late labels (default paths.labels; none there: the raw labels only)")
     parser.add_argument("--from-date", metavar="YYYY-MM-DD",
                         help="first date to rebuild (default features.from_date; none: every date)")
     parser.add_argument("--to-date", metavar="YYYY-MM-DD",
@@ -38,7 +40,7 @@ def run(args, config):
     return build_feature_table(build_session(config), config, source=args.input or config.path("raw"),
                         output=args.output or config.path("features"),
                         quarantine=args.quarantine or config.path("quarantine"), first=first, last=last,
-                        allow_empty=args.allow_empty)
+                        allow_empty=args.allow_empty, labels=args.labels or config.path("labels"))
 
 
 main = job_main("features", __doc__, run, options,

@@ -312,6 +312,7 @@ class PathsConfig:
     raw: str = rule(TEMPLATE)
     features: str = rule(TEMPLATE)
     quarantine: str = rule(TEMPLATE)
+    labels: str = rule(TEMPLATE)
     models: str = rule(TEMPLATE)
     scores: str = rule(TEMPLATE)
     summary: str = rule(TEMPLATE)

@@ -224,3 +224,94 @@ def test_incremental_run_equals_full_run(spark):
     assert len(expected) > 40
     # a shorter history does change some rows, so the test above can fail
     assert rows_of(incremental(lookback_days() - 5)) != expected
+
+
+def late_labels(spark, rows):
+    """A labels table from (transaction id, label, 'yyyy-MM-dd HH:mm:ss' UTC known_at)."""
+    return (spark.createDataFrame(rows, "transaction_id string, label int, known string")
+            .select("transaction_id", "label", F.to_timestamp("known").alias("known_at")))
+
+
+def test_late_labels_count_only_from_when_they_became_known(spark):
+    df = canonical(spark, [
+        ("a", "2024-01-01 00:00:00", "c1", "T1", 10.0, 0),
+        ("b", "2024-01-02 00:00:00", "c2", "T1", 10.0, None),
+        ("c", "2024-01-09 00:00:00", "c3", "T1", 10.0, None),
+        ("d", "2024-01-09 12:00:00", "c4", "T1", 10.0, None),
+        ("f", "2024-01-01 12:00:00", "c5", "T3", 10.0, 1),
+        ("g", "2024-01-09 00:00:00", "c6", "T3", 10.0, None),
+        ("h", "2024-01-09 12:00:00", "c7", "T3", 10.0, None),
+        ("z", "2024-01-09 12:00:00", "c8", "T2", 10.0, None),
+    ])
+    labels = late_labels(spark, [
+        ("a", 1, "2024-01-09 06:00:00"),    # a 0 turned out a fraud, known between c and d
+        ("b", 1, "2024-01-05 00:00:00"),    # b had no label; a fraud known before c
+        ("f", 0, "2024-01-09 06:00:00"),    # f's fraud reversed, known between g and h
+        ("x", 1, "2024-01-01 00:00:00"),    # no such transaction: changes nothing
+    ])
+    columns = ("terminal_risk_1d", "terminal_risk_7d", "terminal_nb_tx_7d")
+    without = by_id(build_transaction_features(df, windows_days=(1, 7), delay_days=7), *columns)
+    out = by_id(build_transaction_features(df, windows_days=(1, 7), delay_days=7, labels_df=labels), *columns)
+    # c: (Jan 1, Jan 2] holds b; (Dec 26, Jan 2] holds a and b. b's fraud is known, a's not yet.
+    assert without["c"] == (0.0, 0.0, 2) and out["c"] == (1.0, 0.5, 2)
+    # d, 12 hours later: a's fraud is known too
+    assert without["d"] == (0.0, 0.0, 2) and out["d"] == (1.0, 1.0, 2)
+    # g (f in both windows) sees f's raw fraud; h (f in the 7-day window only) sees its reversal
+    assert without["g"] == (1.0, 1.0, 1) and out["g"] == (1.0, 1.0, 1)
+    assert without["h"] == (0.0, 1.0, 1) and out["h"] == (0.0, 0.0, 1)
+    assert out["z"] == without["z"] == (0.0, 0.0, 0)
+    # rows whose windows no late label reaches are as without labels
+    assert {k: out[k] for k in "abf"} == {k: without[k] for k in "abf"}
+
+
+def test_no_late_labels_or_labels_equal_to_the_raw_ones_change_nothing(spark):
+    df = synthetic(spark, days=20)
+    columns = ["transaction_id", *transaction_feature_columns()]
+    expected = build_transaction_features(df).select(columns)
+    empty = late_labels(spark, []).where(F.lit(False))
+    same = df.where(F.col("label").isNotNull()).select(
+        "transaction_id", "label", (F.col("event_time") + F.expr("INTERVAL 1 DAY")).alias("known_at"))
+    rows = assert_same_rows(build_transaction_features(df, labels_df=empty).select(columns), expected)
+    assert len(rows) > 1000
+    assert_same_rows(build_transaction_features(df, labels_df=same).select(columns), expected)
+
+
+def terminal_oracle(rows, late, windows, delay):
+    """Terminal features of each row in plain Python: rows (id, epoch seconds, terminal, raw label),
+    late {id: (label, known epoch seconds)}; a window transaction's label as seen from t is its late
+    label when known by t, else its raw label."""
+    day = 86400
+    out = {}
+    for tid, t, terminal, _ in rows:
+        values = []
+        for w in windows:
+            inside = [(sid, raw) for sid, s, term, raw in rows
+                      if term == terminal and t - (delay + w) * day < s <= t - delay * day]
+            seen = [late[sid][0] if sid in late and late[sid][1] <= t else raw for sid, raw in inside]
+            known = [v for v in seen if v is not None]
+            values += [len(inside), sum(known) / len(known) if known else 0.0]
+        out[tid] = tuple(values)
+    return out
+
+
+def test_terminal_features_with_late_labels_match_a_plain_python_oracle(spark):
+    df = synthetic(spark, days=20)
+    u = lambda tag: (F.abs(F.xxhash64(F.lit(tag), "transaction_id")) % 1_000_000) / 1_000_000.0  # noqa: E731
+    labels = (df.where(u("pick") < 0.25).select(
+        "transaction_id", (u("value") < 0.5).cast("int").alias("label"),
+        (F.col("event_time") + F.make_dt_interval(F.lit(0), F.lit(0), F.lit(0), 1 + u("lag") * 20 * 86400))
+        .alias("known_at")))
+    windows, delay = (1, 7), 3
+    actual = by_id(build_transaction_features(df, windows_days=windows, delay_days=delay, labels_df=labels),
+                   "terminal_nb_tx_1d", "terminal_risk_1d", "terminal_nb_tx_7d", "terminal_risk_7d")
+    rows = [(r["transaction_id"], r["event_time"].timestamp(), r["terminal_id"], r["label"]) for r in df.collect()]
+    late = {r["transaction_id"]: (r["label"], r["known_at"].timestamp()) for r in labels.collect()}
+    expected = terminal_oracle(rows, late, windows, delay)
+    assert len(late) > 200
+    wrong = [(k, actual[k], expected[k]) for k in expected
+             if actual[k][0::2] != expected[k][0::2] or any(abs(a - e) > 1e-12 for a, e in
+                                                           zip(actual[k][1::2], expected[k][1::2]))]
+    assert not wrong, wrong[:5]
+    # and the late labels matter: the raw labels alone give other risks for many rows
+    raw_only = terminal_oracle(rows, {}, windows, delay)
+    assert sum(raw_only[k] != expected[k] for k in expected) > 100
