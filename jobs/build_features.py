@@ -5,7 +5,10 @@ schema.<dataset>.columns), sends every row that fails validation to the quaranti
 reason (unparseable time, missing id, non-numeric / negative / NaN / infinite values, duplicate
 ids), prints rows in = valid + quarantined, then builds the point-in-time features and writes them
 partitioned by `date`. With --from-date/--to-date only those dates are rebuilt (history before
-them is read as needed); other dates stay as they are.
+them is read as needed); other dates stay as they are. With a labels table (--labels, written by
+the labels job) the terminal features count each late label from the time it became known, and
+the label column is each event's latest label. Both tables are written in storage.format; a
+run's rejects replace the earlier rejects of the same input.
 
 Dates with no raw rows: when a date of --from-date..--to-date has no valid raw rows, the job names
 the empty dates, writes nothing (neither features nor quarantine) and exits 3. With --allow-empty
