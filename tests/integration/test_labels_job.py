@@ -98,7 +98,8 @@ def test_late_labels_change_features_only_after_they_arrive_and_merging_again_ch
     assert build_features.main(lake["args"] + ["--from-date", "2024-01-02", "--to-date", "2024-01-20"]) == 0
     after = by_id(read(spark, lake["features"]), columns)
     assert after.keys() == before.keys()
-    changed = {k: [c for c, b, a in zip(columns, before[k], after[k]) if b != a] for k in before if before[k] != after[k]}
+    changed = {k: [c for c, b, a in zip(columns, before[k], after[k], strict=True) if b != a]
+               for k in before if before[k] != after[k]}
     expected = {tx_id("T1", i): ["terminal_risk_7d"] for i in range(22, 30)} | {"T1-002": ["label"]}
     assert changed == expected
     risk = columns.index("terminal_risk_7d")

@@ -310,7 +310,7 @@ def test_terminal_features_with_late_labels_match_a_plain_python_oracle(spark):
     assert len(late) > 200
     wrong = [(k, actual[k], expected[k]) for k in expected
              if actual[k][0::2] != expected[k][0::2] or any(abs(a - e) > 1e-12 for a, e in
-                                                           zip(actual[k][1::2], expected[k][1::2]))]
+                                                           zip(actual[k][1::2], expected[k][1::2], strict=True))]
     assert not wrong, wrong[:5]
     # and the late labels matter: the raw labels alone give other risks for many rows
     raw_only = terminal_oracle(rows, {}, windows, delay)
