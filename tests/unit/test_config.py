@@ -75,10 +75,15 @@ def test_s3a_endpoint_override_and_per_service_precedence():
                                                                 "endpoints": {}})
 
 
-def test_delta_only_when_configured():
-    assert "spark.sql.extensions" not in session_settings(load_config(None))
-    delta = session_settings(load_config(None, ["storage.format=delta"]))
-    assert delta["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+def test_delta_is_on_by_default_and_off_only_without_package_and_delta_tables():
+    default = session_settings(load_config(None))
+    assert default["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+    assert default["spark.jars.packages"] == "io.delta:delta-spark_2.12:3.3.2"
+    emr_like = session_settings(load_config(None, ["spark.delta_package="]))
+    assert emr_like["spark.sql.extensions"] == "io.delta.sql.DeltaSparkSessionExtension"
+    assert "spark.jars.packages" not in emr_like
+    plain = session_settings(load_config(None, ["spark.delta_package=", "storage.format=parquet"]))
+    assert "spark.sql.extensions" not in plain and "spark.jars.packages" not in plain
 
 
 def test_a_key_given_twice_is_an_error_not_a_silent_override(tmp_path):
