@@ -30,9 +30,9 @@ DATASET = "transactions"
 # A small transactions lake (lakes.py's sizes) with the session's default jars: sagemaker-pyspark's
 # bring hadoop-aws and the AWS SDK, which is what s3a needs.
 CONF = """
-spark: {master: "local[2]", shuffle_partitions: 4, driver_memory: "2g"}
+spark: {master: "local[2]", shuffle_partitions: 2, driver_memory: "2g"}
 storage: {lake: "lake", format: "delta"}
-generate: {transactions: {customers: 120, terminals: 240, days: 30}}
+generate: {partitions: 2, transactions: {customers: 120, terminals: 240, days: 30}}
 train:
   test_days: 4
   rcf: {num_trees: 50, num_samples_per_tree: 64}
@@ -52,6 +52,9 @@ for argv in json.loads(sys.argv[1]):
 """
 
 SUMMARY_TABLES = ("daily", "hourly", "entities", "histogram", "top_entities", "expected")
+
+# Five jobs in one JVM over a slow local S3: a few minutes on a quiet machine, more beside other work.
+pytestmark = pytest.mark.timeout(1500)
 
 
 @pytest.fixture(scope="module")
@@ -198,3 +201,52 @@ def test_athena_ddl_uses_the_delta_form_with_s3_locations(batch, s3):
         ddl = s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
         assert f"LOCATION 's3://{BUCKET}/lake/{location}/'\nTBLPROPERTIES ('table_type' = 'DELTA');" in ddl
         assert "PARTITIONED BY" not in ddl and "NOTE" not in ddl
+
+
+# --------------------------------------------------------------------------- the stream on S3
+
+STREAM_GOOD = 200
+
+
+def landing_lines():
+    """JSON lines for the landing prefix: STREAM_GOOD valid transactions on 2018-05-01 (the day after
+    the lake's last date), 6 customers and 4 terminals, then one line that is not JSON."""
+    lines = []
+    for i in range(STREAM_GOOD):
+        lines.append(json.dumps({
+            "transaction_id": f"live{i:04d}", "event_time": f"2018-05-01T{i // 60 % 24:02d}:{i % 60:02d}:00Z",
+            "customer_id": f"c{i % 6}", "terminal_id": f"k{i % 4}", "amount": 5.0 + (i * 37) % 200,
+            "label": 0}))
+    return lines + ["this is not json"]
+
+
+@pytest.fixture(scope="module")
+def stream(batch, s3, moto_s3, tmp_path_factory):
+    """The stream job on the landing prefix of the s3a lake (two files), available-now, no alerts;
+    its sink, dead letters and checkpoint on S3 too (their defaults under storage.lake).
+    """
+    lines = landing_lines()
+    half = len(lines) // 2
+    for n, part in enumerate((lines[:half], lines[half:])):
+        s3.put_object(Bucket=BUCKET, Key=f"lake/landing/{DATASET}/part-{n}.json", Body="\n".join(part) + "\n")
+    tmp = tmp_path_factory.mktemp("s3a_stream")
+    stdout = run_jobs(tmp, moto_s3, [["stream", "--source", "landing", "--trigger", "available-now",
+                                      "--no-alerts"]])
+    return summaries(stdout)["stream"]
+
+
+STREAM_SINK = pytest.mark.xfail(
+    strict=False, reason="issue #16: the stream's sink and dead letters move to Delta (idempotent txnAppId/"
+                         "txnVersion writes) in streaming/, another change; until then they are Parquet")
+
+
+@STREAM_SINK
+def test_the_stream_sink_on_s3a_is_a_delta_table_with_every_event(stream, s3):
+    assert stream["status"] == "done"
+    sink = delta_rows(s3, f"stream/{DATASET}")
+    assert sink == {"2018-05-01": STREAM_GOOD}
+
+
+@STREAM_SINK
+def test_the_stream_dead_letters_on_s3a_are_a_delta_table(stream, s3):
+    assert sum(delta_rows(s3, f"dead_letter/{DATASET}").values()) == 1
