@@ -235,6 +235,11 @@ def stream(batch, s3, moto_s3, tmp_path_factory):
     return summaries(stdout)["stream"]
 
 
+def test_the_stream_scores_the_landing_files_on_the_s3a_lake(stream):
+    assert stream["status"] == "done"
+    assert (stream["rows_in"], stream["rows_out"], stream["extra"]["dead_letters"]) == (STREAM_GOOD + 1, STREAM_GOOD, 1)
+
+
 STREAM_SINK = pytest.mark.xfail(
     strict=False, reason="issue #16: the stream's sink and dead letters move to Delta (idempotent txnAppId/"
                          "txnVersion writes) in streaming/, another change; until then they are Parquet")
@@ -242,7 +247,6 @@ STREAM_SINK = pytest.mark.xfail(
 
 @STREAM_SINK
 def test_the_stream_sink_on_s3a_is_a_delta_table_with_every_event(stream, s3):
-    assert stream["status"] == "done"
     sink = delta_rows(s3, f"stream/{DATASET}")
     assert sink == {"2018-05-01": STREAM_GOOD}
 
