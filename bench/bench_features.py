@@ -2,12 +2,16 @@
 
 Run: ``python bench/bench_features.py --rows 10000000 [--workdir /tmp/benchwork]`` (``make bench``).
 
-1. Spark (local[2]) generates ``--rows`` rows of telemetry and writes them to Parquet.
-2. Spark reads that Parquet, runs ``build_telemetry_features`` and writes Parquet partitioned by date.
+1. Spark (local[2]) generates ``--rows`` rows of telemetry and writes them to Parquet (the raw
+   input a user brings).
+2. Spark reads that Parquet, runs ``build_telemetry_features`` and writes the feature table
+   partitioned by date the way the features job does (``runtime.storage.write_table``), as a Delta
+   table by default (``--format delta``, the project's ``storage.format``; ``parquet`` for the
+   plain files).
 3. DuckDB (2 threads) computes the same features from the same Parquet with SQL window functions
    (the SQL below is the equivalent of features/telemetry.py) and writes Parquet partitioned by date.
 4. A sample of rows (about 1 in 2000 event ids) is compared between the two outputs, column by
-   column, within a float tolerance.
+   column, within a float tolerance; DuckDB reads the Delta table's files named by its log.
 
 Peak memory is the largest resident set of this process plus its child processes (the Spark
 JVM), sampled every 0.1 s in a background thread, per phase. The machine's load average is
@@ -39,6 +43,7 @@ from features.telemetry import (
     window_seconds,
     window_suffix,
 )
+from runtime.storage import write_table
 
 MEASURES = ["duration_s", "bytes_up", "bytes_down", "packets", "errors"]
 WINDOWS = ["1 hour", "6 hours", "1 day"]
@@ -201,11 +206,15 @@ SELECT {", ".join(out)} FROM site"""
 
 
 # --------------------------------------------------------------------------------------------
-def spark_session(shuffle_partitions: int, driver_memory: str):
+def spark_session(shuffle_partitions: int, driver_memory: str, fmt: str):
+    """local[2] with the project's Delta settings (package from the Ivy cache, extension, catalog)."""
     from pyspark.sql import SparkSession
 
+    from runtime.config import load_config
+    from runtime.spark import delta_settings
+
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    spark = (
+    builder = (
         SparkSession.builder.master("local[2]")
         .appName("bench-features")
         .config("spark.sql.shuffle.partitions", str(shuffle_partitions))
@@ -213,19 +222,42 @@ def spark_session(shuffle_partitions: int, driver_memory: str):
         .config("spark.driver.memory", driver_memory)
         .config("spark.ui.enabled", "false")
         .config("spark.sql.parquet.outputTimestampType", "TIMESTAMP_MICROS")
-        .getOrCreate()
     )
+    for key, value in delta_settings(load_config()["spark"]["delta_package"], fmt).items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 
 
-def compare_sample(con, spark_out: str, duck_out: str, feature_cols: list[str], every: int) -> dict:
+def table_files(path: str, fmt: str) -> list[str]:
+    """The data files of the table at ``path``: for Delta the live files its log names (adds not
+    removed by a later commit), for Parquet every ``*.parquet`` below it.
+    """
+    import glob
+    from urllib.parse import unquote
+
+    if fmt != "delta":
+        return sorted(glob.glob(os.path.join(path, "**", "*.parquet"), recursive=True))
+    live: set[str] = set()
+    for commit in sorted(glob.glob(os.path.join(path, "_delta_log", "*.json"))):
+        with open(commit) as fh:
+            for line in fh:
+                action = json.loads(line)
+                if "add" in action:
+                    live.add(unquote(action["add"]["path"]))
+                elif "remove" in action:
+                    live.discard(unquote(action["remove"]["path"]))
+    return sorted(os.path.join(path, name) for name in live)
+
+
+def compare_sample(con, spark_files: list[str], duck_out: str, feature_cols: list[str], every: int) -> dict:
     """Join a hash sample of event ids from both outputs and compare every feature column."""
     cols = ", ".join(["event_id", "date"] + feature_cols)
     sample = f"hash(event_id) % {every} = 0"
     left = (
         con.execute(
-            f"SELECT {cols} FROM read_parquet('{spark_out}/**/*.parquet', hive_partitioning = true) WHERE {sample}"
+            f"SELECT {cols} FROM read_parquet({spark_files!r}, hive_partitioning = true) WHERE {sample}"
         )
         .df()
         .set_index("event_id")
@@ -279,6 +311,8 @@ def main(argv=None) -> int:
     parser.add_argument("--sample-every", type=int, default=2000, help="compare about 1 in N rows")
     parser.add_argument("--json", default=os.path.join(ROOT, "bench", "results", "features.json"))
     parser.add_argument("--skip-generate", action="store_true", help="reuse the raw Parquet in --workdir")
+    parser.add_argument("--format", choices=("delta", "parquet"), default="delta",
+                        help="the Spark feature table's format (default delta, as storage.format)")
     args = parser.parse_args(argv)
 
     raw = os.path.join(args.workdir, "raw")
@@ -292,7 +326,7 @@ def main(argv=None) -> int:
     results: dict = {"phases": {}}
     phases = results["phases"]
     devices = devices_for_rows(args.rows, args.days, args.sessions_per_hour)
-    spark = spark_session(args.shuffle_partitions, args.driver_memory)
+    spark = spark_session(args.shuffle_partitions, args.driver_memory, args.format)
     feature_cols = telemetry_feature_columns(MEASURES, WINDOWS, SHINGLE_SIZE, SITE_WINDOW)
 
     if not args.skip_generate:
@@ -322,7 +356,7 @@ def main(argv=None) -> int:
             site_window=SITE_WINDOW,
             zscore_cap=ZSCORE_CAP,
         )
-        features_df.write.mode("overwrite").partitionBy("date").parquet(spark_out)
+        write_table(features_df, spark_out, args.format, partition_by=["date"])
     passthrough = [c for c in source_df.columns if c not in MEASURES]
     spark.stop()
 
@@ -339,7 +373,7 @@ def main(argv=None) -> int:
         con.execute(f"COPY ({sql}) TO '{duck_out}' (FORMAT PARQUET, PARTITION_BY (date), OVERWRITE_OR_IGNORE)")
 
     with phase(phases, "spot_check", memory):
-        check = compare_sample(con, spark_out, duck_out, feature_cols, args.sample_every)
+        check = compare_sample(con, table_files(spark_out, args.format), duck_out, feature_cols, args.sample_every)
     memory.stop()
 
     spark_s, duck_s = phases["spark_features"]["seconds"], phases["duckdb_features"]["seconds"]
@@ -349,6 +383,7 @@ def main(argv=None) -> int:
             "devices": devices,
             "days": args.days,
             "feature_columns": len(feature_cols),
+            "spark_format": args.format,
             "cores": os.cpu_count(),
             "shuffle_partitions": args.shuffle_partitions,
             "duckdb_threads": args.duckdb_threads,
@@ -362,7 +397,7 @@ def main(argv=None) -> int:
     print(f"{'phase':<18}{'seconds':>10}{'peak RSS GiB':>14}{'load 1m':>10}")
     for name, p in phases.items():
         print(f"{name:<18}{p['seconds']:>10.1f}{p['peak_rss_gib']:>14.2f}{p['load_avg_1m_before']:>10.1f}")
-    print(f"spark / duckdb features: {results['spark_over_duckdb']}x")
+    print(f"spark ({args.format}) / duckdb features: {results['spark_over_duckdb']}x")
     print(
         f"spot check: {check['sampled_rows']} rows, ok={check['ok']}, mismatched values {check['mismatched_values']}"
         f" {check['mismatched_columns'][:5]}, max relative diff {check['max_relative_diff']}"

@@ -3,7 +3,9 @@ and a self-contained HTML report.
 
 For one date (--date, default summary.date or the latest date in the scores table) it writes,
 under the summary root (--output, default paths.summary):
-  <table>/date=YYYY-MM-DD/        Parquet summary tables: daily (counts of the last
+  <table>/                        summary tables in storage.format (Delta by default: each
+                                  has a _delta_log; Parquet by config), partitioned by date,
+                                  a run replacing only its dates: daily (counts of the last
                                   summary.history_days days), hourly (anomalies per hour),
                                   entities, locations (counts and max risk), top_entities (with top
                                   reasons), histogram (score bins by label), drift (PSI of every
@@ -18,6 +20,9 @@ under the summary root (--output, default paths.summary):
   quicksight/manifests/<table>_YYYY-MM-DD.json   QuickSight manifest of that date's file
   quicksight/manifests/<table>.json              manifest of every date's file (for a dashboard)
   athena/<dataset>_<table>.sql    CREATE EXTERNAL TABLE for the features, scores and summary tables
+                                  (Delta: LOCATION + TBLPROPERTIES ('table_type' = 'DELTA'), Athena
+                                  reads columns and partitions from the log; Parquet: columns and
+                                  partition projection)
 and the HTML report (--report, default paths.reports/summary_<dataset>_<date>.html).
 Each jump against the previous date prints "[summary] JUMP: ..." (e.g. alerts 412 vs 95 yesterday (x4.3)).
 

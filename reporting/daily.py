@@ -1,7 +1,9 @@
 """The daily summary run behind `python -m jobs summary`: one date of the scores table summarised
-(``reporting.summary``), written as Parquet tables, exported for QuickSight with manifests
-(``reporting.quicksight``), described in Athena DDL and rendered as an HTML report
-(``reporting.daily_report``). The job's docstring lists the files it writes.
+(``reporting.summary``), written as tables in ``storage.format`` (Delta by default, Parquet by
+config), exported for QuickSight as CSV/JSON with manifests (``reporting.quicksight``; QuickSight
+cannot read Delta or Parquet from S3), described in Athena DDL (Athena's Delta form for Delta
+tables) and rendered as an HTML report (``reporting.daily_report``). The job's docstring lists
+the files it writes.
 """
 from __future__ import annotations
 
@@ -59,7 +61,9 @@ def export(df: DataFrame, table: str, day: dt.date, root: str, fmt: str) -> str:
 
 def write_ddl(spark: SparkSession, athena: AthenaConfig, dataset: str, tables: Mapping[str, DataFrame],
               scores_df: DataFrame, scores: str, features: str, output: str, storage_format: str) -> list[str]:
-    """Athena DDL for the features, scores and summary tables; the file paths."""
+    """Athena DDL for the features, scores and summary tables, all in ``storage_format`` (Delta:
+    Athena reads the schema and partitions from the table's log); the file paths.
+    """
     options = {"database": athena.database, "projection": athena.partition_projection,
                "projection_start": athena.projection_start}
     targets = [(f"{dataset}_scores", scores_df.schema, scores, storage_format)]
@@ -69,7 +73,7 @@ def write_ddl(spark: SparkSession, athena: AthenaConfig, dataset: str, tables: M
     except StorageError:
         log("summary", f"no feature table at {features}: its DDL is skipped")
     for name, df in tables.items():
-        targets.append((f"{dataset}_summary_{name}", df.schema, fs.join(output, name), "parquet"))
+        targets.append((f"{dataset}_summary_{name}", df.schema, fs.join(output, name), storage_format))
     written = []
     for table, schema, location, fmt in targets:
         ddl = quicksight.create_table_ddl(table, schema, location, table_format=fmt, **options,
@@ -206,7 +210,7 @@ def run_summary(spark: SparkSession, conf: SummaryConfig, *, dataset: Dataset, d
         with step("summary", f"writing {name} to {fs.join(output, name)}"):
             df = df.persist(StorageLevel.MEMORY_AND_DISK)
             tables[name] = df
-            write_table(df, fs.join(output, name), "parquet", partition_by=["date"])
+            write_table(df, fs.join(output, name), storage_format, partition_by=["date"])
     fmt = conf.export_format
     with step("summary", f"exporting {len(tables)} tables for QuickSight ({fmt})"):
         manifests = [export(for_date(df, day), name, day, output, fmt) for name, df in tables.items()]

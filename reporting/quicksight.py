@@ -1,6 +1,6 @@
 r"""QuickSight manifests and Athena DDL for the tables this project writes.
 
-QuickSight cannot read Parquet from S3: the summary job exports each table as CSV (with a header)
+QuickSight cannot read Parquet or Delta tables from S3: the summary job exports each table as CSV (with a header)
 or JSON lines and writes a manifest next to it in QuickSight's own format (documented in the
 QuickSight user guide, "Supported formats for Amazon S3 manifest files")::
 
@@ -18,10 +18,19 @@ URIs: the manifest lists the files actually written (listed after the write, ``p
 absolute local path (QuickSight cannot read it; it is there so a local run's manifest can be
 checked and the files found; run on S3 for a manifest QuickSight can use).
 
-Athena: ``create_table_ddl`` writes ``CREATE EXTERNAL TABLE`` for a Parquet table partitioned by
-``date`` (Hive-style ``date=yyyy-MM-dd`` folders, as Spark writes them), either with partition
-projection (Athena computes the partitions from the table properties, nothing to repair) or with
-a ``MSCK REPAIR TABLE`` note to load new partitions into the catalog.
+Athena: ``create_table_ddl`` writes ``CREATE EXTERNAL TABLE``. For a Delta table (the default
+``storage.format``) that is Athena's Delta Lake form (Athena user guide, "Query Delta Lake
+tables")::
+
+    CREATE EXTERNAL TABLE IF NOT EXISTS `db`.`t` LOCATION 's3://bucket/t/'
+    TBLPROPERTIES ('table_type' = 'DELTA');
+
+with no columns, SerDe or other properties (Athena refuses them for Delta tables): it reads the
+schema and the partitions from the table's transaction log, so a new date is visible without a
+repair and a file a Delta transaction removed is never read. For a Parquet table partitioned by
+``date`` (Hive-style ``date=yyyy-MM-dd`` folders, as Spark writes them) it lists the columns,
+with partition projection (Athena computes the partitions from the table properties, nothing to
+repair) or with a ``MSCK REPAIR TABLE`` note to load new partitions into the catalog.
 """
 from __future__ import annotations
 
@@ -140,8 +149,11 @@ def create_table_ddl(table: str, schema: T.StructType, location: str, *, databas
     projection of type date maps); query it as ``WHERE "date" = '2026-01-07'``.
 
     ``table_format`` delta writes Athena's Delta Lake form (schema and partitions read from the
-    Delta log, so no columns, projection or repair).
+    Delta log, so no columns, projection or repair); parquet the column list. Anything else is
+    refused (Athena would read the files wrongly).
     """
+    if table_format not in ("delta", "parquet"):
+        raise ValueError(f"Athena DDL is written for delta or parquet tables, not {table_format!r} ({location})")
     name = f"{_quote(database)}.{_quote(table)}" if database else _quote(table)
     where = quicksight_uri(location).rstrip("/") + "/"
     lines: list[str] = []

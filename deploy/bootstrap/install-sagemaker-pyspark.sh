@@ -14,6 +14,11 @@
 #    Runtime 1.12 SDK jars. The wheel's hadoop-aws-3.3.1 and aws-java-sdk-bundle-1.11.901 are left
 #    out: EMR ships newer ones (and protobuf-java) on its Hadoop classpath.
 # 4. /usr/lib/fraud-anomaly/bin/fraud-submit, the spark-submit wrapper the EMR steps call.
+# No Delta jar is installed here: the tables are Delta (conf/emr.yaml storage.format) and EMR ships
+# Delta itself; create the cluster with deploy/emr-configurations.json (the delta-defaults
+# classification, delta.enabled=true), which puts EMR's Delta jars on the extraClassPath that
+# fraud-submit keeps (it prepends our jars to EMR's value). conf/emr.yaml leaves
+# spark.delta_package empty, so no job asks Ivy for another Delta on the cluster.
 set -euo pipefail
 ARTIFACTS="${1:?usage: install-sagemaker-pyspark.sh s3://BUCKET/PREFIX (where dist/ was uploaded)}"
 HOME_DIR=/usr/lib/fraud-anomaly

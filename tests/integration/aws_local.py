@@ -38,3 +38,56 @@ def local_aws():
             yield url
         finally:
             server.stop()
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (bound, read and released)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def moto_server_process(timeout_s: float = 60.0):
+    """Yield the URL of a moto server run as its own process on a free loopback port, and stop
+    that process by its PID at the end. Dummy credentials are put in this process's env too.
+
+    For tests whose Spark jobs hammer S3: in a separate process the server does not compete with
+    the test's own Python (py4j, the jobs' driver code) for one interpreter lock, as
+    :func:`local_aws`'s threaded server does.
+    """
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in DUMMY_ENV.items():
+            env.setenv(key, value)
+        proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+        try:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"moto server on port {port} exited with code {proc.returncode}")
+                try:
+                    urllib.request.urlopen(f"{url}/moto-api/", timeout=2)
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"moto server on port {port} did not answer in {timeout_s:.0f} s") from None
+                    time.sleep(0.2)
+            yield url
+        finally:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=15)

@@ -1,4 +1,7 @@
-"""The summary job end to end on a small synthetic scores table written to a temp folder."""
+"""The summary job end to end on a small synthetic scores table written to a temp folder: Delta
+tables (the default storage.format) for the job, Parquet for the stage run with storage_format
+parquet.
+"""
 import csv
 import datetime as dt
 import json
@@ -53,10 +56,18 @@ def synthetic_scores(rows_per_day=240, seed=3):
     return rows
 
 
+def write_delta(df, path):
+    df.write.format("delta").partitionBy("date").save(str(path))
+
+
+def read_delta(spark, path):
+    return spark.read.format("delta").load(str(path))
+
+
 @pytest.fixture(scope="module")
 def scores_path(spark, tmp_path_factory):
     path = tmp_path_factory.mktemp("scores") / "telemetry"
-    spark.createDataFrame(synthetic_scores(), SCORES_SCHEMA).write.partitionBy("date").parquet(str(path))
+    write_delta(spark.createDataFrame(synthetic_scores(), SCORES_SCHEMA), path)
     return path
 
 
@@ -80,22 +91,24 @@ def job_output(spark, scores_path, tmp_path_factory):
     return out, report
 
 
-def test_summary_tables_are_written_partitioned_by_the_latest_date(spark, job_output):
+def test_summary_tables_are_delta_tables_partitioned_by_date(spark, job_output):
     out, _ = job_output
-    for table in ("daily", "hourly", "entities", "locations", "histogram", "top_entities", "drift"):
+    for table in ("daily", "hourly", "entities", "locations", "histogram", "top_entities", "drift", "compare",
+                  "expected"):
+        assert (out / table / "_delta_log" / "00000000000000000000.json").is_file(), table
         assert (out / table / f"date={LAST}").is_dir(), table
-    hourly = spark.read.parquet(str(out / "hourly")).where(f"date = '{LAST}'")
+    hourly = read_delta(spark, out / "hourly").where(f"date = '{LAST}'")
     assert hourly.count() == 24
     assert hourly.agg({"events": "sum"}).first()[0] == 240
     assert hourly.agg({"anomalies": "sum"}).first()[0] == 12
-    daily = spark.read.parquet(str(out / "daily")).orderBy("date").collect()
+    daily = read_delta(spark, out / "daily").orderBy("date").collect()
     assert [r["date"] for r in daily] == DAYS
     assert all(r["anomalies"] == 12 and r["positives"] == 12 and r["true_positives"] == 12 for r in daily)
 
 
 def test_top_entities_carry_their_most_frequent_reasons(spark, job_output):
     out, _ = job_output
-    top = spark.read.parquet(str(out / "top_entities")).orderBy("rank").collect()
+    top = read_delta(spark, out / "top_entities").orderBy("rank").collect()
     assert [r["rank"] for r in top] == [1, 2, 3, 4, 5]
     # anomalies are events 0, 20, 40, ... -> devices d00, d08, d04 (i % 12): they lead with risk 0.9
     assert {r["device_id"] for r in top[:3]} == {"d00", "d04", "d08"}
@@ -105,7 +118,7 @@ def test_top_entities_carry_their_most_frequent_reasons(spark, job_output):
 
 def test_drift_flags_the_shifted_feature_only(spark, job_output):
     out, _ = job_output
-    drift = {r["column"]: r for r in spark.read.parquet(str(out / "drift")).collect()}
+    drift = {r["column"]: r for r in read_delta(spark, out / "drift").collect()}
     assert set(drift) == {"bytes_down", "duration_s", "risk", "rcf_score", "logistic_score"}
     assert drift["bytes_down"]["reading"] == "significant" and drift["bytes_down"]["kind"] == "feature"
     assert drift["duration_s"]["psi"] < 0.25
@@ -127,18 +140,20 @@ def test_each_export_has_a_manifest_naming_existing_files_whose_header_matches_t
         day_file = json.loads((manifests / f"{table}_{LAST}.json").read_text())["fileLocations"][0]["URIs"][0]
         with open(day_file, newline="") as f:
             header, *rows = list(csv.reader(f))
-        table_df = spark.read.parquet(str(out / table))
+        table_df = read_delta(spark, out / table)
         assert sorted(header) == sorted(table_df.columns), table
         assert len(rows) == table_df.where(f"date = '{LAST}'").count(), table
 
 
-def test_athena_ddl_for_scores_and_summary_tables(job_output):
+def test_athena_ddl_for_scores_and_summary_tables_is_the_delta_form(job_output):
     out, _ = job_output
-    ddl = (out / "athena" / "telemetry_scores.sql").read_text()
-    assert "CREATE EXTERNAL TABLE IF NOT EXISTS `zen_anomaly`.`telemetry_scores`" in ddl
-    assert "`reasons`" in ddl and "array<string>" in ddl
-    assert "PARTITIONED BY (`date` string)" in ddl and "'projection.date.type' = 'date'" in ddl
-    assert (out / "athena" / "telemetry_summary_drift.sql").is_file()
+    for table, location in (("telemetry_scores", None), ("telemetry_summary_drift", out / "drift")):
+        ddl = (out / "athena" / f"{table}.sql").read_text()
+        assert f"CREATE EXTERNAL TABLE IF NOT EXISTS `zen_anomaly`.`{table}`\n" in ddl
+        assert ddl.rstrip().endswith("TBLPROPERTIES ('table_type' = 'DELTA');")
+        assert "PARTITIONED BY" not in ddl and "projection" not in ddl and "`reasons`" not in ddl
+        if location:
+            assert f"LOCATION '{location}/'" in ddl
 
 
 def test_report_is_self_contained_html_with_charts(job_output):
@@ -176,12 +191,12 @@ def test_feature_drift_comes_from_the_feature_table_when_the_scores_carry_no_fea
     both = spark.createDataFrame(synthetic_scores(), SCORES_SCHEMA)
     scores = tmp_path / "scores"
     features = tmp_path / "features"
-    both.drop("bytes_down", "duration_s").write.partitionBy("date").parquet(str(scores))
-    both.select("event_id", "device_id", "event_time", "date", "label", "bytes_down", "duration_s") \
-        .write.partitionBy("date").parquet(str(features))
+    write_delta(both.drop("bytes_down", "duration_s"), scores)
+    write_delta(both.select("event_id", "device_id", "event_time", "date", "label", "bytes_down", "duration_s"),
+                features)
     code, out, _ = run_job(tmp_path, scores, "--features", str(features))
     assert code == 0
-    drift = {r["column"]: r for r in spark.read.parquet(str(out / "drift")).collect()}
+    drift = {r["column"]: r for r in read_delta(spark, out / "drift").collect()}
     assert set(drift) == {"bytes_down", "duration_s", "risk", "rcf_score", "logistic_score"}
     assert drift["bytes_down"]["reading"] == "significant" and drift["bytes_down"]["kind"] == "feature"
     assert drift["duration_s"]["psi"] < 0.25 and drift["duration_s"]["kind"] == "feature"
@@ -194,7 +209,7 @@ def test_feature_drift_comes_from_the_feature_table_when_the_scores_carry_no_fea
 def test_the_date_is_compared_with_the_day_before_without_a_jump(spark, job_output, capsys):
     out, report = job_output
     assert (out / "compare" / f"date={LAST}").is_dir()
-    rows = {r["measure"]: r for r in spark.read.parquet(str(out / "compare")).collect()}
+    rows = {r["measure"]: r for r in read_delta(spark, out / "compare").collect()}
     assert set(rows) == {"events", "alerts", "anomaly_rate", "risk", "rcf_score", "logistic_score"}
     assert {r["compared_with"] for r in rows.values()} == {DAYS[-2]}
     assert (rows["alerts"]["value"], rows["alerts"]["previous"], rows["alerts"]["ratio"]) == (12, 12, 1.0)
@@ -208,7 +223,7 @@ def test_the_date_is_compared_with_the_day_before_without_a_jump(spark, job_outp
 
 def test_expected_alerts_of_the_next_day_are_the_median_of_the_last_days(spark, job_output):
     out, report = job_output
-    [row] = spark.read.parquet(str(out / "expected")).collect()
+    [row] = read_delta(spark, out / "expected").collect()
     # 12 alerts on each of the 4 dates (the window of 7 days holds all of them)
     assert (row["for_date"], row["days"], row["first_date"], row["last_date"]) == \
         (LAST + dt.timedelta(days=1), 4, DAYS[0], LAST)
@@ -286,3 +301,12 @@ def test_the_stage_returns_the_days_rows_alerts_versions_and_jumps(jump_run):
     assert result.extra["compared_with"] == str(DAYS[1])
     # 7-day window up to LAST: 12, 12, 60 alerts on the 3 dates with scores -> median 12
     assert result.extra["expected_alerts"] == 12
+
+
+def test_parquet_storage_writes_parquet_tables_and_the_column_list_ddl(jump_run):
+    _, tmp, _ = jump_run
+    out = tmp / "summary"
+    assert (out / "compare" / f"date={LAST}").is_dir() and not (out / "compare" / "_delta_log").exists()
+    ddl = (out / "athena" / "telemetry_summary_compare.sql").read_text()
+    assert "`measure`" in ddl and "PARTITIONED BY (`date` string)" in ddl and "STORED AS PARQUET" in ddl
+    assert "'projection.date.type' = 'date'" in ddl and "table_type" not in ddl

@@ -306,6 +306,19 @@ def test_athena_ddl_with_partition_projection_and_with_msck():
     assert "-- NOTE: /data/t/ is a local path" in local
 
 
+def test_athena_ddl_for_a_delta_table_names_only_location_and_table_type():
+    schema = T.StructType([T.StructField("risk", T.DoubleType()), T.StructField("date", T.DateType())])
+    ddl = Q.create_table_ddl("telemetry_scores", schema, "s3a://lake/scores/telemetry", database="zen",
+                             table_format="delta", comment="scores")
+    # Athena's Delta form: columns and partitions come from the Delta log; any other property is refused
+    assert ddl == ("-- scores\n"
+                   "CREATE EXTERNAL TABLE IF NOT EXISTS `zen`.`telemetry_scores`\n"
+                   "LOCATION 's3://lake/scores/telemetry/'\n"
+                   "TBLPROPERTIES ('table_type' = 'DELTA');\n")
+    with pytest.raises(ValueError, match="'orc'"):
+        Q.create_table_ddl("t", schema, "s3a://lake/t", table_format="orc")
+
+
 def test_text_round_trip_on_a_local_path(tmp_path):
     path = str(tmp_path / "a" / "b.sql")
     fs.write_text(path, "select 1;\n")
