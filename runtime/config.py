@@ -571,6 +571,13 @@ class TrainConfig:
     registry: RegistryConfig
 
 
+@dataclass(frozen=True)
+class MaintainConfig:
+    keep: str = rule(OneOf(("all", "champions")))
+    retention_hours: float = rule(AT_LEAST_0)
+    margin_hours: float = rule(AT_LEAST_0)
+
+
 def _positive_or_balanced(key: str, value: Any) -> None:
     if value != "balanced" and (isinstance(value, str) or value <= 0):
         _fail(key, "a number > 0, 'balanced' or null", value)
@@ -704,7 +711,7 @@ DATASETS = ("telemetry", "transactions")
 SECTIONS = {"spark": SparkConfig, "aws": AwsConfig, "storage": StorageConfig, "paths": PathsConfig,
             "generate": GenerateConfig, "schema": SchemaConfig, "features": FeaturesConfig,
             "summary": SummaryConfig, "stream": StreamConfig, "scoring": ScoringConfig, "train": TrainConfig,
-            "models": ModelsConfig}
+            "maintain": MaintainConfig, "models": ModelsConfig}
 
 
 def _template_keys(cls: type, prefix: str) -> list[str]:
@@ -737,6 +744,7 @@ class Config(dict):
     stream = _Section(StreamConfig)
     scoring = _Section(ScoringConfig)
     train = _Section(TrainConfig)
+    maintain = _Section(MaintainConfig)
     models = _Section(ModelsConfig)
 
     @property
