@@ -109,6 +109,10 @@ def fit_logistic(train_df: DataFrame, feature_cols, conf: Mapping, gap_days: int
     from models.logistic import train_logistic
 
     labeled = train_df.where(F.col("label").isNotNull())
+    if conf["reproducible"]:
+        # Spark ML adds the partitions' partial sums in the order their tasks finish: on one
+        # partition the sums, hence the coefficients, are the same on every run of the same rows.
+        labeled = labeled.coalesce(1)
     if labeled.limit(1).count() == 0:
         raise InputError("the training window has no labels: the logistic model needs them "
                          "(use --model rcf for unlabeled data)")

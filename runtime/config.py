@@ -530,6 +530,7 @@ class LogisticTrainConfig:
     target_value: float = rule(Range(0, 1, lo_open=True))
     class_weight: str = rule(OneOf(("balanced",)))   # a str key: a number cannot be given today
     max_iter: int = rule(AT_LEAST_1)
+    reproducible: bool
 
 
 @dataclass(frozen=True)
