@@ -241,7 +241,7 @@ def maintain_tables(spark: SparkSession, locations: Mapping[str, str], *, regist
         deleted = vacuumed["files_deleted"]
         keeps = ("; keeps " + ", ".join(f"v{v} ({', '.join(kept[v])})" for v in sorted(kept))) if kept else ""
         log("maintain", f"{name} {path}: optimize {compacted['files_removed']} files -> {compacted['files_added']}; "
-                        f"vacuum retention {hours:,.2f} h: {'?' if deleted is None else deleted} files deleted{keeps}"
+                        f"vacuum retention {hours:,} h: {'?' if deleted is None else deleted} files deleted{keeps}"
                         + (f"; delta.logRetentionDuration set to '{log_kept}'" if log_kept else ""))
         summary.extra["compacted"] += compacted["files_removed"]
         summary.extra["deleted"] += deleted or 0

@@ -183,19 +183,22 @@ def parse_as_of(text: str, option: str = "--as-of") -> AsOf:
 
 # ----------------------------------------------------------------------------------- maintenance
 
-def retention_hours(now: dt.datetime, keep_since: Optional[dt.datetime], *, minimum: float, margin: float) -> float:
-    """The VACUUM retention (hours) that keeps every snapshot committed at or after
+def retention_hours(now: dt.datetime, keep_since: Optional[dt.datetime], *, minimum: float, margin: float) -> int:
+    """The VACUUM retention (whole hours) that keeps every snapshot committed at or after
     ``keep_since``: its age plus ``margin`` (for clocks, and for a writer that removed a file of
-    that snapshot while it was being committed), and at least ``minimum``.
+    that snapshot while it was being committed), and at least ``minimum``, rounded up.
 
     VACUUM deletes a file no longer in the latest version once it was removed more than the
     retention ago; every file of a snapshot that a later version removed was removed after
-    that snapshot's commit, so it stays.
+    that snapshot's commit, so it stays. Delta rounds a retention to the nearest whole hour
+    (VacuumCommand: ``math.round(hours)``): rounding it up here first keeps that from
+    shortening it.
     """
-    if keep_since is None:
-        return float(minimum)
-    age = (now - keep_since).total_seconds() / 3600.0
-    return max(float(minimum), max(age, 0.0) + float(margin))
+    hours = float(minimum)
+    if keep_since is not None:
+        age = (now - keep_since).total_seconds() / 3600.0
+        hours = max(hours, max(age, 0.0) + float(margin))
+    return math.ceil(hours - 1e-9)
 
 
 @contextlib.contextmanager
@@ -222,9 +225,10 @@ def optimize(spark: SparkSession, path: str) -> dict[str, int]:
     return {"files_removed": int(metrics["numFilesRemoved"]), "files_added": int(metrics["numFilesAdded"])}
 
 
-def vacuum(spark: SparkSession, path: str, hours: float, *, listing_tasks: int = 8) -> dict[str, Optional[int]]:
-    """VACUUM the Delta table at ``path`` with a retention of ``hours``; ``files_deleted`` (from
-    the VACUUM END entry Delta logs, None when vacuum logging is off).
+def vacuum(spark: SparkSession, path: str, hours: int, *, listing_tasks: int = 8) -> dict[str, Optional[int]]:
+    """VACUUM the Delta table at ``path`` with a retention of ``hours`` (whole hours: Delta
+    rounds them); ``files_deleted`` (files and emptied folders, from the VACUUM END entry Delta
+    logs; None when vacuum logging is off).
 
     Delta's check against short retentions is off for this call (module docstring): the caller
     chose ``hours``. ``listing_tasks``: tasks of the folder listing.
@@ -232,7 +236,7 @@ def vacuum(spark: SparkSession, path: str, hours: float, *, listing_tasks: int =
     table = _table(spark, path, "table")
     before = history(spark, path, 1)[-1].version
     with _session_conf(spark, {_RETENTION_CHECK: "false", _LISTING_PARALLELISM: str(max(1, listing_tasks))}):
-        table.vacuum(float(hours))
+        table.vacuum(float(int(hours)))
     ends = [c for c in history(spark, path, 4) if c.version > before and c.operation == "VACUUM END"]
     deleted = ends[-1].metrics.get("numDeletedFiles") if ends else None
     return {"files_deleted": None if deleted is None else int(deleted)}

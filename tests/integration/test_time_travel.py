@@ -4,6 +4,7 @@ has grown, and `maintain` (OPTIMIZE + VACUUM) keeps that snapshot readable.
 """
 import json
 import os
+import time
 
 import numpy as np
 import pytest
@@ -56,7 +57,7 @@ def _files(folder):
 @pytest.fixture(scope="module")
 def lake(spark, tmp_path_factory):
     """generate -> features (feature table v0), then its first date rewritten as it was (v1: that
-    date's v0 files are no longer in the table, a VACUUM may delete them).
+    date's v0 file is no longer in the table).
     """
     root = tmp_path_factory.mktemp("timetravel")
     made = small_lake(root, (generate, build_features))
@@ -73,7 +74,9 @@ def lake(spark, tmp_path_factory):
 
 
 def _append_a_day(spark, features):
-    """The last date's rows again one day later (new ids): a new date in the feature table."""
+    """The last date's rows again one day later (new ids), in 3 files: a new date in the feature
+    table (the features job writes one file per date; these 3 give OPTIMIZE something to do).
+    """
     table = spark.read.format("delta").load(str(features))
     last = max(r["date"] for r in table.select("date").distinct().collect())
     day = table.where(F.col("date") == F.lit(last))
@@ -82,7 +85,7 @@ def _append_a_day(spark, features):
         F.concat(F.col("transaction_id").cast("string"), F.lit("-next"))
     shifted = (day.withColumn("transaction_id", new_id.cast(day.schema["transaction_id"].dataType))
                .withColumn("event_time", F.col("event_time") + F.expr("INTERVAL 1 DAY"))
-               .withColumn("date", F.date_add(F.col("date"), 1))).localCheckpoint()
+               .withColumn("date", F.date_add(F.col("date"), 1))).repartition(3).localCheckpoint()
     write_table(shifted, str(features), "delta", partition_by=["date"], mode="append")
 
 
@@ -128,24 +131,31 @@ def test_each_version_records_the_feature_table_version_it_read_and_models_lists
 
 def test_after_maintain_train_as_of_the_first_version_trains_the_same_models_again(spark, lake, trained, capsys):
     args, features = lake["args"], str(lake["features"])
-    # maintain: OPTIMIZE + VACUUM with no minimum retention and no margin, so only what the
-    # registry's snapshots need stays: v1 is the oldest any version names.
-    snapshot_v1 = delta.resolve(spark, features, 1)
-    v1_files = {fs.local_path(uri) for uri in delta.read(spark, snapshot_v1).inputFiles()}
-    before = _checksum(delta.read(spark, snapshot_v1))
-    assert lake["v0_files"] and not lake["v0_files"] & v1_files
+    kept = [delta.resolve(spark, features, version) for version in (1, 2)]
+    kept_files = {fs.local_path(uri) for snap in kept for uri in delta.read(spark, snap).inputFiles()}
+    before = [_checksum(delta.read(spark, snap)) for snap in kept]
+    assert lake["v0_files"] and not lake["v0_files"] & kept_files
+    # what a writer killed two days ago left behind: a data file no version names
+    orphan = os.path.join(lake["first_folder"], "part-00009-orphan.c000.snappy.parquet")
+    with open(orphan, "wb") as out:
+        out.write(b"PAR1")
+    two_days_ago = time.time() - 48 * 3600
+    os.utime(orphan, (two_days_ago, two_days_ago))
+
+    # no minimum retention and no margin: the retention is the age of v1, the oldest snapshot a
+    # registry version names, rounded up to the hour (Delta's unit)
     capsys.readouterr()
     code = maintain.main([*args, "--set", "maintain.retention_hours=0", "--set", "maintain.margin_hours=0"])
     out = capsys.readouterr().out
     assert code == 0, out
     line = next(text for text in out.splitlines() if text.startswith("[maintain] features "))
-    assert f"{len(lake['v0_files'])} files deleted" in line, line
-    assert "keeps v1 (logistic v0001, rcf v0001), v2 (logistic v0002)" in line, line
-    assert "optimize 0 files" not in line, line
+    assert "optimize 3 files -> 1; vacuum retention 1 h: 1 files deleted; " \
+           "keeps v1 (logistic v0001, rcf v0001), v2 (logistic v0002)" in line, line
     assert out.strip().splitlines()[-1].startswith("[maintain] status done; dataset transactions; tables ")
-    assert not _files(lake["first_folder"]) & lake["v0_files"]          # v0's files of that date are gone
-    assert all(os.path.exists(path) for path in v1_files)            # v1's are all there
-    assert _checksum(delta.read(spark, snapshot_v1)) == before
+    assert not os.path.exists(orphan)
+    assert lake["v0_files"] <= _files(lake["first_folder"])          # removed by v1 less than an hour ago
+    assert all(os.path.exists(path) for path in kept_files)             # v2's day is compacted, its 3 files stay
+    assert [_checksum(delta.read(spark, snap)) for snap in kept] == before
 
     again = _run(train, [*args, "--model", "all", "--as-of", "1"], capsys)
     assert again["extra"]["features_version"] == 1
@@ -158,10 +168,11 @@ def test_after_maintain_train_as_of_the_first_version_trains_the_same_models_aga
     for name in trees1:
         assert np.array_equal(trees2[name], trees1[name]), name
 
-    # What maintain protected: without the registry's snapshots, VACUUM takes v1's files away.
+    # What maintain kept: a VACUUM with no retention deletes v2's 3 files of the appended day
+    # (compacted away by OPTIMIZE), and v2 no longer reads.
     delta.vacuum(spark, features, 0)
     with pytest.raises(Exception, match="(?i)file.*(not exist|not found)|FileNotFound|FILE_NOT_EXIST"):
-        _checksum(delta.read(spark, snapshot_v1))
+        _checksum(delta.read(spark, kept[1]))
 
 
 def test_as_of_names_a_version_a_time_or_a_model_version_and_refuses_what_does_not_exist(spark, lake, tmp_path):

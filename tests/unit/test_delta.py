@@ -19,18 +19,22 @@ def test_as_of_is_a_version_number_or_a_time_in_utc_unless_it_has_an_offset():
             parse_as_of(bad)
 
 
-def test_retention_keeps_the_oldest_kept_snapshot_plus_the_margin_and_never_less_than_the_minimum():
+def test_retention_keeps_the_oldest_kept_snapshot_plus_the_margin_and_never_less_than_the_minimum_in_whole_hours():
     now = dt.datetime(2026, 1, 31, 12, tzinfo=UTC)
     # nothing to keep: the minimum
-    assert retention_hours(now, None, minimum=168, margin=24) == 168.0
+    assert retention_hours(now, None, minimum=168, margin=24) == 168
     # a snapshot 10 days old: 240 h of age + 24 h margin
-    assert retention_hours(now, now - dt.timedelta(days=10), minimum=168, margin=24) == 264.0
+    assert retention_hours(now, now - dt.timedelta(days=10), minimum=168, margin=24) == 264
     # a young snapshot: the minimum wins
-    assert retention_hours(now, now - dt.timedelta(hours=3), minimum=168, margin=24) == 168.0
-    # minimum 0 (tests, or a lake that wants files gone fast): exactly age + margin
-    assert retention_hours(now, now - dt.timedelta(minutes=30), minimum=0, margin=0) == 0.5
+    assert retention_hours(now, now - dt.timedelta(hours=3), minimum=168, margin=24) == 168
+    # minimum 0: age + margin, rounded up (Delta rounds a retention to the nearest hour: 10.4 h
+    # would become 10 and delete files removed 10.2 h ago)
+    assert retention_hours(now, now - dt.timedelta(minutes=30), minimum=0, margin=0) == 1
+    assert retention_hours(now, now - dt.timedelta(hours=10, minutes=24), minimum=0, margin=0) == 11
+    assert retention_hours(now, now - dt.timedelta(hours=10), minimum=0, margin=0) == 10
+    assert retention_hours(now, now, minimum=0, margin=0) == 0
     # a snapshot from the future (clock skew): no negative age
-    assert retention_hours(now, now + dt.timedelta(hours=1), minimum=0, margin=2) == 2.0
+    assert retention_hours(now, now + dt.timedelta(hours=1), minimum=0, margin=2) == 2
 
 
 def test_delta_interval_properties_in_hours():
