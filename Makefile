@@ -5,7 +5,7 @@ JOBS = $(PYTHON) -m jobs
 STAMP = .make/installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration lint bench package clean report-check
+.PHONY: help install run test test-unit test-integration lint bench package clean report-check maintain
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -37,6 +37,10 @@ test-integration: $(STAMP) ## run the integration tests only
 lint: $(STAMP) ## check style with ruff, and the import graph (no cycles, layers as ARCHITECTURE.md says)
 	$(PYTHON) -m ruff check .
 	$(PYTHON) scripts/check_imports.py
+
+maintain: $(STAMP) ## OPTIMIZE and VACUUM the lake's Delta tables (both data sets), keeping the registry's training snapshots
+	$(JOBS) maintain --conf $(CONF) --dataset telemetry
+	$(JOBS) maintain --conf $(CONF) --dataset transactions
 
 BENCH_ROWS ?= 10000000
 

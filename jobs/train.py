@@ -29,6 +29,15 @@ no labels at all (unsupervised data): the gates are not judged. `--promote VERSI
 makes a version champion by hand (as `python -m jobs models --promote` does), and
 `python -m jobs models` lists the versions with their decisions.
 
+Reproducible training: the feature table is read at one Delta version, recorded with each
+registered version (with the labels table's version when paths.labels holds one) and shown by
+`python -m jobs models`. --as-of reads an earlier snapshot instead (Delta time travel): a feature
+table version (--as-of 3), a time (--as-of 2026-01-31T08:00:00, UTC unless it carries an
+offset: each table as it was then), or a registry version (--as-of v0002, logistic:v0002,
+champion: exactly the table versions that version recorded). The windows default to the dates
+of that snapshot, so `train --as-of <version a model recorded>` with the same config trains the
+same model again. A Parquet table has no versions: --as-of is then an error.
+
 Windows (dates, inclusive): --train-from/--train-to/--test-from/--test-to; by default the test
 window is the last train.test_days dates, after a gap of train.gap_days (the label delay), and
 training takes the dates before the gap.
@@ -52,6 +61,9 @@ def options(parser):
     parser.add_argument("--promote", metavar="VERSION",
                         help="train nothing: make VERSION of --model (rcf|logistic) the champion, recorded as manual")
     parser.add_argument("--reason", default="", help="why, recorded in the champion pointer with --promote")
+    parser.add_argument("--as-of", metavar="VERSION|TIME|vNNNN",
+                        help="read the feature table as of this Delta version, time, or registry version's "
+                             "recorded snapshot (default: its latest version)")
     for name in WINDOWS:
         option = name.replace("_", "-")
         parser.add_argument(f"--{option}", metavar="YYYY-MM-DD", help=f"{option.replace('-', ' ')} date, inclusive")
@@ -70,6 +82,11 @@ def combiner(scoring):
         return score_detector_arrays(plan, scores.get("rcf"), scores.get("logistic"))[1]
 
     return combine
+
+
+def labels_path(config) -> "str | None":
+    """paths.labels (the late labels table) when the config declares it, else None."""
+    return config.path("labels") if "labels" in config["paths"] else None
 
 
 def run(args, config):
@@ -92,7 +109,8 @@ def run(args, config):
         remote = partial(train_on_sagemaker, spark, config)
     return train_detectors(spark, config, source=args.input or config.path("features"), model=args.model,
                            registry_root=registry_root(args.output or config.path("models"), config["dataset"]),
-                           given=given, remote=remote, combine=combiner(config["scoring"]))
+                           given=given, remote=remote, combine=combiner(config["scoring"]), as_of=args.as_of,
+                           labels=labels_path(config))
 
 
 main = job_main("train", __doc__, run, options, input_help="the feature table (default paths.features)",

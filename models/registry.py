@@ -4,7 +4,7 @@ Layout::
 
     <root>/<kind>/v0001/model/         artifacts written by the model's own ``save(path)``
     <root>/<kind>/v0001/version.json   {"kind", "version", "created", "params", "data_window",
-                                        "metrics", "metric", "path", ...}
+                                        "metrics", "metric", "path", "snapshots", ...}
     <root>/<kind>/champion.json        {"version": "v0001", "metric": ..., "value": ..., "updated"}
 
 ``register`` writes ``version.json`` last, so a folder without it is an unfinished write and is
@@ -17,6 +17,11 @@ Each version's ``decision`` (``promoted`` | ``challenger``), ``reasons``, ``warn
 hand; the pointer then says ``promoted_by: manual``, who, when, why and the ``previous``
 champion. There is no locking: two concurrent ``register`` calls for the same kind may
 pick the same version number, so run training jobs for one kind one at a time.
+
+``snapshots`` (given by training, models/snapshots.py) names the Delta version of each table a
+version was trained on: ``{"features": {"location", "version", "timestamp", "table_id", "path"},
+"labels": {...}}``; :func:`snapshots_in_use` lists them for lake maintenance, which keeps them
+readable.
 
 Files go through runtime/fs (plain paths need no Spark; ``s3a://`` and other URIs use the active
 SparkSession's Hadoop file systems). The registry knows no model class: whoever loads a version
@@ -41,6 +46,7 @@ __all__ = [
     "load_version",
     "promote",
     "register",
+    "snapshots_in_use",
     "version_info",
     "versions",
 ]
@@ -106,14 +112,16 @@ def register(root: str, kind: str, model: Any, *, metrics: Mapping[str, Any],
              extra: Mapping[str, Any] | None = None,
              save: Callable[[Any, str], None] | None = None,
              gate_failures: Sequence[str] = (), warnings: Sequence[str] = (),
-             gate_metrics: Mapping[str, Any] | None = None) -> dict[str, Any]:
+             gate_metrics: Mapping[str, Any] | None = None,
+             snapshots: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Write ``model`` as a new version of ``kind``; move the champion if it passed its gates and
     is not worse.
 
     ``model`` is saved with ``save(model, path)`` or else ``model.save(path)`` into
     ``<version>/model``. ``metrics`` must hold ``metric``. ``gate_failures``: why the version
     may not become champion (any: a challenger); ``warnings`` and ``gate_metrics`` are recorded
-    as they are. Returns the new ``version.json`` contents with ``promoted`` (bool) and
+    as they are; ``snapshots``: the table versions the model was trained on (module docstring).
+    Returns the new ``version.json`` contents with ``promoted`` (bool) and
     ``previous_champion`` (version or None).
     """
     if metric not in metrics:
@@ -148,6 +156,7 @@ def register(root: str, kind: str, model: Any, *, metrics: Mapping[str, Any],
         "reasons": reasons,
         "warnings": list(warnings),
         "gate_metrics": dict(gate_metrics or {}),
+        "snapshots": dict(snapshots or {}),
         **dict(extra or {}),
     }
     write_text(join(root, kind, version, VERSION_FILE), _dumps(info))
@@ -230,6 +239,24 @@ def listing(root: str, kinds_: Sequence[str] | None = None) -> list[dict[str, An
                 "alerts_per_day": choice.get("alerts_per_day"),
                 "validation_average_precision": validation.get("average_precision"),
                 "test_average_precision": metrics.get("average_precision"), "test_auc_roc": metrics.get("auc_roc"),
-                "data_window": info.get("data_window", {}),
+                "data_window": info.get("data_window", {}), "snapshots": info.get("snapshots", {}),
             })
     return rows
+
+
+def snapshots_in_use(root: str, keep: str = "all") -> list[tuple[str, str, dict[str, Any]]]:
+    """``(kind, version, snapshots)`` of the versions whose training snapshots must stay readable:
+    every complete version (``keep`` "all") or each kind's champion (``keep`` "champions").
+    Versions that recorded no snapshot (older ones, or trained on Parquet) are left out.
+    """
+    if keep not in ("all", "champions"):
+        raise RegistryError(f"keep must be 'all' or 'champions', got {keep!r}")
+    out = []
+    for kind in kinds(root):
+        if keep == "all":
+            infos = versions(root, kind)
+        else:
+            info = champion(root, kind)
+            infos = [info] if info is not None else []
+        out += [(kind, info["version"], info["snapshots"]) for info in infos if info.get("snapshots")]
+    return out

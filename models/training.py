@@ -32,6 +32,10 @@ A candidate is evaluated on its own score, which each detector computes itself: 
 its Spark ML ``transform`` (the forest's kernels), the logistic model through its closed-form
 column (``LogisticDetector.score_column``, the expression scoring/ evaluates too).
 
+The feature table is read at one Delta version, recorded with every registered version
+(``snapshots``; models/snapshots.py): the latest, or the snapshot ``as_of`` names, so a version
+can be trained again from exactly its data.
+
 Where the data set has a card column (features/datasets.py ``card_col``), test rows of cards
 already known to be compromised are left out and card precision@k is reported (the Handbook's
 protocol).
@@ -54,7 +58,7 @@ from models.evaluation import auc_roc, average_precision, evaluate_scores, exclu
 from models.thresholds import ThresholdRule, choose_threshold, flag_metrics, threshold_rule
 from runtime.errors import InputError
 from runtime.progress import RunSummary, log, step
-from runtime.storage import StorageError, read_table
+from models.snapshots import open_training_data
 from runtime.storage import between_dates as between
 
 KINDS = {"rcf": ("rcf",), "logistic": ("logistic",), "all": ("rcf", "logistic")}
@@ -105,6 +109,10 @@ def fit_logistic(train_df: DataFrame, feature_cols, conf: Mapping, gap_days: int
     from models.logistic import train_logistic
 
     labeled = train_df.where(F.col("label").isNotNull())
+    if conf["reproducible"]:
+        # Spark ML adds the partitions' partial sums in the order their tasks finish: on one
+        # partition the sums, hence the coefficients, are the same on every run of the same rows.
+        labeled = labeled.coalesce(1)
     if labeled.limit(1).count() == 0:
         raise InputError("the training window has no labels: the logistic model needs them "
                          "(use --model rcf for unlabeled data)")
@@ -260,7 +268,8 @@ def describe_choice(choice: Mapping[str, Any]) -> str:
 def train_detectors(spark: SparkSession, config: Mapping, *, source: str, registry_root: str,
                     model: Optional[str] = None, given: Mapping[str, Optional[dt.date]],
                     remote: Optional[RemoteTrainer] = None,
-                    combine: Optional[Combiner] = None) -> RunSummary | int:
+                    combine: Optional[Combiner] = None, as_of: Optional[str] = None,
+                    labels: Optional[str] = None) -> RunSummary | int:
     """Train, evaluate and register the detectors of ``config["dataset"]``; what the run did.
 
     ``config`` is the whole config because the data set's feature columns depend on its
@@ -268,18 +277,22 @@ def train_detectors(spark: SparkSession, config: Mapping, *, source: str, regist
     default). ``remote(train_df=, test_df=, feature_cols=, kinds=, window=, registry_root=)``
     trains elsewhere instead (models.backend: sagemaker) and its exit code is returned.
     ``combine``: the combined flag of the validation rows (module docstring; default
-    :func:`any_over_threshold`). Returns a RunSummary with status ``challenger`` when a version
+    :func:`any_over_threshold`). ``as_of``: which snapshot of the feature table ``source`` to
+    read (models/snapshots.py; None: its latest version); ``labels``: the labels table's path,
+    whose version is recorded when it is a Delta table. Returns a RunSummary with status ``challenger`` when a version
     was not promoted (``extra``: promoted and challenger versions, with the reasons).
     """
     dataset = dataset_named(config["dataset"])
     conf = config["train"]
     kinds = list(KINDS[model or conf["model"]])
     gap_days = conf["gap_days"] if conf["gap_days"] is not None else dataset.label_delay_days(config)
+    data = open_training_data(spark, features=source, fmt=config["storage"]["format"], labels=labels, as_of=as_of,
+                              registry_root=registry_root, kinds=kinds)
+    table = data.table
     try:
-        table = read_table(spark, source, config["storage"]["format"])
         feature_cols = dataset.feature_columns(config)
         rcf_cols = dataset.rcf_feature_columns(config)
-    except (StorageError, ValueError) as exc:
+    except ValueError as exc:
         raise InputError(str(exc)) from None
     dates = [r["date"] for r in table.select("date").distinct().collect()]
     train_from, train_to, test_from, test_to = resolve_windows(
@@ -288,6 +301,7 @@ def train_detectors(spark: SparkSession, config: Mapping, *, source: str, regist
               "test_from": str(test_from), "test_to": str(test_to), "gap_days": gap_days}
     log("train", f"{dataset.name}: train {train_from}..{train_to}, test {test_from}..{test_to} "
                  f"({len(feature_cols)} features) -> registry {registry_root}")
+    log("train", f"reading {data.describe()}" + (f" (--as-of {as_of})" if as_of else ""))
     train_df = between(table, train_from, train_to).persist()
     test_df = between(table, test_from, test_to).persist()
     if dataset.card_col:
@@ -333,7 +347,7 @@ def train_detectors(spark: SparkSession, config: Mapping, *, source: str, regist
             registry_root, kind, fitted, metrics=metrics, params={**params, "feature_cols": cols},
             data_window=window, metric=conf["registry"]["metric"], tolerance=conf["registry"]["tolerance"],
             extra={"dataset": dataset.name, "event_id": dataset.event_id},
-            gate_failures=failures, warnings=warnings, gate_metrics=gate_metrics)
+            gate_failures=failures, warnings=warnings, gate_metrics=gate_metrics, snapshots=data.snapshots)
         summary.versions[kind] = info["version"]
         headline = ", ".join(f"{m} {metrics[m]:.3f}" for m in ("auc_roc", "average_precision", "precision_at_k")
                              if isinstance(metrics.get(m), (int, float)))
@@ -362,6 +376,8 @@ def train_detectors(spark: SparkSession, config: Mapping, *, source: str, regist
     test_df.unpersist()
     summary.status = "challenger" if challengers else "done"
     summary.extra = {"promoted": ",".join(promoted) or "none", "challenger": ", ".join(challengers) or "none"}
+    if data.snapshots["features"].get("version") is not None:
+        summary.extra["features_version"] = data.snapshots["features"]["version"]
     if expected is not None:
         summary.extra["expected_alerts_per_day"] = expected
     return summary

@@ -5,6 +5,11 @@ the combined risk (``models.evaluation``); for data sets with a card column, the
 Handbook's protocol: cards already known compromised are excluded from the test window and card
 precision@k is added. The metrics, ROC, PR and histogram plots go into one HTML report
 (``reporting.report``).
+
+The feature table is read at one Delta version (models/snapshots.py): the latest by default, or
+the one ``as_of`` names (a version, a time, a registry version, or ``champion``: the snapshot the
+champions were trained on), so an evaluation can be repeated on exactly the data it saw; the
+result names the version read (``snapshots``).
 """
 from __future__ import annotations
 
@@ -21,8 +26,9 @@ from reporting.report import evaluation_report, write_report
 from runtime.config import ScoringConfig
 from runtime.errors import InputError
 from runtime.progress import step
-from runtime.storage import StorageError, between_dates, read_table
-from scoring.champions import load_champions
+from models.snapshots import open_training_data
+from runtime.storage import between_dates
+from scoring.champions import load_champions, registry_root
 from scoring.plan import ScoringError
 from scoring.spark import score_events
 from scoring.table import kept_columns
@@ -44,17 +50,22 @@ def window_dates(window: dict, test_from: str | None, test_to: str | None) -> tu
 
 def run_evaluation(spark: SparkSession, scoring: ScoringConfig, *, dataset: Dataset, features: str, models: str,
                    storage_format: str, k: int, output: str, label_delay_days: int,
-                   test_from: str | None = None, test_to: str | None = None, quiet: bool = False) -> dict[str, Any]:
+                   test_from: str | None = None, test_to: str | None = None, quiet: bool = False,
+                   as_of: str | None = None, labels: str | None = None) -> dict[str, Any]:
     """Evaluate the champions of ``dataset`` (registry ``models``) on the test window of the feature
     table ``features``; write the HTML report to ``output`` and return the headline metrics of the
     combined risk with a ``detectors`` entry per detector. ``label_delay_days`` is the Handbook's
-    feedback delay, used when the champion's data window does not record its gap.
+    feedback delay, used when the champion's data window does not record its gap. ``as_of``:
+    which snapshot of the feature table to read (module docstring); ``labels``: the labels
+    table's path, whose version is named in the result when it is a Delta table.
     """
     try:
-        table = read_table(spark, features, storage_format)
         champions = load_champions(models, dataset.name)
-    except (StorageError, ScoringError) as exc:
+    except ScoringError as exc:
         raise InputError(str(exc)) from None
+    data = open_training_data(spark, features=features, fmt=storage_format, labels=labels, as_of=as_of,
+                              registry_root=registry_root(models, dataset.name), kinds=tuple(champions.info))
+    table = data.table
     window = next(iter(champions.info.values()))["data_window"]
     first, last = window_dates(window, test_from, test_to)
     test_df = between_dates(table, str(first), str(last))
@@ -80,6 +91,7 @@ def run_evaluation(spark: SparkSession, scoring: ScoringConfig, *, dataset: Data
         page, metrics = evaluation_report(
             scored, thresholds, k=k, title=f"Detector evaluation — {dataset.name}, test {first}..{last}",
             notes=[f"rcf {champions.rcf_version}, logistic {champions.logistic_version}",
+                   f"read {data.describe()}" + (f" (as of {as_of})" if as_of else ""),
                    f"combined risk: scoring/risk.py ({scoring.risk_method} of each detector squashed to 0.5 "
                    "at its own threshold)"],
             **card)
@@ -88,6 +100,7 @@ def run_evaluation(spark: SparkSession, scoring: ScoringConfig, *, dataset: Data
     result = {key: metrics["risk"].get(key) for key in HEADLINE if key in metrics["risk"]}
     result.update({"dataset": dataset.name, "test_from": str(first), "test_to": str(last), "k": k, "report": output,
                    "models": {"rcf": champions.rcf_version, "logistic": champions.logistic_version},
+                   "snapshots": data.snapshots,
                    "detectors": {name: {key: m.get(key) for key in HEADLINE if key in m}
                                  for name, m in metrics.items() if name != "risk"}})
     return result

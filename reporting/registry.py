@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from models import registry
+from models.snapshots import snap_text
 from runtime import fs
 from runtime.errors import InputError
 from runtime.progress import RunSummary, log
@@ -29,7 +30,8 @@ def _fmt(value, spec=".3f") -> str:
 
 def listing_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
     """A table of versions: champion mark, decision, threshold and its validation numbers, test AP,
-    then the rule, the reasons and the warnings of each version on lines of their own.
+    then the rule, the table versions it was trained on, the reasons and the warnings of each
+    version on lines of their own.
     """
     lines = [f"{'kind':<9} {'version':<7} {'champion':<9} {'decision':<10} {'threshold':>10} {'val.prec':>8} "
              f"{'val.rec':>7} {'alerts/d':>9} {'test AP':>7}  created / reasons"]
@@ -41,6 +43,10 @@ def listing_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
                      f"{_fmt(row['test_average_precision']):>7}  {row['created']}")
         notes = [f"rule: {row['rule']}" + (f" (not met: fell back to {row['fallback']})" if row["fallback"] else "")
                  ] if row["rule"] else []
+        snaps = row.get("snapshots") or {}
+        if snaps.get("features"):
+            notes.append("trained on " + ", ".join(f"{name} {snap_text(snaps[name])}" for name in ("features", "labels")
+                                                   if snaps.get(name)))
         lines += [f"{'':<17} {line}" for line in notes + row["reasons"] + [f"warning: {w}" for w in row["warnings"]]]
     return lines
 

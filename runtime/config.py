@@ -531,6 +531,7 @@ class LogisticTrainConfig:
     target_value: float = rule(Range(0, 1, lo_open=True))
     class_weight: str = rule(OneOf(("balanced",)))   # a str key: a number cannot be given today
     max_iter: int = rule(AT_LEAST_1)
+    reproducible: bool
 
 
 @dataclass(frozen=True)
@@ -570,6 +571,13 @@ class TrainConfig:
     threshold: ThresholdConfig
     gates: GatesConfig
     registry: RegistryConfig
+
+
+@dataclass(frozen=True)
+class MaintainConfig:
+    keep: str = rule(OneOf(("all", "champions")))
+    retention_hours: float = rule(AT_LEAST_0)
+    margin_hours: float = rule(AT_LEAST_0)
 
 
 def _positive_or_balanced(key: str, value: Any) -> None:
@@ -705,7 +713,7 @@ DATASETS = ("telemetry", "transactions")
 SECTIONS = {"spark": SparkConfig, "aws": AwsConfig, "storage": StorageConfig, "paths": PathsConfig,
             "generate": GenerateConfig, "schema": SchemaConfig, "features": FeaturesConfig,
             "summary": SummaryConfig, "stream": StreamConfig, "scoring": ScoringConfig, "train": TrainConfig,
-            "models": ModelsConfig}
+            "maintain": MaintainConfig, "models": ModelsConfig}
 
 
 def _template_keys(cls: type, prefix: str) -> list[str]:
@@ -738,6 +746,7 @@ class Config(dict):
     stream = _Section(StreamConfig)
     scoring = _Section(ScoringConfig)
     train = _Section(TrainConfig)
+    maintain = _Section(MaintainConfig)
     models = _Section(ModelsConfig)
 
     @property

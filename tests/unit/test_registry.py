@@ -122,3 +122,35 @@ def test_manual_promotion_moves_the_champion_and_records_it(tmp_path):
     assert [(r["version"], r["champion"], r["decision"]) for r in rows] == \
         [("v0001", False, "promoted"), ("v0002", True, "challenger")]
     assert rows[1]["promoted_by"] == "manual" and registry.kinds(str(tmp_path)) == ["fake"]
+
+
+def _snap(version, table_id="t-features"):
+    return {"location": "file:/lake/features/x", "version": version, "timestamp": f"2026-01-0{version + 1}T00:00:00.000+00:00",
+            "table_id": table_id, "path": "/lake/features/x"}
+
+
+def test_a_version_records_the_table_snapshots_it_was_trained_on_and_the_listing_shows_them(tmp_path):
+    from reporting.registry import listing_lines
+
+    snaps = {"features": _snap(3), "labels": _snap(1, "t-labels")}
+    info = _register(tmp_path, 1.0, 0.60, snapshots=snaps)
+    stored = json.loads((tmp_path / "fake" / "v0001" / "version.json").read_text())
+    assert stored["snapshots"] == snaps and info["snapshots"] == snaps
+    rows = registry.listing(str(tmp_path))
+    assert rows[0]["snapshots"] == snaps
+    text = "\n".join(listing_lines(rows))
+    assert "trained on features v3 (2026-01-04T00:00:00.000+00:00), labels v1 (2026-01-02T00:00:00.000+00:00)" in text
+
+
+def test_snapshots_in_use_lists_every_version_or_only_the_champions(tmp_path):
+    _register(tmp_path, 1.0, 0.60, snapshots={"features": _snap(1)})
+    _register(tmp_path, 2.0, 0.50, snapshots={"features": _snap(2)})          # a challenger
+    _register(tmp_path, 3.0, 0.70)                                            # recorded no snapshot
+    _register(tmp_path, 4.0, 0.80, snapshots={"features": _snap(4)})          # the champion
+    every = registry.snapshots_in_use(str(tmp_path), "all")
+    assert [(kind, version, snaps["features"]["version"]) for kind, version, snaps in every] == \
+        [("fake", "v0001", 1), ("fake", "v0002", 2), ("fake", "v0004", 4)]
+    champions = registry.snapshots_in_use(str(tmp_path), "champions")
+    assert [(version, snaps["features"]["version"]) for _, version, snaps in champions] == [("v0004", 4)]
+    with pytest.raises(registry.RegistryError, match="keep must be"):
+        registry.snapshots_in_use(str(tmp_path), "newest")
