@@ -94,6 +94,18 @@ def write_landing(folder, lines, per_file):
         os.utime(path, (base + n, base + n))
 
 
+def sink_commits(table):
+    """(batch id, rows written) of each commit of a local Delta table, oldest first, read from its log."""
+    out = []
+    for path in sorted((Path(table) / "_delta_log").glob("*.json")):
+        for line in path.read_text().splitlines():
+            info = json.loads(line).get("commitInfo")
+            if info and info.get("userMetadata"):
+                out.append((json.loads(info["userMetadata"])["batch_id"],
+                            int(info["operationMetrics"]["numOutputRows"])))
+    return out
+
+
 # --------------------------------------------------------------------------- moto
 
 
@@ -261,7 +273,7 @@ def test_the_stream_gives_every_event_its_batch_features_and_score(tmp_path, spa
     raw = spark.read.json(str(tmp_path / "raw.json"))
     validated = validate_transactions(raw, columns=config["schema"]["transactions"]["columns"])
     batch = deterministic_scorer(config)(transform(validated.valid))
-    stream = spark.read.parquet(str(tmp_path / "sink"))
+    stream = spark.read.format("delta").load(str(tmp_path / "sink"))
     compared = [c for c in batch.columns if c in stream.columns]
     assert dict(stream.dtypes) == {**dict(stream.dtypes), **{c: t for c, t in batch.dtypes if c in compared}}, \
         "the sink's column types are the batch path's"
@@ -391,8 +403,9 @@ def test_both_engines_reject_the_same_records_for_the_same_reasons(tmp_path, spa
         write_stream(payloads_from_text(source), checkpoint=str(root / "ckpt"), trigger="available-now",
                      process_batch=processor).awaitTermination()
         sink = {r["transaction_id"]: (r["amount"], r["risk"]) for r in
-                spark.read.parquet(str(root / "sink")).select("transaction_id", "amount", "risk").collect()}
-        dead = sorted((r["payload"], r["reason"]) for r in spark.read.parquet(str(root / "dead")).collect())
+                spark.read.format("delta").load(str(root / "sink")).select("transaction_id", "amount", "risk").collect()}
+        dead = sorted((r["payload"], r["reason"])
+                      for r in spark.read.format("delta").load(str(root / "dead")).collect())
         results[engine] = (sink, dead, [r.dead_reasons for r in processor.reports])
     sink, dead, reasons = results["incremental"]
     assert len(processor.reports) == 2
@@ -433,6 +446,7 @@ def test_a_micro_batch_of_only_bad_records_commits_an_empty_batch(tmp_path, spar
     write_stream(payloads_from_text(source), checkpoint=str(tmp_path / "ckpt"), trigger="available-now",
                  process_batch=processor).awaitTermination()
     assert [(r.scored, r.dead_letters) for r in processor.reports] == [(20, 0), (0, 20)]
-    assert (tmp_path / "ckpt" / "sink_commits" / "1").exists()
-    assert spark.read.parquet(str(tmp_path / "sink")).count() == 20
-    assert spark.read.parquet(str(tmp_path / "dead")).count() == 20
+    assert sink_commits(tmp_path / "sink") == [(0, 20), (1, 0)], "batch 1 is a Delta commit of no rows"
+    assert spark.read.format("delta").load(str(tmp_path / "sink")).count() == 20
+    assert sink_commits(tmp_path / "dead") == [(1, 20)]
+    assert spark.read.format("delta").load(str(tmp_path / "dead")).count() == 20
