@@ -35,6 +35,7 @@ from streaming.engines import (REASON_DETAIL, HistoryEngine, IncrementalEngine, 
 from streaming.sink import SINK_PARTITIONS, DeltaSink, stream_app_id, with_batch_id
 
 SparkScore = Callable[[DataFrame], DataFrame]  # a stream.scorer hook: Spark frames only
+FAULT_POINTS = ("after-sink", "after-alerts", "before-commit")   # where ``fault`` is called, in order
 
 
 class MicroBatchProcessor:
@@ -124,6 +125,7 @@ class MicroBatchProcessor:
         self._finish(batch_id, report, batch, stats, commit, mark, started, anomalies=anomalies, scored=scored)
 
     def _fault(self, point: str, batch_id: int) -> None:
+        assert point in FAULT_POINTS, point
         if self.fault is not None:
             self.fault(point, batch_id)
 

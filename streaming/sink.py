@@ -5,8 +5,10 @@ Every write of micro-batch ``N`` is one Delta commit carrying Delta's idempotent
 pair in the same commit as the rows and skips a write whose version is not above the last one
 recorded for that application, so a batch Spark runs again after a crash between the sink write
 and its own commit (its offset log still names the batch) adds nothing. No staging folder,
-manifest or marker of ours: the commit is Delta's log entry, which works on local paths and on
-``s3a://`` alike (writes go through Spark's Delta writer and the session's file systems).
+manifest or marker of ours: the commit is Delta's log entry. Spark frames go through Spark's
+Delta writer, which reaches ``s3a://`` with the session's settings; an Arrow table made on the
+driver (the fast stream path) is committed by delta-rs on local paths, with the same txn
+action (:meth:`DeltaSink.write_arrow` says why and how a repeat is skipped there).
 
 The application id comes from the checkpoint: the query id Spark keeps in
 ``<checkpoint>/metadata``. It is the same for every restart of that checkpoint, and a new
@@ -146,36 +148,59 @@ class DeltaSink:
         type changed fails the write.
         """
         last = self.last_batch()
-        if last is not None and batch_id <= last:
-            # Delta skips it (the txn check below); not even the rows are computed
-            record = dict(self._known().get(batch_id) or {"batch_id": batch_id, "committed_at": None})
-            self._append(df, batch_id, extra)
-            record["skipped"] = True
-            return record
-        meta = self._append(df, batch_id, extra)
-        record = {**meta, "committed_at": time.time()}
-        self._known()[batch_id] = dict(record)
-        record["skipped"] = False
-        return record
-
-    def write_arrow(self, table, batch_id: int, extra: Mapping[str, Any] | None = None) -> dict:
-        """:meth:`write` for a ``pyarrow.Table`` made on the driver (its column types are the table's)."""
-        from pyspark.sql.pandas.types import from_arrow_schema
-
-        schema = from_arrow_schema(table.schema)
-        df = self.spark.createDataFrame(table.to_pandas(), schema=schema)
-        return self.write(df, batch_id, extra)
-
-    def _append(self, df: DataFrame, batch_id: int, extra: Mapping[str, Any] | None) -> dict:
-        meta = {**(extra or {}), "app": self.app_id, "batch_id": batch_id}
+        skipped = last is not None and batch_id <= last   # what Delta's txn check below will find
+        meta = self._meta(batch_id, extra)
         writer = (df.write.format("delta").mode("append")
                   .option("txnAppId", self.app_id).option("txnVersion", str(batch_id))
-                  .option("userMetadata", json.dumps(fs.json_safe(meta), sort_keys=True))
+                  .option("userMetadata", json.dumps(meta, sort_keys=True))
                   .option("mergeSchema", "true"))
         if self.partition_by:
             writer = writer.partitionBy(*self.partition_by)
-        writer.save(self.path)
-        return meta
+        writer.save(self.path)   # skipped by Delta before a row is computed when the batch is in
+        return self._record(batch_id, meta, skipped)
+
+    def write_arrow(self, table, batch_id: int, extra: Mapping[str, Any] | None = None) -> dict:
+        """:meth:`write` for a ``pyarrow.Table`` made on the driver (its column types are the table's).
+
+        On the local file system the table is committed by delta-rs (``deltalake``), which writes
+        the Arrow data with no Spark job, in one Delta commit with the same ``txn`` action and
+        ``userMetadata`` as :meth:`write` (delta-spark reads both: its own txn check skips a
+        batch delta-rs committed, and the other way round). delta-rs records a txn but does not
+        refuse a repeated one, so the batch is skipped here when the table's txn version for this
+        application (read by delta-rs from the log) is at or above it; the stream is the table's
+        only writer (one query per checkpoint), so nothing can commit in between. Elsewhere
+        (``s3a://``) the rows go through Spark's Delta writer, which reaches the object store with
+        the session's settings.
+        """
+        local = fs.local_path(self.path)
+        if local is None:
+            from pyspark.sql.pandas.types import from_arrow_schema
+
+            df = self.spark.createDataFrame(table.to_pandas(), schema=from_arrow_schema(table.schema))
+            return self.write(df, batch_id, extra)
+        from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+
+        meta = self._meta(batch_id, extra)
+        done = DeltaTable(local).transaction_version(self.app_id) if DeltaTable.is_deltatable(local) else None
+        skipped = done is not None and batch_id <= done
+        if not skipped:
+            write_deltalake(local, table, mode="append", partition_by=list(self.partition_by) or None,
+                            schema_mode="merge", commit_properties=CommitProperties(
+                                custom_metadata={"userMetadata": json.dumps(meta, sort_keys=True)},
+                                app_transactions=[Transaction(self.app_id, batch_id)]))
+        return self._record(batch_id, meta, skipped)
+
+    def _meta(self, batch_id: int, extra: Mapping[str, Any] | None) -> dict:
+        return fs.json_safe({**(extra or {}), "app": self.app_id, "batch_id": batch_id})
+
+    def _record(self, batch_id: int, meta: dict, skipped: bool) -> dict:
+        if skipped:
+            record = dict(self._known().get(batch_id) or {**meta, "committed_at": None})
+        else:
+            record = {**meta, "committed_at": time.time()}
+            self._known()[batch_id] = dict(record)
+        record["skipped"] = skipped
+        return record
 
 
 def with_batch_id(df: DataFrame, batch_id: int) -> DataFrame:
