@@ -54,14 +54,21 @@ def stream_app_id(checkpoint: str) -> str:
 
 
 def check_sink_target(spark: SparkSession, path: str, what: str) -> None:
-    """Refuse a ``path`` that holds files but no Delta table (e.g. the Parquet sink of an older version).
+    """Refuse a ``path`` that holds files but no Delta table (e.g. the Parquet sink of an older
+    version), and a session without Delta Lake.
 
     Delta would start a new table there and hide the files; convert the folder first
     (``CONVERT TO DELTA parquet.`<path>` PARTITIONED BY (...)``) or pick another path.
     """
     from delta.tables import DeltaTable
 
-    if not fs.exists(path) or DeltaTable.isDeltaTable(spark, path):
+    try:
+        is_delta = DeltaTable.isDeltaTable(spark, path)
+    except Exception as exc:   # py4j: no Delta classes in this JVM ('JavaPackage' object is not callable)
+        raise StreamConfigError(f"the stream's sink is a Delta table, and this Spark session has no Delta Lake "
+                                f"({type(exc).__name__}: {exc}): set spark.delta_package, or on EMR the "
+                                "delta-defaults classification") from None
+    if is_delta or not fs.exists(path):
         return
     if fs.list_files(path) or fs.list_dirs(path):
         raise StreamConfigError(f"the stream's {what} {path} holds files but is not a Delta table: convert it "
