@@ -5,8 +5,8 @@ S3, or the replay job's local folder) or a Kinesis stream (--source kinesis: the
 `aws-kinesis` connector), decodes every record (bad JSON, missing fields, wrong types, oversized,
 invalid values, late or duplicate events go to the dead letters with a reason), computes the SAME
 features as the batch `features` job over a bounded per-entity history kept in the checkpoint,
-scores them with the current champion models (re-read every micro-batch), writes the scored events
-as Parquet partitioned by date/hour with an idempotent per-batch commit, and publishes SNS alerts
+scores them with the current champion models (re-read every micro-batch), appends the scored events
+to a Delta table partitioned by date/hour (one idempotent Delta commit per micro-batch), and publishes SNS alerts
 for anomalies with a sent-keys ledger, so a restart never duplicates a row or an alert. Prints per
 micro-batch: records, events scored, alerts raised, dead letters and event-to-sink latency.
 

@@ -11,8 +11,9 @@
   (ingest/fastdecode.py; the others go through the Spark decoder, which gives the reasons),
   in-batch duplicates, late and already-processed events are marked there, and the features come
   from the in-memory state (features/incremental.py). The batch stays on the driver, so a scorer
-  with a pandas twin scores it there and the sink writes it with pyarrow; the pandas conversion
-  and Arrow typing for that are below. Every one of these is tested equal to the history engine.
+  with a pandas twin scores it there and the sink appends it from an Arrow table typed as Spark
+  types the same columns; the pandas conversion and Arrow typing for that are below. Every one
+  of these is tested equal to the history engine.
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ from ingest.validation import REASON
 from runtime import fs
 from runtime.sources import StreamConfigError
 from streaming.batch import BatchReport, BatchStats, PreparedBatch, StreamSettings
-from streaming.sink import ExactlyOnceSink
+from streaming.sink import DeltaSink
 
 REASON_DETAIL = r" \(.*"     # "late (event_time before ...)" counts as "late"
 
@@ -88,7 +89,7 @@ class HistoryEngine:
         for old in ids[:-1]:
             fs.delete(f"{self.history_root}/batch_id={old}")
 
-    def prepare(self, batch_df: DataFrame, batch_id: int, report: BatchReport, _sink: ExactlyOnceSink
+    def prepare(self, batch_df: DataFrame, batch_id: int, report: BatchReport, _sink: DeltaSink
                 ) -> PreparedBatch:
         s = self.s
         spark = batch_df.sparkSession
@@ -144,14 +145,14 @@ class IncrementalEngine:
         self._state = None
         self._state_batch: int | None = None
 
-    def prepare(self, batch_df: DataFrame, batch_id: int, report: BatchReport, sink: ExactlyOnceSink
+    def prepare(self, batch_df: DataFrame, batch_id: int, report: BatchReport, sink: DeltaSink
                 ) -> PreparedBatch:
-        """Features from the in-memory state (rebuilt from the sink's committed rows when needed)."""
+        """Features from the in-memory state (rebuilt from the sink's rows when needed)."""
         s = self.s
         inc = self.incremental
         spark = batch_df.sparkSession
         mark = time.time()
-        state = self._state_before(spark, batch_id, sink)
+        state = self._state_before(batch_id, sink)
         mark = report.phase("state", mark)
         id_col = inc.id_column
         events, raw, decoded_left, spark_reasons = self._decode_on_driver(spark, batch_df)
@@ -252,21 +253,22 @@ class IncrementalEngine:
             events = pd.concat([events, more], ignore_index=True)
         return events.reset_index(drop=True), raw, decoded_left, spark_reasons
 
-    def _state_before(self, spark: SparkSession, batch_id: int, sink: ExactlyOnceSink):
+    def _state_before(self, batch_id: int, sink: DeltaSink):
         """The incremental state as of the end of batch ``batch_id - 1``.
 
         Kept in memory between micro-batches. After a restart it is rebuilt from the sink: the
-        rows of the committed batches before this one within the history window (the sink holds
-        every accepted event) and the max event time seen, from the latest commit record.
+        rows of the batches before this one within the history window (the sink holds every
+        accepted event; a re-run batch's own rows are left out by their ``batch_id``) and the
+        max event time seen, from the newest earlier commit's metadata (see streaming/sink.py).
         """
         if self._state is not None and self._state_batch == batch_id - 1:
             return self._state
         inc = self.incremental
         state = inc.new_state()
-        earlier = [i for i in sink.committed_ids() if i < batch_id]
-        if earlier:
-            state.max_seen_us = sink.commit_info(earlier[-1]).get("max_seen_us")
-            rows = self._sink_rows(spark, batch_id)
+        earlier = sink.commit_before(batch_id)
+        if earlier is not None:
+            state.max_seen_us = earlier.get("max_seen_us")
+            rows = self._sink_rows(sink, batch_id)
             if rows is not None:
                 if state.max_seen_us is None:     # committed by the history engine: no watermark kept
                     newest = rows.agg(F.max(F.unix_micros("event_time"))).first()[0]
@@ -281,17 +283,14 @@ class IncrementalEngine:
         self._state, self._state_batch = state, batch_id - 1
         return state
 
-    def _sink_rows(self, spark: SparkSession, batch_id: int):
-        """The sink's committed rows of batches before ``batch_id`` (None when it holds no file yet)."""
-        from pyspark.errors import AnalysisException
-
-        try:
-            rows = spark.read.parquet(self.s.output)
-        except AnalysisException:      # nothing written yet: no schema to infer
+    def _sink_rows(self, sink: DeltaSink, batch_id: int):
+        """The sink's rows of batches before ``batch_id`` (None when the table does not exist yet)."""
+        rows = sink.rows()
+        if rows is None:
             return None
         missing = [c for c in ("batch_id", "date", *self.incremental.source_columns) if c not in rows.columns]
         if missing:
-            raise StreamConfigError(f"the sink {self.s.output} lacks column(s) {', '.join(missing)}: the incremental "
+            raise StreamConfigError(f"the sink {sink.path} lacks column(s) {', '.join(missing)}: the incremental "
                                     "engine rebuilds its history from the sink, so the scorer must keep them")
         return rows.where(F.col("batch_id") < F.lit(batch_id))
 

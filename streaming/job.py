@@ -21,6 +21,7 @@ from runtime.sources import StreamConfigError, check_trigger, kinesis_source, la
 from streaming.alerts import AlertFields, SentLedger, SnsAlerter
 from streaming.batch import StreamSettings
 from streaming.processor import MicroBatchProcessor
+from streaming.sink import check_sink_target
 
 
 @dataclass(frozen=True)
@@ -161,13 +162,18 @@ def run_stream(config: Mapping, options: StreamOptions, *, session: Callable[[],
     alerter = build_alerter(config, settings) if options.alerts else None
 
     spark = session()
+    try:
+        check_sink_target(spark, settings.output, "output")
+        check_sink_target(spark, settings.dead_letter, "dead letters")
+    except StreamConfigError as exc:
+        raise InputError(str(exc)) from None
     payloads = _source(spark, config, options)
     processor = MicroBatchProcessor(settings, transform=transform, scorer_factory=factory, alerter=alerter,
                                     alert_columns=AlertFields.for_dataset(dataset).columns(),
                                     incremental=incremental, fault=fault,
                                     on_batch=lambda report: log("stream", report.line()))
-    log("stream", f"{options.source} {options.input} -> {settings.output} (checkpoint {settings.checkpoint}, "
-                  f"dead letters {settings.dead_letter}, trigger {options.trigger}, "
+    log("stream", f"{options.source} {options.input} -> Delta table {settings.output} (checkpoint "
+                  f"{settings.checkpoint}, dead letters {settings.dead_letter}, trigger {options.trigger}, "
                   f"alerts {'on' if alerter else 'off'}, history {settings.history_seconds} s, "
                   f"{'incremental' if incremental else 'spark'} features)")
     query = write_stream(payloads, checkpoint=settings.checkpoint, trigger=options.trigger,

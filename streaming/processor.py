@@ -6,15 +6,17 @@ Per micro-batch ``N`` the :class:`MicroBatchProcessor`
    for anything unusable), reject late and duplicate events and compute the batch's features;
 2. scores them with the scorer obtained for this batch (on the driver when the engine kept the
    batch there and the scorer is a :class:`scoring.scorer.FrameScorer`, which has a pandas twin);
-3. commits the sink idempotently (streaming/sink.py: a batch with a commit marker is never
-   written again);
-4. overwrites ``<dead_letter>/batch_id=N`` and the engine's state for the next batch (idempotent);
+3. appends them to the sink's Delta table with Delta's idempotent writes (streaming/sink.py:
+   ``txnAppId`` = the query's, ``txnVersion`` = ``N``; Delta skips a batch it holds already);
+4. appends the dead letters to their own Delta table the same way, and keeps the engine's state
+   for the next batch (idempotent);
 5. publishes alerts with a sent-keys ledger at ``<checkpoint>/alerts_sent/N``.
 
 Spark re-runs batch ``N`` with the same input after a crash (its offset log), and every step
-above either is skipped (marker, ledger) or rewrites the same content, so a ``kill -9`` anywhere
-never duplicates a row or an alert. The tests prove it by passing ``fault``, called at the points
-``after-sink`` and ``after-alerts`` of every batch.
+above either is skipped (Delta's txn check, the ledger) or rewrites the same content, so a
+``kill -9`` anywhere never duplicates a row or an alert. The tests prove it by passing ``fault``,
+called at the points ``after-sink``, ``after-alerts`` and ``before-commit`` (the end of the
+batch: next comes Spark's own commit) of every batch.
 """
 from __future__ import annotations
 
@@ -30,9 +32,10 @@ from ingest.decode import rejected_as_dead_letters
 from scoring.scorer import FrameScorer
 from streaming.batch import BatchReport, BatchStats, PreparedBatch, StreamSettings
 from streaming.engines import (REASON_DETAIL, HistoryEngine, IncrementalEngine, arrow_table, local_anomalies)
-from streaming.sink import ExactlyOnceSink
+from streaming.sink import SINK_PARTITIONS, DeltaSink, stream_app_id, with_batch_id
 
 SparkScore = Callable[[DataFrame], DataFrame]  # a stream.scorer hook: Spark frames only
+FAULT_POINTS = ("after-sink", "after-alerts", "before-commit")   # where ``fault`` is called, in order
 
 
 class MicroBatchProcessor:
@@ -66,17 +69,25 @@ class MicroBatchProcessor:
         self.alert_columns = tuple(alert_columns)
         self.fault = fault
         self.reports: list[BatchReport] = []
+        self._sinks: tuple[DeltaSink, DeltaSink] | None = None
+
+    def sinks(self, spark) -> tuple[DeltaSink, DeltaSink]:
+        """(scored events, dead letters): one :class:`DeltaSink` each for the life of the query."""
+        if self._sinks is None:
+            app = stream_app_id(self.s.checkpoint)
+            self._sinks = (DeltaSink(spark, self.s.output, app, partition_by=SINK_PARTITIONS),
+                           DeltaSink(spark, self.s.dead_letter, f"{app}-dead-letters"))
+        return self._sinks
 
     def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
         started = time.time()
-        s = self.s
         report = BatchReport(batch_id)
         score = self.scorer_factory()
-        sink = ExactlyOnceSink(s.output, f"{s.checkpoint.rstrip('/')}/sink_commits")
+        sink, _ = self.sinks(batch_df.sparkSession)
         batch = self.engine.prepare(batch_df, batch_id, report, sink)
         mark = time.time()
         if batch.pandas is not None and isinstance(score, FrameScorer):
-            # the micro-batch is on the driver already: score it there and write it with pyarrow
+            # the micro-batch is on the driver already: score it there, append it from an Arrow table
             scored_local = score.pandas(batch.pandas())
             scored_local["hour"] = scored_local["event_time"].dt.hour.astype("int32")
             scored_local["batch_id"] = np.int64(batch_id)
@@ -89,8 +100,7 @@ class MicroBatchProcessor:
         scored = score(batch.features())
         if "date" not in scored.columns:
             scored = scored.withColumn("date", F.to_date("event_time"))
-        scored = (scored.withColumn("hour", F.hour("event_time"))
-                  .withColumn("batch_id", F.lit(batch_id).cast("long")))
+        scored = with_batch_id(scored.withColumn("hour", F.hour("event_time")), batch_id)
         if batch.stats is None or self.alerter is not None:   # read more than once: keep it
             scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
         # count, arrival-time quantiles (for the latency) and newest event time; the incremental
@@ -115,6 +125,7 @@ class MicroBatchProcessor:
         self._finish(batch_id, report, batch, stats, commit, mark, started, anomalies=anomalies, scored=scored)
 
     def _fault(self, point: str, batch_id: int) -> None:
+        assert point in FAULT_POINTS, point
         if self.fault is not None:
             self.fault(point, batch_id)
 
@@ -123,8 +134,8 @@ class MicroBatchProcessor:
         """After the sink write: latency, dead letters, state, alerts, the report."""
         s = self.s
         report.sink_skipped = commit["skipped"]
-        if stats.n and stats.q is not None:
-            committed_at = commit["committed_at"]
+        committed_at = commit["committed_at"]
+        if stats.n and stats.q is not None and committed_at is not None:
             q50, q05, q0 = (v / 1e6 if v is not None else None for v in stats.q)
             if q50 is not None:
                 report.latency_p50_s = committed_at - q50
@@ -150,7 +161,7 @@ class MicroBatchProcessor:
             report.dead_reasons = {r["r"]: r["count"] for r in reasons}
         report.dead_letters = sum(report.dead_reasons.values())
         if report.dead_letters and dead is not None:
-            dead.write.mode("overwrite").parquet(f"{s.dead_letter.rstrip('/')}/batch_id={batch_id}")
+            self.sinks(dead.sparkSession)[1].write(with_batch_id(dead, batch_id), batch_id)
         mark = report.phase("dead letters", mark)
 
         batch.save_state(stats.newest)
@@ -174,3 +185,4 @@ class MicroBatchProcessor:
         self.reports.append(report)
         if self.on_batch:
             self.on_batch(report)
+        self._fault("before-commit", batch_id)

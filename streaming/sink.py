@@ -1,130 +1,215 @@
-"""The stream's exactly-once Parquet sink: each micro-batch committed once, whatever crashes.
+"""The stream's sinks: each micro-batch appended to a Delta table once, whatever crashes.
 
-A batch ``N`` is written to ``<output>/_staging/batch_id=N``, its files are renamed into
-``<output>/date=../hour=../part-N-*.parquet`` (names fixed by the batch id; a manifest lists them
-first, so a retried batch removes a half-moved attempt) and a marker ``<commits>/N`` is written
-last; a batch with a marker is never written again. Files go through :mod:`runtime.fs`, so the
-output may be a local folder or ``s3a://``.
+Every write of micro-batch ``N`` is one Delta commit carrying Delta's idempotent-write options,
+``txnAppId`` (the query's application id, below) and ``txnVersion`` = ``N``. Delta records the
+pair in the same commit as the rows and skips a write whose version is not above the last one
+recorded for that application, so a batch Spark runs again after a crash between the sink write
+and its own commit (its offset log still names the batch) adds nothing. No staging folder,
+manifest or marker of ours: the commit is Delta's log entry. Spark frames go through Spark's
+Delta writer, which reaches ``s3a://`` with the session's settings; an Arrow table made on the
+driver (the fast stream path) is committed by delta-rs on local paths, with the same txn
+action (:meth:`DeltaSink.write_arrow` says why and how a repeat is skipped there).
+
+The application id comes from the checkpoint: the query id Spark keeps in
+``<checkpoint>/metadata``. It is the same for every restart of that checkpoint, and a new
+checkpoint (which numbers its batches from 0 again) gets a new one; an id made from the
+checkpoint's path would make Delta skip every batch of a re-created checkpoint up to the old
+query's last one. The scored rows and the dead letters are two tables with two application ids.
+
+Each commit's ``userMetadata`` holds ``{"app": ..., "batch_id": N, ...}`` plus what the caller
+adds (the incremental engine keeps its watermark there), so the stream can read back from the
+table's history whether a batch is in already (reported as ``sink_skipped``) and what the
+newest earlier batch recorded. Delta's own ``txn`` check stays the rule; the history only
+reports it.
 """
 from __future__ import annotations
 
-import datetime as dt
 import json
-import os
 import time
 from typing import Any, Mapping, Sequence
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from runtime import fs
+from runtime.sources import StreamConfigError
+
+SINK_PARTITIONS = ("date", "hour")
+HISTORY_SCAN = 100      # newest commits read first; the whole history only when none of them is ours
 
 
-def name_of(path: str) -> str:
-    """The last part of a path or URI."""
-    return path.rstrip("/").rsplit("/", 1)[-1]
+def stream_app_id(checkpoint: str) -> str:
+    """The Delta application id of the stream query whose checkpoint is ``checkpoint``.
+
+    Spark writes ``<checkpoint>/metadata`` (``{"id": <query uuid>}``) when the query starts, so
+    inside ``foreachBatch`` it is always there.
+    """
+    path = f"{checkpoint.rstrip('/')}/metadata"
+    try:
+        query = json.loads(fs.read_text(path))["id"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise StreamConfigError(f"cannot read the stream query's id from {path} (written by Spark when the "
+                                f"query starts): {exc}") from None
+    return f"zen-anomaly-stream-{query}"
 
 
-class ExactlyOnceSink:
-    """Parquet partitioned by ``date``/``hour``; each micro-batch committed once (see module doc)."""
+def check_sink_target(spark: SparkSession, path: str, what: str) -> None:
+    """Refuse a ``path`` that holds files but no Delta table (e.g. the Parquet sink of an older
+    version), and a session without Delta Lake.
 
-    def __init__(self, output: str, commits: str, partition_by: Sequence[str] = ("date", "hour")):
-        self.output = output.rstrip("/")
-        self.commits = commits.rstrip("/")
+    Delta would start a new table there and hide the files; convert the folder first
+    (``CONVERT TO DELTA parquet.`<path>` PARTITIONED BY (...)``) or pick another path.
+    """
+    from delta.tables import DeltaTable
+
+    try:
+        is_delta = DeltaTable.isDeltaTable(spark, path)
+    except Exception as exc:   # py4j: no Delta classes in this JVM ('JavaPackage' object is not callable)
+        raise StreamConfigError(f"the stream's sink is a Delta table, and this Spark session has no Delta Lake "
+                                f"({type(exc).__name__}: {exc}): set spark.delta_package, or on EMR the "
+                                "delta-defaults classification") from None
+    if is_delta or not fs.exists(path):
+        return
+    if fs.list_files(path) or fs.list_dirs(path):
+        raise StreamConfigError(f"the stream's {what} {path} holds files but is not a Delta table: convert it "
+                                f"(CONVERT TO DELTA parquet.`{path}`, with PARTITIONED BY for its partition "
+                                "folders) or choose another path")
+
+
+class DeltaSink:
+    """One Delta table the stream appends to, one commit per micro-batch (see the module doc).
+
+    Keep one object per table for the life of the query: the newest batch it holds is read from
+    the table's history once, then followed as batches are written.
+    """
+
+    def __init__(self, spark: SparkSession, path: str, app_id: str, partition_by: Sequence[str] = ()):
+        self.spark = spark
+        self.path = path.rstrip("/")
+        self.app_id = app_id
         self.partition_by = tuple(partition_by)
+        self._commits: dict[int, dict] | None = None    # this app's commits read from the history
 
-    def marker(self, batch_id: int) -> str:
-        return f"{self.commits}/{batch_id}"
+    # ------------------------------------------------------------------ reading back
 
-    def committed(self, batch_id: int) -> bool:
-        return fs.exists(self.marker(batch_id))
+    def commits(self, *, whole_history: bool = False) -> dict[int, dict]:
+        """This application's commits by batch id: their metadata, ``version`` and ``committed_at``
+        (epoch seconds), from the newest ``HISTORY_SCAN`` commits (all with ``whole_history``, or
+        when none of those is ours: other writers, e.g. OPTIMIZE, came after).
+        """
+        from delta.tables import DeltaTable
 
-    def committed_ids(self) -> list[int]:
-        return sorted(int(name_of(p)) for p in fs.list_files(self.commits) if name_of(p).isdigit())
+        if not DeltaTable.isDeltaTable(self.spark, self.path):
+            return {}
+        table = DeltaTable.forPath(self.spark, self.path)
+        rows = table.history(None if whole_history else HISTORY_SCAN) \
+            .select("version", "timestamp", "userMetadata").collect()
+        found = self._ours(rows)
+        if not found and not whole_history and len(rows) == HISTORY_SCAN:
+            return self.commits(whole_history=True)
+        return found
 
-    def commit_info(self, batch_id: int) -> dict:
-        return json.loads(fs.read_text(self.marker(batch_id)))
+    def _ours(self, rows) -> dict[int, dict]:
+        found = {}
+        for row in rows:
+            try:
+                meta = json.loads(row["userMetadata"] or "")
+            except ValueError:
+                continue
+            if isinstance(meta, dict) and meta.get("app") == self.app_id:
+                found[int(meta["batch_id"])] = {**meta, "version": row["version"],
+                                                "committed_at": row["timestamp"].timestamp()}
+        return found
+
+    def _known(self) -> dict[int, dict]:
+        if self._commits is None:
+            self._commits = self.commits()
+        return self._commits
+
+    def last_batch(self) -> int | None:
+        """The newest batch id this application committed (None: none yet)."""
+        known = self._known()
+        return max(known) if known else None
+
+    def commit_before(self, batch_id: int) -> dict | None:
+        """The metadata of this application's newest commit of a batch before ``batch_id`` (None: none)."""
+        earlier = [n for n in self._known() if n < batch_id]
+        return self._known()[max(earlier)] if earlier else None
+
+    def rows(self) -> DataFrame | None:
+        """The table (None before its first commit)."""
+        from delta.tables import DeltaTable
+
+        if not DeltaTable.isDeltaTable(self.spark, self.path):
+            return None
+        return self.spark.read.format("delta").load(self.path)
+
+    # ------------------------------------------------------------------ writing
 
     def write(self, df: DataFrame, batch_id: int, extra: Mapping[str, Any] | None = None) -> dict:
-        """Write ``df`` as batch ``batch_id`` unless already committed; returns the commit record.
+        """Append ``df`` as batch ``batch_id`` in one Delta commit; Delta skips it when the batch is in already.
 
-        ``extra`` is stored in the commit record (the incremental engine keeps its watermark there).
+        Returns the commit record: ``extra``, ``batch_id``, ``committed_at`` and ``skipped`` (the
+        batch was committed before: nothing was written now). ``extra`` is kept in the commit's
+        ``userMetadata``. New columns are added to the table (``mergeSchema``); a column whose
+        type changed fails the write.
         """
-        if self.committed(batch_id):
-            return self._skipped(batch_id)
-        staging = self._fresh_staging(batch_id)
-        df.write.mode("overwrite").partitionBy(*self.partition_by).parquet(staging)
-        return self._commit(batch_id, staging, extra)
+        last = self.last_batch()
+        skipped = last is not None and batch_id <= last   # what Delta's txn check below will find
+        meta = self._meta(batch_id, extra)
+        writer = (df.write.format("delta").mode("append")
+                  .option("txnAppId", self.app_id).option("txnVersion", str(batch_id))
+                  .option("userMetadata", json.dumps(meta, sort_keys=True))
+                  .option("mergeSchema", "true"))
+        if self.partition_by:
+            writer = writer.partitionBy(*self.partition_by)
+        writer.save(self.path)   # skipped by Delta before a row is computed when the batch is in
+        return self._record(batch_id, meta, skipped)
 
     def write_arrow(self, table, batch_id: int, extra: Mapping[str, Any] | None = None) -> dict:
-        """:meth:`write` for a ``pyarrow.Table`` made on the driver (no Spark job).
+        """:meth:`write` for a ``pyarrow.Table`` made on the driver (its column types are the table's).
 
-        One Parquet file per (date, hour) of the batch, written locally with pyarrow, copied into
-        the staging folder (so s3a:// works too), then committed exactly as :meth:`write` commits.
-        The table holds the partition columns; the files do not (they are in the folder names, as
-        Spark writes them).
+        On the local file system the table is committed by delta-rs (``deltalake``), which writes
+        the Arrow data with no Spark job, in one Delta commit with the same ``txn`` action and
+        ``userMetadata`` as :meth:`write` (delta-spark reads both: its own txn check skips a
+        batch delta-rs committed, and the other way round). delta-rs records a txn but does not
+        refuse a repeated one, so the batch is skipped here when the table's txn version for this
+        application (read by delta-rs from the log) is at or above it; the stream is the table's
+        only writer (one query per checkpoint), so nothing can commit in between. Elsewhere
+        (``s3a://``) the rows go through Spark's Delta writer, which reaches the object store with
+        the session's settings.
         """
-        import tempfile
+        local = fs.local_path(self.path)
+        if local is None:
+            from pyspark.sql.pandas.types import from_arrow_schema
 
-        import pyarrow.compute as pc
-        import pyarrow.parquet as pq
+            df = self.spark.createDataFrame(table.to_pandas(), schema=from_arrow_schema(table.schema))
+            return self.write(df, batch_id, extra)
+        from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
-        if self.committed(batch_id):
-            return self._skipped(batch_id)
-        staging = self._fresh_staging(batch_id)
-        keys = list(self.partition_by)
-        data = table.drop_columns(keys)
-        groups = table.select(keys).group_by(keys).aggregate([]) if table.num_rows else None
-        with tempfile.TemporaryDirectory(prefix="sink_") as tmp:
-            for g in range(groups.num_rows if groups is not None else 0):
-                values = [groups.column(k)[g] for k in keys]
-                mask = None
-                for k, v in zip(keys, values, strict=True):
-                    eq = pc.equal(table.column(k), v)
-                    mask = eq if mask is None else pc.and_(mask, eq)
-                local = os.path.join(tmp, f"part-{g:05d}.parquet")
-                pq.write_table(data.filter(mask), local, compression="snappy")
-                folder = "/".join(f"{k}={_partition_text(v.as_py())}" for k, v in zip(keys, values, strict=True))
-                fs.copy_from_local(local, f"{staging}/{folder}/part-{g:05d}.parquet")
-        return self._commit(batch_id, staging, extra)
+        meta = self._meta(batch_id, extra)
+        done = DeltaTable(local).transaction_version(self.app_id) if DeltaTable.is_deltatable(local) else None
+        skipped = done is not None and batch_id <= done
+        if not skipped:
+            write_deltalake(local, table, mode="append", partition_by=list(self.partition_by) or None,
+                            schema_mode="merge", commit_properties=CommitProperties(
+                                custom_metadata={"userMetadata": json.dumps(meta, sort_keys=True)},
+                                app_transactions=[Transaction(self.app_id, batch_id)]))
+        return self._record(batch_id, meta, skipped)
 
-    def _skipped(self, batch_id: int) -> dict:
-        info = self.commit_info(batch_id)
-        info["skipped"] = True
-        return info
+    def _meta(self, batch_id: int, extra: Mapping[str, Any] | None) -> dict:
+        return fs.json_safe({**(extra or {}), "app": self.app_id, "batch_id": batch_id})
 
-    def _fresh_staging(self, batch_id: int) -> str:
-        """An empty staging folder for the batch, after undoing what a crashed attempt moved."""
-        staging = f"{self.output}/_staging/batch_id={batch_id}"
-        manifest = f"{staging}.manifest.json"
-        if fs.exists(manifest):     # a crashed attempt may have moved some files already
-            for target in json.loads(fs.read_text(manifest)):
-                fs.delete(target)
-            fs.delete(manifest)
-        fs.delete(staging)
-        return staging
-
-    def _commit(self, batch_id: int, staging: str, extra: Mapping[str, Any] | None) -> dict:
-        """Move the staged files to their final names (listed in a manifest first), then write the marker."""
-        manifest = f"{staging}.manifest.json"
-        sources = [p for p in fs.list_files(staging, recursive=True)
-                   if name_of(p).startswith("part-") and not name_of(p).endswith(".crc")]
-        moves = []
-        for n, src in enumerate(sources):
-            relative = src.split(f"batch_id={batch_id}/", 1)[1]
-            folder = relative.rsplit("/", 1)[0] if "/" in relative else ""
-            target = "/".join(p for p in (self.output, folder, f"part-{batch_id:010d}-{n:05d}.parquet") if p)
-            moves.append((src, target))
-        fs.write_text(manifest, json.dumps([t for _, t in moves]))
-        for src, target in moves:
-            fs.rename(src, target)
-        info = {"batch_id": batch_id, "files": len(moves), "committed_at": time.time(), **(extra or {})}
-        fs.write_text(self.marker(batch_id), json.dumps(info))
-        fs.delete(staging)
-        fs.delete(manifest)
-        info["skipped"] = False
-        return info
+    def _record(self, batch_id: int, meta: dict, skipped: bool) -> dict:
+        if skipped:
+            record = dict(self._known().get(batch_id) or {**meta, "committed_at": None})
+        else:
+            record = {**meta, "committed_at": time.time()}
+            self._known()[batch_id] = dict(record)
+        record["skipped"] = skipped
+        return record
 
 
-def _partition_text(value) -> str:
-    """A partition value as Spark writes it in a folder name (dates ISO, numbers plain)."""
-    return value.isoformat() if isinstance(value, dt.date) else str(value)
+def with_batch_id(df: DataFrame, batch_id: int) -> DataFrame:
+    """``df`` with the micro-batch id as a ``batch_id`` column (long)."""
+    return df.withColumn("batch_id", F.lit(batch_id).cast("long"))

@@ -1,7 +1,8 @@
 """`python -m jobs stream` that kills itself with SIGKILL at a fault point of one micro-batch.
 
 Usage: python stream_with_fault.py POINT BATCH_ID <the stream job's options>. POINT is one of the
-processor's fault points (after-sink, after-alerts); the exactly-once tests run it in a subprocess.
+processor's fault points (after-sink, after-alerts, before-commit: streaming/processor.py); the
+exactly-once tests run it in a subprocess.
 """
 import functools
 import os
@@ -9,6 +10,7 @@ import signal
 import sys
 
 from jobs import stream
+from streaming.processor import FAULT_POINTS
 
 
 def kill_at(point: str, batch_id: int):
@@ -21,4 +23,6 @@ def kill_at(point: str, batch_id: int):
 
 if __name__ == "__main__":
     point, batch_id, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+    if point not in FAULT_POINTS:
+        sys.exit(f"unknown fault point {point!r}: one of {', '.join(FAULT_POINTS)}")
     sys.exit(stream.main(argv, run=functools.partial(stream.run, fault=kill_at(point, batch_id))))

@@ -2,9 +2,9 @@
 
 A moto server (started here on a free port, dummy credentials) plays SNS; an SQS queue subscribed
 to the topic counts the alerts that went out. The kill test runs `python -m jobs stream` in
-subprocesses and kills them with SIGKILL: twice at fault points inside a micro-batch (right after
-the sink commit, right after the alerts - both before Spark commits the batch) and once from
-outside while the query runs; a last run finishes cleanly with available-now.
+subprocesses and kills them with SIGKILL at each fault point inside a micro-batch (right after the
+sink's Delta commit, right after the alerts, at the end of the batch just before Spark commits it)
+and once from outside while the query runs; a last run finishes cleanly with available-now.
 """
 import datetime as dt
 import json
@@ -94,6 +94,20 @@ def write_landing(folder, lines, per_file):
         os.utime(path, (base + n, base + n))
 
 
+def sink_commits(table):
+    """(batch id, rows written) of each commit of a local Delta table, oldest first, read from its log
+    (Spark's writer names the row count numOutputRows, delta-rs num_added_rows)."""
+    out = []
+    for path in sorted((Path(table) / "_delta_log").glob("*.json")):
+        for line in path.read_text().splitlines():
+            info = json.loads(line).get("commitInfo")
+            if info and info.get("userMetadata"):
+                metrics = info["operationMetrics"]
+                out.append((json.loads(info["userMetadata"])["batch_id"],
+                            int(metrics.get("numOutputRows", metrics.get("num_added_rows")))))
+    return out
+
+
 # --------------------------------------------------------------------------- moto
 
 
@@ -165,50 +179,67 @@ def run_stream(cmd, env_extra=None, kill_when=None, timeout=420):
     return proc.returncode, out
 
 
-@pytest.mark.timeout(1500)   # three Spark subprocesses: minutes when the shared machine is loaded
+@pytest.mark.timeout(2400)   # five Spark subprocesses: minutes when the shared machine is loaded
 def test_stream_scores_every_event_once_across_kills_and_alerts_once(tmp_path, moto_endpoint, spark):
     records = make_transactions(120)
     lines = [json.dumps(r) for r in records]
     lines[30:30] = BAD_RECORDS
-    write_landing(tmp_path / "landing", lines, per_file=41)      # 3 files: 3 micro-batches
+    write_landing(tmp_path / "landing", lines, per_file=25)      # 5 files: 5 micro-batches
     topic, sqs, queue_url = topic_with_queue(moto_endpoint)
-    ckpt = tmp_path / "ckpt"
+    ckpt, sink = tmp_path / "ckpt", tmp_path / "sink"
 
     def committed():
+        """The micro-batches Spark has committed (its own commit log)."""
         return sorted(int(p.name) for p in (ckpt / "commits").glob("[0-9]*")) if (ckpt / "commits").exists() else []
 
-    # 1. kill -9 from outside once Spark has committed the first micro-batch
+    def alerted(batch_id):
+        return list((ckpt / "alerts_sent" / str(batch_id)).glob("*.json"))
+
+    def killed_at(point, batch_id):
+        code, out = run_stream(stream_cmd(tmp_path, moto_endpoint, topic, "available-now", kill_at=(point, batch_id)))
+        assert code == -signal.SIGKILL, out[-3000:]
+        assert batch_id not in committed(), f"killed at {point}: Spark must not have committed batch {batch_id}"
+
+    # 1. killed right after batch 0's sink commit (before its dead letters and alerts)
+    killed_at("after-sink", 0)
+    assert [b for b, _ in sink_commits(sink)] == [0] and not alerted(0)
+    # 2. batch 0 again: Delta skips the sink write; killed right after its alerts went out
+    killed_at("after-alerts", 0)
+    assert [b for b, _ in sink_commits(sink)] == [0], "the re-run batch is not committed twice"
+    assert alerted(0), "batch 0 sent no alerts, so the next run would not test that they are not sent again"
+    # 3. kill -9 from outside once Spark has committed a micro-batch (wherever the next one is)
     code, out = run_stream(stream_cmd(tmp_path, moto_endpoint, topic, "available-now"),
                            kill_when=lambda: bool(committed()))
     assert code == -signal.SIGKILL, out[-3000:]
-    # 2. killed inside the next batch right after its sink commit AND its alerts, before Spark's commit
+    # 4. killed at the end of the next batch, after everything but Spark's own commit
     next_batch = committed()[-1] + 1
-    code, out = run_stream(stream_cmd(tmp_path, moto_endpoint, topic, "available-now",
-                                      kill_at=("after-alerts", next_batch)))
-    assert code == -signal.SIGKILL, out[-3000:]
-    assert (ckpt / "sink_commits" / str(next_batch)).exists() and next_batch not in committed()
-    # the killed batch had published alerts, so step 3 really tests that they are not sent again
-    assert list((ckpt / "alerts_sent" / str(next_batch)).glob("*.json")), "the killed batch sent no alerts"
-    # 3. a clean run to the end: batch next_batch is re-run by Spark, its rows and alerts are not repeated
+    assert next_batch <= 4, "the outside kill came too late: no batch left to kill"
+    killed_at("before-commit", next_batch)
+    assert next_batch in [b for b, _ in sink_commits(sink)]
+    # 5. a clean run to the end: batch next_batch is re-run by Spark, its rows and alerts are not repeated
     code, out = run_stream(stream_cmd(tmp_path, moto_endpoint, topic, "available-now"))
     assert code == 0, out[-3000:]
     assert f"batch {next_batch}:" in out and "sink already committed" in out, out[-3000:]
     assert "events scored" in out and "event-to-sink latency" in out
+    assert "Delta table" in out
 
-    sink = spark.read.parquet(str(tmp_path / "sink"))
-    ids = [r["transaction_id"] for r in sink.select("transaction_id").collect()]
+    commits = sink_commits(sink)   # a restarted available-now run may take several files in one batch
+    assert [b for b, _ in commits] == list(range(len(commits))), f"one Delta commit per micro-batch: {commits}"
+    table = spark.read.format("delta").load(str(sink))
+    ids = [r["transaction_id"] for r in table.select("transaction_id").collect()]
     assert len(ids) == len(records), "every event in the sink"
     assert len(set(ids)) == len(ids), "no event twice"
-    assert {"date", "hour"} <= set(sink.columns)
-    dead = spark.read.parquet(str(tmp_path / "dead"))
+    assert sum(n for _, n in commits) == len(records)
+    assert {"date", "hour", "batch_id"} <= set(table.columns)
+    dead = spark.read.format("delta").load(str(tmp_path / "dead"))
     assert dead.count() == len(BAD_RECORDS)
     assert set(dead.toPandas()["payload"]) == set(BAD_RECORDS)
 
-    expected_alerts = {r["transaction_id"] for r in sink.where("is_anomaly").select("transaction_id").collect()}
+    expected_alerts = {r["transaction_id"] for r in table.where("is_anomaly").select("transaction_id").collect()}
     assert expected_alerts, "the data should raise some alerts"
     messages = drain(sqs, queue_url)
-    alerted = [m["MessageAttributes"]["event_id"]["StringValue"] for m in messages]
-    assert sorted(alerted) == sorted(expected_alerts), "each anomaly alerted exactly once"
+    alerted_ids = [m["MessageAttributes"]["event_id"]["StringValue"] for m in messages]
+    assert sorted(alerted_ids) == sorted(expected_alerts), "each anomaly alerted exactly once"
     body = messages[0]["Body"]
     assert "customer_id" in body and "terminal_id" in body and "Risk:" in body and "Why:" in body
 
@@ -261,7 +292,7 @@ def test_the_stream_gives_every_event_its_batch_features_and_score(tmp_path, spa
     raw = spark.read.json(str(tmp_path / "raw.json"))
     validated = validate_transactions(raw, columns=config["schema"]["transactions"]["columns"])
     batch = deterministic_scorer(config)(transform(validated.valid))
-    stream = spark.read.parquet(str(tmp_path / "sink"))
+    stream = spark.read.format("delta").load(str(tmp_path / "sink"))
     compared = [c for c in batch.columns if c in stream.columns]
     assert dict(stream.dtypes) == {**dict(stream.dtypes), **{c: t for c, t in batch.dtypes if c in compared}}, \
         "the sink's column types are the batch path's"
@@ -391,8 +422,9 @@ def test_both_engines_reject_the_same_records_for_the_same_reasons(tmp_path, spa
         write_stream(payloads_from_text(source), checkpoint=str(root / "ckpt"), trigger="available-now",
                      process_batch=processor).awaitTermination()
         sink = {r["transaction_id"]: (r["amount"], r["risk"]) for r in
-                spark.read.parquet(str(root / "sink")).select("transaction_id", "amount", "risk").collect()}
-        dead = sorted((r["payload"], r["reason"]) for r in spark.read.parquet(str(root / "dead")).collect())
+                spark.read.format("delta").load(str(root / "sink")).select("transaction_id", "amount", "risk").collect()}
+        dead = sorted((r["payload"], r["reason"])
+                      for r in spark.read.format("delta").load(str(root / "dead")).collect())
         results[engine] = (sink, dead, [r.dead_reasons for r in processor.reports])
     sink, dead, reasons = results["incremental"]
     assert len(processor.reports) == 2
@@ -433,6 +465,58 @@ def test_a_micro_batch_of_only_bad_records_commits_an_empty_batch(tmp_path, spar
     write_stream(payloads_from_text(source), checkpoint=str(tmp_path / "ckpt"), trigger="available-now",
                  process_batch=processor).awaitTermination()
     assert [(r.scored, r.dead_letters) for r in processor.reports] == [(20, 0), (0, 20)]
-    assert (tmp_path / "ckpt" / "sink_commits" / "1").exists()
-    assert spark.read.parquet(str(tmp_path / "sink")).count() == 20
-    assert spark.read.parquet(str(tmp_path / "dead")).count() == 20
+    assert sink_commits(tmp_path / "sink") == [(0, 20), (1, 0)], "batch 1 is a Delta commit of no rows"
+    assert spark.read.format("delta").load(str(tmp_path / "sink")).count() == 20
+    assert sink_commits(tmp_path / "dead") == [(1, 20)]
+    assert spark.read.format("delta").load(str(tmp_path / "dead")).count() == 20
+
+
+def test_the_sink_commits_a_batch_once_through_delta_rs_and_spark_alike(tmp_path, spark, monkeypatch):
+    """The driver-side write (delta-rs on local paths, Spark's Delta writer elsewhere) and the Spark
+    frame write share one txn scheme: a repeated batch is skipped whichever writer committed it."""
+    import pandas as pd
+
+    from streaming import sink as sink_module
+    from streaming.engines import arrow_table
+    from streaming.sink import DeltaSink
+
+    def batch(n):
+        events = pd.DataFrame({"transaction_id": [f"b{n}-{i}" for i in range(4)],
+                               "event_time": pd.to_datetime([f"2026-03-01 1{i}:00:00" for i in range(4)], utc=True),
+                               "amount": [1.5, 2.5, None, 4.0], "reasons": [["a"], [], ["b", "c"], ["a"]]})
+        events["date"] = events["event_time"].dt.tz_convert(None).to_numpy().astype("datetime64[D]")
+        events["hour"] = events["event_time"].dt.hour.astype("int32")
+        events["batch_id"] = n
+        return arrow_table(events)
+
+    rust = DeltaSink(spark, str(tmp_path / "rust"), "app-1", partition_by=("date", "hour"))
+    assert rust.write_arrow(batch(0), 0, extra={"max_seen_us": 7})["skipped"] is False
+    assert rust.write_arrow(batch(0), 0)["skipped"] is True
+    # batch 1 through Spark's writer (what write_arrow does on s3a://), into the table delta-rs made
+    assert rust.write(spark.createDataFrame(batch(1).to_pandas(), schema=rust.rows().schema), 1)["skipped"] is False
+    again = DeltaSink(spark, str(tmp_path / "rust"), "app-1", partition_by=("date", "hour"))   # after a restart
+    assert again.write_arrow(batch(1), 1)["skipped"] is True, "delta-rs sees the txn Spark's writer recorded"
+    assert again.commit_before(1)["max_seen_us"] == 7 and again.last_batch() == 1
+    assert sink_commits(tmp_path / "rust") == [(0, 4), (1, 4)]
+
+    monkeypatch.setattr(sink_module.fs, "local_path", lambda path: None)     # as for an s3a:// table
+    via_spark = DeltaSink(spark, str(tmp_path / "spark"), "app-1", partition_by=("date", "hour"))
+    assert [via_spark.write_arrow(batch(n), n)["skipped"] for n in (0, 1, 1)] == [False, False, True]
+    monkeypatch.undo()
+    assert sink_commits(tmp_path / "spark") == [(0, 4), (1, 4)]
+    rows = {r["transaction_id"]: r.asDict() for r in rust.rows().collect()}
+    assert rows == {r["transaction_id"]: r.asDict() for r in via_spark.rows().collect()}
+    assert rows["b0-2"]["amount"] is None and rows["b1-2"]["reasons"] == ["b", "c"] and rows["b0-1"]["reasons"] == []
+    assert dict(rust.rows().dtypes)["hour"] == "int" and dict(rust.rows().dtypes)["date"] == "date"
+
+
+def test_the_stream_refuses_an_output_folder_that_is_not_a_delta_table(tmp_path, spark):
+    from runtime.sources import StreamConfigError
+    from streaming.sink import check_sink_target
+
+    spark.range(3).write.parquet(str(tmp_path / "old_sink" / "date=2026-03-01"))
+    with pytest.raises(StreamConfigError, match=r"old_sink holds files but is not a Delta table.*CONVERT TO DELTA"):
+        check_sink_target(spark, str(tmp_path / "old_sink"), "output")
+    spark.range(3).write.format("delta").save(str(tmp_path / "delta_sink"))
+    for fine in (tmp_path / "delta_sink", tmp_path / "not_yet"):
+        check_sink_target(spark, str(fine), "output")
