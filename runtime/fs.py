@@ -159,31 +159,6 @@ def delete(path: str) -> None:
         fs.delete(hpath, True)
 
 
-def rename(src: str, dst: str) -> None:
-    """Move a file to ``dst``, replacing it (a copy and delete on S3: never rely on it being atomic there)."""
-    local_src, local_dst = local_path(src), local_path(dst)
-    if local_src is not None and local_dst is not None:
-        Path(local_dst).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(local_src, local_dst)
-        return
-    jvm, hsrc, fs = _hadoop(src)
-    hdst = jvm.org.apache.hadoop.fs.Path(dst)
-    fs.mkdirs(hdst.getParent())
-    if fs.exists(hdst):
-        fs.delete(hdst, False)
-    if not fs.rename(hsrc, hdst):
-        raise FsError(f"could not rename {src} to {dst}")
-
-
-def copy_from_local(local: str, dst: str) -> None:
-    """Copy a file of this machine's disk to ``dst`` (any file system; the local file stays)."""
-    target = local_path(dst)
-    if target is not None:
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(local, target)
-        return
-    jvm, hdst, fs = _hadoop(dst)
-    fs.copyFromLocalFile(False, True, jvm.org.apache.hadoop.fs.Path("file://" + os.path.abspath(local)), hdst)
 
 
 def json_safe(value: Any) -> Any:
