@@ -3,8 +3,9 @@
 Lists every version of each detector kind (or only --model's) under <paths.models>/<dataset>,
 oldest first: the version, when it was made, the decision train took (promoted | challenger)
 and why, the threshold with its rule and validation precision / recall / alerts per day, the
-test window's average precision, and which version is champion (and whether a person put it
-there). --json prints the same as one JSON object: the summary fields (dataset, status,
+test window's average precision, which version is champion (and whether a person put it
+there), and the Delta versions of the feature (and labels) table it was trained on, which
+`train --as-of` reads again. --json prints the same as one JSON object: the summary fields (dataset, status,
 extra.champions, ...) plus "root" and "versions": [...] (one object per version).
 
 --promote VERSION --model rcf|logistic makes that version the champion (it must exist): the

@@ -190,7 +190,8 @@ def delta_tables(spark: SparkSession, locations: Mapping[str, str]) -> list[tupl
             found.append((name, path))
             continue
         found += [(f"{name}/{folder}", fs.join(path, folder)) for folder in fs.list_dirs(path)
-                  if not folder.startswith(("_", ".")) and delta.is_delta(spark, fs.join(path, folder))]
+                  if not folder.startswith(("_", ".")) and "=" not in folder  # not a partition of a plain table
+                  and delta.is_delta(spark, fs.join(path, folder))]
     return found
 
 

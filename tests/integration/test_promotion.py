@@ -27,12 +27,12 @@ def lake(spark, tmp_path_factory):
 
 def _permute_training_labels(spark, source, target, before):
     """The feature table with the labels of the dates before ``before`` shuffled across those rows."""
-    df = spark.read.parquet(str(source))
+    df = spark.read.format("delta").load(str(source))
     early, late = df.where(F.col("date") < F.lit(before).cast("date")), df.where(F.col("date") >= F.lit(before).cast("date"))
     rows = early.drop("label").withColumn("_i", F.row_number().over(Window.orderBy(F.monotonically_increasing_id())))
     labels = early.select("label").withColumn("_i", F.row_number().over(Window.orderBy(F.rand(7))))
     shuffled = rows.join(labels, "_i").drop("_i").select(*df.columns)
-    shuffled.unionByName(late).write.partitionBy("date").parquet(str(target))
+    shuffled.unionByName(late).write.format("delta").partitionBy("date").save(str(target))
 
 
 def _pointer(lake):

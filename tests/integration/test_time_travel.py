@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pyspark.sql import functions as F
 
-from jobs import build_features, generate, maintain, train
+from jobs import build_features, evaluate, generate, maintain, train
 from jobs import models as models_job
 from lakes import small_lake
 from models.logistic import LogisticDetector
@@ -167,6 +167,13 @@ def test_after_maintain_train_as_of_the_first_version_trains_the_same_models_aga
     assert thr2 == thr1 and trees2.keys() == trees1.keys()
     for name in trees1:
         assert np.array_equal(trees2[name], trees1[name]), name
+
+    # evaluate on the champions' own snapshot: v1 again, and the test metrics training registered
+    evaluated = _run(evaluate, [*args, "--as-of", "champion"], capsys)
+    assert evaluated["snapshots"]["features"]["version"] == 1 and evaluated["extra"]["features_version"] == 1
+    assert evaluated["versions"] == {"rcf": "v0002", "logistic": "v0003"}
+    assert evaluated["detectors"]["logistic_score"]["average_precision"] == \
+        pytest.approx(log3["metrics"]["average_precision"], abs=1e-12)
 
     # What maintain kept: a VACUUM with no retention deletes v2's 3 files of the appended day
     # (compacted away by OPTIMIZE), and v2 no longer reads.
