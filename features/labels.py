@@ -42,7 +42,7 @@ from ingest.labels import KNOWN_AT, LABEL, SOURCE, LabelFileError, validate_labe
 from ingest.validation import REASON
 from runtime import fs
 from runtime.errors import InputError, NothingToDo
-from runtime.merge import is_delta, merge_rows
+from runtime.delta import is_delta, merge_rows
 from runtime.progress import RunSummary, log, step
 from runtime.storage import StorageError, date_runs, read_raw, read_table
 
@@ -195,8 +195,8 @@ def _merge(spark: SparkSession, rows: DataFrame, *, source: str, labels: str, sc
             with step("labels", f"merging {written:,} labels into {labels}"):
                 commit = merge_rows(spark, table_rows, labels, keys=[id_column], update_when=NEWER,
                                     update={c: f"s.`{c}`" for c in (LABEL, KNOWN_AT, SOURCE, MERGED_AT)})
-            log("labels", f"labels table version {commit.version}: {commit.metrics.get('numTargetRowsInserted', 0):,} "
-                          f"inserted, {commit.metrics.get('numTargetRowsUpdated', 0):,} updated")
+            log("labels", f"labels table version {commit.version}: {int(commit.metrics.get('numTargetRowsInserted', 0)):,} "
+                          f"inserted, {int(commit.metrics.get('numTargetRowsUpdated', 0)):,} updated")
         else:
             log("labels", f"nothing new for {labels}: no table version written")
         if status.get("superseded"):

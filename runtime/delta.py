@@ -1,4 +1,4 @@
-"""Delta tables' own operations: versions, time travel, history, OPTIMIZE and VACUUM.
+"""Delta tables' own operations: versions, time travel, history, MERGE, replaceWhere, OPTIMIZE and VACUUM.
 
 Pure I/O through delta-spark's ``DeltaTable`` API, on local paths and ``s3a://`` alike. A
 :class:`Snapshot` names one version of one table (its location, version, commit time and the
@@ -25,7 +25,7 @@ import datetime as dt
 import math
 import re
 from dataclasses import asdict, dataclass
-from typing import Iterator, Mapping, Optional, Union
+from typing import Iterator, Mapping, Optional, Sequence, Union
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
@@ -269,3 +269,51 @@ def keep_log(spark: SparkSession, path: str, hours: float) -> Optional[str]:
     location = _identity(spark, path, "table")[0]
     spark.sql(f"ALTER TABLE delta.`{location}` SET TBLPROPERTIES ('delta.logRetentionDuration' = '{value}')")
     return value
+
+
+def merge_rows(spark: SparkSession, source_df: DataFrame, path: str, *, keys: Sequence[str],
+               update: Mapping[str, str], update_when: str | None = None, insert: bool = True,
+               where: str | None = None) -> Commit:
+    """MERGE ``source_df`` (alias ``s``) into the Delta table at ``path`` (alias ``t``) on equal
+    ``keys``, in one commit, and return that commit.
+
+    A matched row for which ``update_when`` holds (SQL over ``t.`` and ``s.``; None: always)
+    gets ``update`` (target column -> SQL expression); with ``insert`` an unmatched source row
+    is inserted whole (the table's columns taken from ``s`` by name). With ``insert`` a missing
+    table is created first with ``source_df``'s schema (its own commit, version 0); without it
+    the table must exist. ``where`` (SQL over ``t.``, e.g. ``t.date IN (DATE'2026-01-31')``)
+    narrows the target rows looked at, so a table partitioned by it is read only there.
+    ``source_df`` must hold at most one row per key (Delta refuses a MERGE where two source rows
+    match one target row). Every source row is looked at, and Delta rewrites the files of the
+    matched rows even where ``update_when`` leaves them as they are: give it only the rows that
+    change, and no MERGE at all when none does (then no table version is written).
+    """
+    from delta.tables import DeltaTable
+
+    if insert:
+        (DeltaTable.createIfNotExists(spark).location(path).addColumns(source_df.schema).execute())
+    table = DeltaTable.forPath(spark, path)
+    on = " AND ".join(f"t.`{key}` = s.`{key}`" for key in keys) + (f" AND ({where})" if where else "")
+    merge = (table.alias("t").merge(source_df.alias("s"), on)
+             .whenMatchedUpdate(condition=update_when, set=dict(update)))
+    if insert:
+        merge = merge.whenNotMatchedInsertAll()
+    merge.execute()
+    return history(spark, path, 1)[-1]
+
+
+def replace_where(df: DataFrame, path: str, condition: str, *, merge_schema: bool = False) -> None:
+    """Replace the rows of the Delta table at ``path`` for which ``condition`` (SQL) holds with
+    ``df``, in one commit (the table is created when missing). Every row of ``df`` must meet
+    ``condition`` (Delta refuses the write otherwise). ``merge_schema``: columns of ``df`` the
+    table lacks are added to it.
+    """
+    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", condition)
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
+    writer.save(path)
+
+
+def sql_string(value: str) -> str:
+    """``value`` as a Spark SQL string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -18,7 +18,7 @@ from pyspark.sql import functions as F
 from features.transactions import transaction_feature_columns
 from jobs import build_features
 from jobs import labels as labels_job
-from runtime.merge import last_commit
+from runtime.delta import history
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +69,7 @@ def test_late_labels_change_features_only_after_they_arrive_and_merging_again_ch
     # a scores table as the nightly run leaves it: every event with its label when scored
     (read(spark, lake["features"]).select("transaction_id", "date", "label", F.lit(0.1).alias("risk"))
      .write.format("delta").partitionBy("date").save(str(lake["scores"])))
-    scores_version = last_commit(spark, str(lake["scores"])).version
+    scores_version = history(spark, str(lake["scores"]), 1)[-1].version
 
     labels_csv = tmp_path / "chargebacks.csv"
     labels_csv.write_text("transaction_id,label,known_at,case\n"
@@ -93,7 +93,7 @@ def test_late_labels_change_features_only_after_they_arrive_and_merging_again_ch
                      "T9-999": (1, dt.datetime(2024, 1, 15))}   # the unknown id is stored too
     scores = by_id(read(spark, lake["scores"]), ["label"])
     assert scores["T1-002"] == (1,) and {v for k, v in scores.items() if k != "T1-002"} == {(0,)}
-    assert last_commit(spark, str(lake["scores"])).version == scores_version + 1
+    assert history(spark, str(lake["scores"]), 1)[-1].version == scores_version + 1
 
     assert build_features.main(lake["args"] + ["--from-date", "2024-01-02", "--to-date", "2024-01-20"]) == 0
     after = by_id(read(spark, lake["features"]), columns)
@@ -108,13 +108,13 @@ def test_late_labels_change_features_only_after_they_arrive_and_merging_again_ch
     assert all(after[tx_id("T1", i)][risk] == 0.0 for i in range(16, 22))
 
     # merging the same file again: nothing written anywhere
-    labels_version = last_commit(spark, str(lake["labels"])).version
-    scores_version = last_commit(spark, str(lake["scores"])).version
+    labels_version = history(spark, str(lake["labels"]), 1)[-1].version
+    scores_version = history(spark, str(lake["scores"]), 1)[-1].version
     assert labels_job.main(lake["args"] + ["--input", str(labels_csv), "--json"]) == 0
     again = last_json(capsys.readouterr().out)
     assert (again["rows_out"], again["extra"]["unchanged"], again["extra"]["scores_updated"]) == (0, 3, 0)
-    assert last_commit(spark, str(lake["labels"])).version == labels_version
-    assert last_commit(spark, str(lake["scores"])).version == scores_version
+    assert history(spark, str(lake["labels"]), 1)[-1].version == labels_version
+    assert history(spark, str(lake["scores"]), 1)[-1].version == scores_version
     assert {r["transaction_id"]: (r["label"], r["known_at"]) for r in read(spark, lake["labels"]).collect()} == table
 
 
@@ -124,7 +124,7 @@ def test_a_file_with_bad_rows_is_not_merged_unless_asked_and_the_reasons_are_pri
                    '{"transaction_id": "T2-011", "label": 2, "known_at": "2024-01-10 00:00:00"}\n'
                    '{"transaction_id": "T2-030", "label": 1, "known_at": "2024-01-10 00:00:00"}\n'
                    'not json\n')
-    before = last_commit(spark, str(lake["labels"]))
+    before = history(spark, str(lake["labels"]), 1)[-1]
     capsys.readouterr()
     assert labels_job.main(lake["args"] + ["--input", str(bad)]) == 2
     captured = capsys.readouterr()
@@ -132,7 +132,7 @@ def test_a_file_with_bad_rows_is_not_merged_unless_asked_and_the_reasons_are_pri
     for reason in ("1 invalid label", "1 unparseable record", "1 known_at before the event time"):
         assert reason in captured.err
     assert "e.g. not json" in captured.out
-    assert last_commit(spark, str(lake["labels"])) == before
+    assert history(spark, str(lake["labels"]), 1)[-1] == before
 
     assert labels_job.main(lake["args"] + ["--input", str(bad), "--skip-bad-rows", "--json"]) == 0
     summary = last_json(capsys.readouterr().out)
