@@ -29,6 +29,8 @@ setup(
         "orjson>=3.8,<4",
         # Delta Lake 3.3 is the one built for Spark 3.5; 3.3.2 is the release EMR 7.12 ships.
         "delta-spark==3.3.2",
+        # delta-rs: commits the Parquet files the score job's Python workers write to a local Delta table.
+        "deltalake>=1.0,<2",
     ],
     extras_require={
         # sagemaker_pyspark==1.4.5 pins pyspark==3.3.0, so the Makefile installs it with --no-deps.

@@ -10,16 +10,21 @@ elsewhere: each detector explains the rows it flags itself (scoring.rcf_attribut
 "all" adds the RCF's shares to every flagged row).
 
 Reading (scoring.reader): auto (default) lets the Python workers read the feature files of a
-local Parquet table themselves (pyarrow, faster: README "Performance"), and Spark read anything
-else (S3, Delta); arrow insists on the former, spark always reads through Spark.
+local table themselves (pyarrow, faster: README "Performance"; a Delta table's files of its
+current snapshot, unless it has deletion vectors or column mapping), and Spark read anything else
+(S3); arrow insists on the former, spark always reads through Spark.
 Writing (scoring.writer): auto (default): where the Python workers read the features and the
-scores table is local Parquet, they write its files too (pyarrow) and the driver swaps the
-partitions in; spark: Spark writes them. Every combination writes the same rows.
+scores table is a local Delta table, they write its files too (pyarrow) and the driver commits
+them (delta-rs); spark: Spark writes them. Every combination writes the same rows.
 
-Idempotent: re-running a date replaces that date's partition (dynamic partition overwrite: the
-new files are written to a staging folder and swapped in when every task has written its own,
-so a crash mid-write leaves the previous partition as it was; replaceWhere when storage.format
-is delta).
+Idempotent and atomic: a run replaces the partitions of the dates it scores in one Delta
+transaction (``replaceWhere``, or the delta-rs commit of the Python workers' files), so re-running
+a date leaves the same rows in a new table version, readers see a date's old rows or its new
+ones, and a run that dies before its commit leaves the previous version as it was. Two runs at
+once commit one after the other: a commit that loses the race is made again (a few times,
+backing off; then the job fails naming the conflict). On S3 that needs Delta's DynamoDB log store
+(README "Nightly scoring"): run one scoring job per table there. With storage.format parquet,
+Spark's dynamic partition overwrite replaces the dates (not atomic on S3).
 
 Dates with no feature rows: when a date asked for (--date, or any date of --from..--to) has no
 rows in the feature table, the job names the empty dates, writes nothing (no folder, no file, no
