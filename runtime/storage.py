@@ -1,6 +1,7 @@
 """Reading and writing tables on local paths or s3a:// URIs (Parquet, Delta, CSV, JSON lines)."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from typing import Mapping, Sequence
 from urllib.parse import unquote
@@ -143,17 +144,28 @@ def write_table(df: DataFrame, path: str, fmt: str = "parquet", *, partition_by:
         writer = writer.partitionBy(*partition_by)
         if fmt == "delta" and mode == "overwrite":
             writer = writer.option("partitionOverwriteMode", "dynamic")
-    if not (partition_by and open_files > 0):
+    with unsorted_writes(df, open_files if partition_by else 0):
         writer.save(path)
+
+
+@contextlib.contextmanager
+def unsorted_writes(df: DataFrame, open_files: int):
+    """While in it, partitioned writes of ``df``'s session do not sort their rows by partition
+    first when ``open_files`` > 0 (:func:`write_table`'s ``open_files``); the session's settings
+    are put back after.
+    """
+    if open_files <= 0:
+        yield
         return
     conf = df.sparkSession.conf
-    # Spark >= 3.4 plans a sort by the partition columns into every partitioned write; without
-    # it, FileFormatWriter uses up to maxConcurrentOutputFileWriters open files instead.
+    # Spark >= 3.4 plans a sort by the partition columns into every partitioned write (and Delta's
+    # writer sorts likewise); without it, FileFormatWriter uses up to
+    # maxConcurrentOutputFileWriters open files instead.
     saved = {key: conf.get(key, None) for key in (_PLANNED_WRITE, _OPEN_FILES)}
     conf.set(_PLANNED_WRITE, "false")
     conf.set(_OPEN_FILES, str(int(open_files)))
     try:
-        writer.save(path)
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
@@ -196,7 +208,7 @@ def delta_conflict(exc: BaseException) -> str | None:
     return next((name for name in DELTA_CONFLICTS if name in text), None)
 
 
-def replace_where(df: DataFrame, path: str, where: str, *, partition_by: Sequence[str] = (),
+def replace_where(df: DataFrame, path: str, where: str, *, partition_by: Sequence[str] = (), open_files: int = 0,
                   retries: int = COMMIT_RETRIES, notify=None) -> None:
     """Replace the rows of the Delta table ``path`` that match ``where`` (SQL) by ``df``'s, in one
     Delta transaction (``replaceWhere``): readers see the old rows or the new ones, never a mix,
@@ -207,7 +219,7 @@ def replace_where(df: DataFrame, path: str, where: str, *, partition_by: Sequenc
     s; ``notify``, a function of one line, hears of each), then the conflict is raised: replacing
     the same rows again is safe, and so the two runs commit one after the other. Running again
     recomputes ``df``. Local tables commit with an atomic put-if-absent; on S3 only with the
-    DynamoDB log store (README "Nightly scoring").
+    DynamoDB log store (README "Nightly scoring"). ``open_files``: as :func:`write_table`'s.
     """
     import time
 
@@ -216,7 +228,8 @@ def replace_where(df: DataFrame, path: str, where: str, *, partition_by: Sequenc
         writer = writer.partitionBy(*partition_by)
     for attempt in range(retries + 1):
         try:
-            writer.save(path)
+            with unsorted_writes(df, open_files if partition_by else 0):
+                writer.save(path)
             return
         except Exception as exc:
             conflict = delta_conflict(exc)

@@ -54,7 +54,7 @@ def write_scores(scored_df: DataFrame, path: str, fmt: str, first, last, dataset
     if fmt == "delta":
         where = (f"date IN ({', '.join(repr(str(d)) for d in dates)})" if dates is not None
                  else f"date >= '{first}' AND date <= '{last}'")
-        replace_where(scored_df, path, where, partition_by=["date"], notify=notify)
+        replace_where(scored_df, path, where, partition_by=["date"], open_files=OPEN_FILES, notify=notify)
     else:
         # the feature table is partitioned by date, so a task's rows come in one or two dates
         write_table(scored_df, path, fmt, partition_by=["date"], open_files=OPEN_FILES,
