@@ -10,7 +10,7 @@ elsewhere: each detector explains the rows it flags itself (scoring.rcf_attribut
 "all" adds the RCF's shares to every flagged row).
 
 Reading (scoring.reader): auto (default) lets the Python workers read the feature files of a
-local table themselves (pyarrow, faster: README "Performance"; a Delta table's files of its
+local table themselves (pyarrow, faster: README "Benchmarks"; a Delta table's files of its
 current snapshot, unless it has deletion vectors or column mapping), and Spark read anything else
 (S3); arrow insists on the former, spark always reads through Spark.
 Writing (scoring.writer): auto (default): where the Python workers read the features and the

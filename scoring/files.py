@@ -33,7 +33,7 @@ def score_parquet_files(spark, files: Sequence[tuple[str, str]], champions: Cham
     the columns the models and ``keep`` need with pyarrow, in batches of ``batch_rows``, scores
     them with the scoring core (scoring/plan.py ``score_batch``) and hands the kept columns and
     the scores to Spark, which writes them. The JVM never builds a row of the ~90 feature columns,
-    which makes this the faster path (README "Performance"). The result has
+    which makes this the faster path (README "Benchmarks"). The result has
     scoring/spark.py ``score_events``'s columns in its order, and the same values (a test holds
     the two paths to each other). :func:`write_scored_files` also leaves the writing to them.
     """
@@ -65,7 +65,7 @@ def write_scored_files(spark, files: Sequence[tuple[str, str]], champions: Champ
     table's columns in order (``keep`` and the score columns). Spark reads the files as it reads
     its own (the same column types; timestamps as INT64 microseconds in UTC). The JVM then only
     hands out file names: it no longer turns the Arrow rows into its own rows and encodes them
-    again, which was most of its work in the score job (README "Performance").
+    again, which was most of its work in the score job (README "Benchmarks").
     """
     import uuid
 

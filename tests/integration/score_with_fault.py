@@ -4,9 +4,9 @@ Usage: python score_with_fault.py MODE <the score job's options>. MODE:
 
 * ``kill-before-commit``: the Python workers have written every scores file into the table's
   folder; the process kills itself with SIGKILL just before the Delta commit.
-* ``kill-while-writing``: Spark writes the scores; the Python worker scoring the rows kills
-  the job's whole process group with SIGKILL once Spark has begun writing a file (rows of
-  earlier batches are in it), so the JVM dies mid-write.
+* ``stall-while-writing``: Spark writes the scores; the rows of its second task are held up
+  (150 s), so the first task's files are written while the commit waits for the second: the
+  test kills the job then (SIGKILL to its process group: the driver and its JVM).
 * ``commit-at:EPOCH``: wait until the wall clock reaches EPOCH (seconds), then write or commit
   (Python writers: the commit; Spark: the write, which ends in its commit), so two processes
   started together reach their commits together.
@@ -30,28 +30,27 @@ def kill_before_commit():
     runtime.storage.commit_partitions = commit
 
 
-def kill_while_writing(after_rows: int = 100):
+def stall_while_writing(seconds: float = 150):
     from pyspark.sql import functions as F
+    from pyspark.sql import types as T
 
     import scoring.files
 
-    seen = [0]  # rows this task's Python worker has seen
+    @F.udf(T.DoubleType())  # a type, not "double": no Spark session to parse it with yet
+    def stall_second_task(risk):
+        from pyspark import TaskContext
 
-    @F.udf("double")
-    def die_after(risk):
-        seen[0] += 1
-        if seen[0] > after_rows:  # earlier batches of rows are on their way into Spark's file writer
-            time.sleep(2)
-            os.killpg(os.getpgid(0), signal.SIGKILL)
+        if TaskContext.get().partitionId() == 1:
+            time.sleep(seconds)
         return risk
 
-    def killing(real):
+    def stalling(real):
         def scorer(*args, **kwargs):
-            return real(*args, **kwargs).withColumn("risk", die_after("risk"))
+            return real(*args, **kwargs).withColumn("risk", stall_second_task("risk"))
         return scorer
     # whichever reader the job uses
-    scoring.spark.score_events = killing(scoring.spark.score_events)
-    scoring.files.score_parquet_files = killing(scoring.files.score_parquet_files)
+    scoring.spark.score_events = stalling(scoring.spark.score_events)
+    scoring.files.score_parquet_files = stalling(scoring.files.score_parquet_files)
 
 
 def meet_at(epoch: float):
@@ -68,8 +67,8 @@ if __name__ == "__main__":
     mode, argv = sys.argv[1], sys.argv[2:]
     if mode == "kill-before-commit":
         kill_before_commit()
-    elif mode == "kill-while-writing":
-        kill_while_writing()
+    elif mode == "stall-while-writing":
+        stall_while_writing()
     elif mode.startswith("commit-at:"):
         meet_at(float(mode.split(":", 1)[1]))
     else:

@@ -154,24 +154,39 @@ def finish(proc, timeout=400):
 
 
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("writer, mode", [("auto", "kill-before-commit"), ("spark", "kill-while-writing")],
+@pytest.mark.parametrize("writer, mode", [("auto", "kill-before-commit"), ("spark", "stall-while-writing")],
                          ids=["python-writers", "spark-writer"])
 def test_a_score_process_killed_mid_write_leaves_the_previous_version(spark, lake, tmp_path, writer, mode):
-    day, out = "2018-04-26", tmp_path / "scores"
-    assert score.main(lake["args"] + ["--date", day, "--output", str(out)]) == 0
-    before, history, committed = sorted_scores(spark, out, day), versions_of(spark, out), committed_files(spark, out)
-    code, output = finish(run_with_fault(lake, mode, "--date", day, "--output", str(out),
-                                         "--set", f"scoring.writer={writer}"))
+    # two dates: two tasks (one feature file each), so one can be held up while the other writes
+    days, out = ["2018-04-25", "2018-04-26"], tmp_path / "scores"
+    window = ["--from", days[0], "--to", days[1], "--output", str(out)]
+    assert score.main(lake["args"] + window) == 0
+    before = {day: sorted_scores(spark, out, day) for day in days}
+    history, committed = versions_of(spark, out), committed_files(spark, out)
+
+    def new_files():
+        return {str(p) for p in out.rglob("*.parquet") if "_delta_log" not in str(p)} - committed
+
+    proc = run_with_fault(lake, mode, *window, "--set", f"scoring.writer={writer}")
+    if mode == "stall-while-writing":  # killed by us once a file is written and the commit waits
+        deadline = time.time() + 140
+        while time.time() < deadline and proc.poll() is None and not new_files():
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    code, output = finish(proc)
     assert code == -signal.SIGKILL, output[-3000:]
-    written = {str(p) for p in out.rglob("*.parquet") if "_delta_log" not in str(p)} - committed
+    written = new_files()
     assert written, "the process was not killed while writing: no new file"  # it did die mid-write
     assert versions_of(spark, out) == history
-    after = sorted_scores(spark, out, day)
-    assert before.drop(columns=["reasons"]).equals(after.drop(columns=["reasons"]))
+    for day in days:
+        after = sorted_scores(spark, out, day)
+        assert before[day].drop(columns=["reasons"]).equals(after.drop(columns=["reasons"]))
     assert committed_files(spark, out) == committed
-    # the next run replaces the date as usual; the dead run's files stay unreferenced (VACUUM's)
-    assert score.main(lake["args"] + ["--date", day, "--output", str(out)]) == 0
-    assert list(sorted_scores(spark, out, day)["transaction_id"]) == feature_ids(spark, lake, day)
+    # the next run replaces the dates as usual; the dead run's files stay unreferenced (VACUUM's)
+    assert score.main(lake["args"] + window) == 0
+    for day in days:
+        assert list(sorted_scores(spark, out, day)["transaction_id"]) == feature_ids(spark, lake, day)
     assert not written & committed_files(spark, out)
 
 
