@@ -29,7 +29,8 @@ setup(
         "orjson>=3.8,<4",
         # Delta Lake 3.3 is the one built for Spark 3.5; 3.3.2 is the release EMR 7.12 ships.
         "delta-spark==3.3.2",
-        # delta-rs: the stream's driver-side batches committed to a local Delta table without a Spark job.
+        # delta-rs: commits files written outside Spark's writer (the score job's Python workers, the
+        # stream's driver-side batches) to a local Delta table in one transaction.
         "deltalake>=1.0,<2",
     ],
     extras_require={

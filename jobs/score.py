@@ -10,16 +10,23 @@ elsewhere: each detector explains the rows it flags itself (scoring.rcf_attribut
 "all" adds the RCF's shares to every flagged row).
 
 Reading (scoring.reader): auto (default) lets the Python workers read the feature files of a
-local Parquet table themselves (pyarrow, faster: README "Performance"), and Spark read anything
-else (S3, Delta); arrow insists on the former, spark always reads through Spark.
+local table themselves (pyarrow, faster: README "Benchmarks"; a Delta table's files of its
+current snapshot, unless it has deletion vectors or column mapping), and Spark read anything else
+(S3); arrow insists on the former, spark always reads through Spark.
 Writing (scoring.writer): auto (default): where the Python workers read the features and the
-scores table is local Parquet, they write its files too (pyarrow) and the driver swaps the
-partitions in; spark: Spark writes them. Every combination writes the same rows.
+scores table is a local Delta table, they write its files too (pyarrow) and the driver commits
+them (delta-rs); spark: Spark writes them. Every combination writes the same rows.
 
-Idempotent: re-running a date replaces that date's partition (dynamic partition overwrite: the
-new files are written to a staging folder and swapped in when every task has written its own,
-so a crash mid-write leaves the previous partition as it was; replaceWhere when storage.format
-is delta).
+Idempotent and atomic: a run replaces the partitions of the dates it scores in one Delta
+transaction (``replaceWhere``, or the delta-rs commit of the Python workers' files), so re-running
+a date leaves the same rows in a new table version, readers see a date's old rows or its new
+ones, and a run that dies before its commit leaves the previous version as it was. Two runs at
+once commit one after the other: a commit that loses the race is made again (a few times,
+backing off; then the job fails naming the conflict). On S3 that needs Delta's DynamoDB log store
+(README "Nightly scoring"), so there the job holds the table's lock object while it writes
+(``<table>/_writer.lock``, created with S3's conditional put, runtime/locks.py): a second run
+on the same table fails at once, before writing, naming the holder. With storage.format
+parquet, Spark's dynamic partition overwrite replaces the dates (not atomic on S3).
 
 Dates with no feature rows: when a date asked for (--date, or any date of --from..--to) has no
 rows in the feature table, the job names the empty dates, writes nothing (no folder, no file, no
@@ -35,6 +42,8 @@ if __package__ in (None, ""):
 
 from features.datasets import dataset as dataset_named
 from jobs.common import job_main, parse_date
+from runtime.aws import client as aws_client
+from runtime.locks import writer_lock
 from runtime.spark import build_session
 
 
@@ -59,13 +68,15 @@ def run(args, config):
                  last=parse_date(args.to_date, "--to"), last_days=args.last_days)
     spark = build_session(config)
     window = read_window(spark, args.input or config.path("features"), fmt, allow_empty=args.allow_empty, **asked)
-    if config["models"]["backend"] == "sagemaker":
-        from sagemaker_backend.stage import score_on_sagemaker
+    # one writer per table on S3 (runtime/locks.py); nothing to hold for a local table
+    with writer_lock(output, lambda: aws_client("s3", config["aws"]), job="score"):
+        if config["models"]["backend"] == "sagemaker":
+            from sagemaker_backend.stage import score_on_sagemaker
 
-        return score_on_sagemaker(spark, config, features_df=window.features_df, output=output, first=window.first,
-                                  last=window.last, models_root=models_root)
-    return score_nightly(spark, dataset, window=window, output=output, fmt=fmt, models_root=models_root,
-                         scoring=config["scoring"])
+            return score_on_sagemaker(spark, config, features_df=window.features_df, output=output,
+                                      first=window.first, last=window.last, models_root=models_root)
+        return score_nightly(spark, dataset, window=window, output=output, fmt=fmt, models_root=models_root,
+                             scoring=config["scoring"])
 
 
 main = job_main("score", __doc__, run, options, input_help="the feature table (default paths.features)",

@@ -1,6 +1,7 @@
 """Reading and writing tables on local paths or s3a:// URIs (Parquet, Delta, CSV, JSON lines)."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from typing import Mapping, Sequence
 from urllib.parse import unquote
@@ -143,17 +144,28 @@ def write_table(df: DataFrame, path: str, fmt: str = "parquet", *, partition_by:
         writer = writer.partitionBy(*partition_by)
         if fmt == "delta" and mode == "overwrite":
             writer = writer.option("partitionOverwriteMode", "dynamic")
-    if not (partition_by and open_files > 0):
+    with unsorted_writes(df, open_files if partition_by else 0):
         writer.save(path)
+
+
+@contextlib.contextmanager
+def unsorted_writes(df: DataFrame, open_files: int):
+    """While in it, partitioned writes of ``df``'s session do not sort their rows by partition
+    first when ``open_files`` > 0 (:func:`write_table`'s ``open_files``); the session's settings
+    are put back after.
+    """
+    if open_files <= 0:
+        yield
         return
     conf = df.sparkSession.conf
-    # Spark >= 3.4 plans a sort by the partition columns into every partitioned write; without
-    # it, FileFormatWriter uses up to maxConcurrentOutputFileWriters open files instead.
+    # Spark >= 3.4 plans a sort by the partition columns into every partitioned write (and Delta's
+    # writer sorts likewise); without it, FileFormatWriter uses up to
+    # maxConcurrentOutputFileWriters open files instead.
     saved = {key: conf.get(key, None) for key in (_PLANNED_WRITE, _OPEN_FILES)}
     conf.set(_PLANNED_WRITE, "false")
     conf.set(_OPEN_FILES, str(int(open_files)))
     try:
-        writer.save(path)
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
@@ -177,146 +189,170 @@ def local_table_path(spark: SparkSession, path: str) -> str | None:
     return str(uri.getPath()) if uri.getScheme() == "file" else None
 
 
-STAGING_PREFIX = "_scoring-"  # staging folders of files written outside Spark; readers skip "_" names
-STALE_STAGING_SECONDS = 6 * 3600  # a staging folder this old belongs to a run that died
+# Delta's commit conflicts (io.delta.exceptions.*): another writer committed first; a
+# replaceWhere is safe to run again on the new snapshot (ProtocolChanged: two writers creating
+# one table)
+DELTA_CONFLICTS = ("ConcurrentAppendException", "ConcurrentDeleteReadException", "ConcurrentDeleteDeleteException",
+                   "ConcurrentWriteException", "MetadataChangedException", "ProtocolChangedException",
+                   "DeltaConcurrentModificationException")
+COMMIT_RETRIES = 4  # commits retried after a conflict with a concurrent writer, backing off 1, 2, 4, 8 s
 
 
-def replace_partitions(root: str, column: str, staged: dict[str, list[str]], staging: str) -> None:
-    """Make the files ``staged[value]`` the whole ``column=value`` partition of the local table
-    at ``root`` (a plain path), for each value; the table's other partitions stay as they are:
-    the dynamic partition overwrite Spark's writer does, for files written outside Spark
-    (scoring/files.py ``write_scored_files``).
-
-    ``staging`` is a folder directly inside ``root`` named ``_scoring-...`` (Spark and pyarrow
-    skip it when they read the table) that holds the staged files; it is removed at the end.
-    Each partition is swapped in with one atomic exchange of two folders (Linux
-    ``renameat2(RENAME_EXCHANGE)``; elsewhere two renames, with a moment where the partition is
-    missing), so a reader sees a partition's old files or all its new ones. A failure undoes
-    the swaps already made, so the table is as it was; if even that fails, the staging folder
-    stays with the previous partitions in it (the error names it) and :func:`sweep_staging`
-    puts back, on the next run, a partition left missing between two renames. A driver killed
-    between the swaps of two dates leaves each date whole, some old and some new, as Spark's
-    own commit does: score the window again.
+def delta_conflict(exc: BaseException) -> str | None:
+    """The name of the Delta commit conflict ``exc`` is (Spark's ``io.delta.exceptions``, delta-rs's
+    CommitFailedError), or None for any other error.
     """
-    import os
-    import shutil
-
-    if os.path.dirname(os.path.normpath(staging)) != os.path.normpath(root) or \
-            not os.path.basename(staging).startswith(STAGING_PREFIX):
-        raise StorageError(f"staging folder {staging} must be a '{STAGING_PREFIX}...' folder directly inside {root}")
-    done: list[tuple[str, str | None, str]] = []  # (partition, where its previous folder is, staged folder)
-    keep = False
-    try:
-        ready = {}
-        for value, files in staged.items():
-            folder = os.path.join(staging, "commit", partition_folder(column, value))
-            os.makedirs(folder, exist_ok=True)
-            for path in files:
-                os.rename(path, os.path.join(folder, os.path.basename(path)))
-            ready[value] = folder
-        os.makedirs(os.path.join(staging, "old"), exist_ok=True)
-        try:
-            for value, folder in ready.items():
-                final = os.path.join(root, partition_folder(column, value))
-                previous = _swap_in(folder, final, os.path.join(staging, "old", partition_folder(column, value)))
-                done.append((final, previous, folder))
-        except BaseException:
-            keep = not _undo(done)
-            raise
-        with open(os.path.join(root, "_SUCCESS"), "w"):
-            pass
-    except OSError as exc:
-        kept = f"; the previous partitions are kept in {staging}" if keep else ""
-        raise StorageError(f"cannot swap the new partitions into {root}: {exc}{kept}") from exc
-    finally:
-        if not keep:
-            shutil.rmtree(staging, ignore_errors=True)
+    if type(exc).__name__ == "CommitFailedError":
+        return "CommitFailedError"
+    text = f"{type(exc).__name__}: {exc}"
+    return next((name for name in DELTA_CONFLICTS if name in text), None)
 
 
-def _swap_in(new: str, final: str, old: str) -> str | None:
-    """Make the folder ``new`` the folder ``final``; returns where the previous ``final`` is now
-    (``new`` after an atomic exchange, else ``old``), or None when there was none.
+def replace_where(df: DataFrame, path: str, where: str, *, partition_by: Sequence[str] = (), open_files: int = 0,
+                  retries: int = COMMIT_RETRIES, notify=None) -> None:
+    """Replace the rows of the Delta table ``path`` that match ``where`` (SQL) by ``df``'s, in one
+    Delta transaction (``replaceWhere``): readers see the old rows or the new ones, never a mix,
+    and a write that dies before its commit leaves the table as it was.
+
+    A commit that loses a race with a concurrent writer (Delta's ConcurrentAppendException and
+    its kin) is run again on the new snapshot, up to ``retries`` times (backing off 1, 2, 4, ...
+    s; ``notify``, a function of one line, hears of each), then the conflict is raised: replacing
+    the same rows again is safe, and so the two runs commit one after the other. Running again
+    recomputes ``df``. Local tables commit with an atomic put-if-absent; on S3 only with the
+    DynamoDB log store (README "Nightly scoring"). ``open_files``: as :func:`write_table`'s.
     """
-    import os
-
-    if not os.path.exists(final):
-        os.rename(new, final)
-        return None
-    if _exchange(new, final):
-        return new
-    os.rename(final, old)
-    try:
-        os.rename(new, final)
-    except OSError:
-        os.rename(old, final)
-        raise
-    return old
-
-
-def _undo(done: list[tuple[str, str | None, str]]) -> bool:
-    """Put back the previous partitions of ``done`` swaps, newest first; False if one could not be."""
-    import os
-
-    ok = True
-    for final, previous, new in reversed(done):
-        try:
-            if previous is None:
-                os.rename(final, new)  # the partition did not exist before: take it out again
-            elif not _exchange(previous, final):
-                os.rename(final, new)
-                os.rename(previous, final)
-        except OSError:
-            ok = False
-    return ok
-
-
-def _exchange(a: str, b: str) -> bool:
-    """Swap two existing paths atomically (Linux ``renameat2`` with ``RENAME_EXCHANGE``); False
-    where the C library, kernel or file system does not offer it.
-    """
-    import ctypes
-    import errno
-    import os
-
-    try:
-        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):
-        return False
-    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    at_cwd, rename_exchange = -100, 2
-    if renameat2(at_cwd, os.fsencode(a), at_cwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    code = ctypes.get_errno()
-    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
-        return False
-    raise OSError(code, os.strerror(code), b)
-
-
-def sweep_staging(root: str, column: str, max_age_s: float = STALE_STAGING_SECONDS) -> list[str]:
-    """Clean up after runs that died mid-write on the local table at ``root``: a partition folder
-    missing from ``root`` whose previous files sit in some ``_scoring-*/old`` is put back, and
-    staging folders older than ``max_age_s`` are removed. Returns what it did, one line each.
-    """
-    import os
-    import shutil
     import time
 
-    done: list[str] = []
-    if not os.path.isdir(root):
-        return done
-    for name in sorted(os.listdir(root)):
-        staging = os.path.join(root, name)
-        if not name.startswith(STAGING_PREFIX) or not os.path.isdir(staging):
-            continue
-        old = os.path.join(staging, "old")
-        for folder in sorted(os.listdir(old)) if os.path.isdir(old) else []:
-            if folder.startswith(f"{column}=") and not os.path.exists(os.path.join(root, folder)):
-                os.rename(os.path.join(old, folder), os.path.join(root, folder))
-                done.append(f"put back {folder} from {staging}")
-        if time.time() - os.path.getmtime(staging) > max_age_s:
-            shutil.rmtree(staging, ignore_errors=True)
-            done.append(f"removed {staging}, left by a run that did not finish")
-    return done
+    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", where)
+    if partition_by:
+        writer = writer.partitionBy(*partition_by)
+    for attempt in range(retries + 1):
+        try:
+            with unsorted_writes(df, open_files if partition_by else 0):
+                writer.save(path)
+            return
+        except Exception as exc:
+            conflict = delta_conflict(exc)
+            if conflict is None or attempt == retries:
+                raise
+            if notify is not None:
+                notify(f"{path}: {conflict} (a concurrent writer committed first); writing again "
+                       f"({attempt + 1} of {retries})")
+            time.sleep(2 ** attempt)
+
+
+def delta_layout_problem(spark: SparkSession, path: str) -> str | None:
+    """Why the Parquet files of the Delta table ``path`` do not hold its rows as they are, or
+    None when they do: deletion vectors (rows deleted without rewriting a file) and column
+    mapping (physical column names that are not the table's) are table features a plain Parquet
+    reader must not read past.
+    """
+    try:
+        detail = spark.sql(f"DESCRIBE DETAIL delta.`{path}`").first()
+    except AnalysisException as exc:
+        return f"cannot describe {path}: {first_line(exc)}"
+    features = set(detail["tableFeatures"] or []) if "tableFeatures" in detail else set()
+    properties = detail["properties"] or {}
+    if "deletionVectors" in features or str(properties.get("delta.enableDeletionVectors", "")).lower() == "true":
+        return f"{path} has deletion vectors"
+    if "columnMapping" in features or properties.get("delta.columnMapping.mode", "none") != "none":
+        return f"{path} uses column mapping"
+    return None
+
+
+def delta_writable(path: str, column: str) -> str | None:
+    """Why files written outside Spark cannot be committed to the local Delta table ``path``
+    partitioned by ``column`` with :func:`commit_partitions`, or None when they can (a table
+    that does not exist yet is created).
+    """
+    from deltalake import DeltaTable
+
+    if not DeltaTable.is_deltatable(path):
+        return None
+    table = DeltaTable(path)
+    partitions = table.metadata().partition_columns
+    if list(partitions) != [column]:
+        return f"{path} is partitioned by {', '.join(partitions) or 'nothing'}, not {column}"
+    protocol = table.protocol()
+    if protocol.min_reader_version > 1 or protocol.min_writer_version > 2:
+        return (f"{path} needs Delta reader {protocol.min_reader_version} / writer {protocol.min_writer_version} "
+                "(table features)")
+    return None
+
+
+def commit_partitions(path: str, column: str, values: Sequence[str], files: Sequence[tuple[str, str, int, int]],
+                      schema, *, retries: int = COMMIT_RETRIES, notify=None) -> None:
+    """Make ``files`` the whole of the partitions ``values`` of ``column`` in the local Delta
+    table ``path``, in one Delta transaction (delta-rs): the ``replaceWhere`` of Spark's writer,
+    for Parquet files written outside Spark (scoring/files.py ``write_scored_files``). The
+    table's other partitions stay as they are; a table that does not exist yet is created
+    (partitioned by ``column``, with the pyarrow ``schema``, which names every column).
+
+    ``files``: ``(path relative to the table, value of column, bytes, rows)``, already written
+    under the table's folder, where readers do not see them: a Delta reader reads the files the
+    log names. Until this commit nothing changed for readers; a run that dies before it leaves
+    the previous version as it was (its files stay unreferenced until VACUUM removes them).
+    Readers then see the old partitions or all the new ones, never a mix. A commit that loses a
+    race with a concurrent writer is made again on the new snapshot, up to ``retries`` times
+    (the files stay valid: they replace the same partitions), then :class:`StorageError`.
+    """
+    import json
+    import os
+    import time
+
+    from deltalake import DeltaTable, Schema
+    from deltalake.exceptions import CommitFailedError, DeltaError
+    from deltalake.transaction import AddAction, create_table_with_add_actions
+
+    adds = []
+    for relative, value, size, rows in files:
+        modified = int(os.path.getmtime(os.path.join(path, relative)) * 1000)
+        adds.append(AddAction(relative, int(size), {column: str(value)}, modified, True,
+                              json.dumps({"numRecords": int(rows)})))
+    ours = Schema.from_arrow(schema)
+    for attempt in range(retries + 1):
+        creating = not DeltaTable.is_deltatable(path)
+        try:
+            if creating:
+                create_table_with_add_actions(path, ours, adds, mode="error", partition_by=[column])
+                return
+            table = DeltaTable(path)
+            problem = delta_writable(path, column) or _schema_difference(table.schema(), ours)
+            if problem:
+                raise StorageError(f"cannot commit the new files to {path}: {problem}")
+            table.create_write_transaction(adds, mode="overwrite", schema=table.schema(), partition_by=[column],
+                                           partition_filters=[(column, "in", [str(v) for v in values])])
+            return
+        except DeltaError as exc:
+            # lost to a concurrent commit of the same version (creating a table that another
+            # writer has just created fails likewise): commit again on the new snapshot
+            lost = isinstance(exc, CommitFailedError) or (creating and DeltaTable.is_deltatable(path))
+            if not lost or attempt == retries:
+                raise StorageError(f"cannot commit the new files to {path}: {first_line(exc)}") from exc
+            if notify is not None:
+                notify(f"{path}: a concurrent writer committed first ({first_line(exc)}); committing again "
+                       f"({attempt + 1} of {retries})")
+            time.sleep(2 ** attempt)
+
+
+def _schema_difference(table_schema, ours) -> str | None:
+    """What differs between two Delta schemas (names and types; nullability aside), or None."""
+    import json
+
+    def fields(schema):
+        def plain(kind):
+            if isinstance(kind, dict):
+                return {k: plain(v) for k, v in kind.items() if k not in ("containsNull", "valueContainsNull",
+                                                                          "nullable", "metadata")}
+            return [plain(v) for v in kind] if isinstance(kind, list) else kind
+        return {f["name"]: plain(f["type"]) for f in json.loads(schema.to_json())["fields"]}
+
+    have, want = fields(table_schema), fields(ours)
+    if have == want:
+        return None
+    changed = [name for name in {**have, **want} if have.get(name) != want.get(name)]
+    return (f"its columns differ from the scores' in {', '.join(changed)} "
+            f"(table: {[f'{n} {have.get(n)}' for n in changed]}; new: {[f'{n} {want.get(n)}' for n in changed]})")
 
 
 _PLAIN_VALUE = r"[0-9A-Za-z_.+-]+"

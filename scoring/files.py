@@ -1,10 +1,11 @@
-"""The files adapter: the Python workers read a local Parquet feature table's files (and may
+"""The files adapter: the Python workers read a local feature table's Parquet files (and may
 write the scores table's files) themselves; the JVM only hands out file names.
 
-:func:`score_parquet_files` is the nightly job's faster way for a local Parquet feature table:
-Spark hands the table's files to the Python workers, which read them with pyarrow and score them
-with the scoring core (scoring/plan.py ``score_batch``); Spark writes what they return.
-:func:`write_scored_files` also leaves the writing to them.
+:func:`score_parquet_files` is the nightly job's faster way for a local feature table (Parquet,
+or the files of a Delta table's snapshot): Spark hands the table's files to the Python workers,
+which read them with pyarrow and score them with the scoring core (scoring/plan.py
+``score_batch``); Spark writes what they return. :func:`write_scored_files` also leaves the
+writing to them and commits their files to a Delta table in one transaction.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def score_parquet_files(spark, files: Sequence[tuple[str, str]], champions: Cham
     the columns the models and ``keep`` need with pyarrow, in batches of ``batch_rows``, scores
     them with the scoring core (scoring/plan.py ``score_batch``) and hands the kept columns and
     the scores to Spark, which writes them. The JVM never builds a row of the ~90 feature columns,
-    which makes this the faster path (README "Performance"). The result has
+    which makes this the faster path (README "Benchmarks"). The result has
     scoring/spark.py ``score_events``'s columns in its order, and the same values (a test holds
     the two paths to each other). :func:`write_scored_files` also leaves the writing to them.
     """
@@ -45,33 +46,39 @@ def score_parquet_files(spark, files: Sequence[tuple[str, str]], champions: Cham
 
 def write_scored_files(spark, files: Sequence[tuple[str, str]], champions: Champions, table: str, *,
                        table_schema: T.StructType, keep: Sequence[str], columns: Sequence[str],
-                       plain_columns: Sequence[str] = (), partition_col: str = "date", risk_method: str = "max",
-                       anomaly_risk: float = 0.5, reasons: int = 3, rcf_attribution: str = "flagged",
-                       batch_rows: int = 65_536, notify=None) -> dict[str, tuple[int, int]]:
+                       plain_columns: Sequence[str] = (), partition_col: str = "date",
+                       values: Optional[Sequence[str]] = None, risk_method: str = "max", anomaly_risk: float = 0.5,
+                       reasons: int = 3, rcf_attribution: str = "flagged", batch_rows: int = 65_536,
+                       notify=None) -> dict[str, tuple[int, int]]:
     """:func:`score_parquet_files`, and the Python workers write the scores too: into the local
-    Parquet table ``table``, partitioned by ``partition_col``; returns ``{value: (rows, anomalies)}``.
-    First it cleans up after runs that died mid-write (runtime/storage.py ``sweep_staging``),
-    telling ``notify`` (a function of one line) what it did.
+    Delta table ``table``, partitioned by ``partition_col``, replacing its partitions ``values``
+    (default: those written) in one Delta transaction; returns ``{value: (rows, anomalies)}``.
 
     Each task writes its rows of a partition value to one Parquet file (pyarrow; the codec of
-    ``spark.sql.parquet.compression.codec``, dictionary encoding but for ``plain_columns``)
-    under a staging folder in ``table``; when every task has succeeded, the driver swaps the
-    written partitions in (runtime/storage.py ``replace_partitions``): the dynamic partition
-    overwrite of Spark's writer, and a failed run leaves the table as it was. ``columns``: the
+    ``spark.sql.parquet.compression.codec``, dictionary encoding but for ``plain_columns``) in
+    the table's own ``partition_col=value`` folder, where no reader sees it yet (Delta readers
+    read the files the log names). When every task has succeeded, the driver commits the files
+    and the removal of the replaced partitions' files as one Delta transaction (delta-rs;
+    runtime/storage.py ``commit_partitions``): readers see the old partitions or all the new
+    ones. A run that fails before the commit removes the files it wrote; one killed before it
+    leaves them unreferenced (VACUUM removes them) and the table as it was. ``columns``: the
     table's columns in order (``keep`` and the score columns). Spark reads the files as it reads
     its own (the same column types; timestamps as INT64 microseconds in UTC). The JVM then only
     hands out file names: it no longer turns the Arrow rows into its own rows and encodes them
-    again, which was most of its work in the score job (README "Performance").
+    again, which was most of its work in the score job (README "Benchmarks").
     """
-    import shutil
     import uuid
 
-    from runtime.storage import STAGING_PREFIX, local_table_path, replace_partitions, sweep_staging
+    from runtime.storage import commit_partitions, delta_writable, local_table_path
 
     root = local_table_path(spark, table)
     if root is None:
-        raise ScoringError(f"the Python workers write local Parquet tables only, not {table}; "
+        raise ScoringError(f"the Python workers write local Delta tables only, not {table}; "
                            "write the scores through Spark (scoring.writer: spark)")
+    problem = delta_writable(root, partition_col)
+    if problem:
+        raise ScoringError(f"the Python workers cannot write the scores: {problem}; "
+                           "write them through Spark (scoring.writer: spark)")
     codec = arrow_codec(spark)
     if codec is None:
         raise ScoringError("spark.sql.parquet.compression.codec "
@@ -83,28 +90,47 @@ def write_scored_files(spark, files: Sequence[tuple[str, str]], champions: Champ
     missing = [c for c in columns if c not in (*scorer.kept, *SCORE_COLUMNS)]
     if missing:
         raise ScoringError(f"cannot write column(s) {', '.join(missing)}: neither kept nor a score")
-    for line in sweep_staging(root, partition_col):
-        if notify is not None:
-            notify(line)
     job = uuid.uuid4().hex
-    staging = os.path.join(root, f"{STAGING_PREFIX}{job}")
-    os.makedirs(staging)
-    writer = ScoresWriter(scorer, staging, job, [c for c in columns if c != partition_col],
+    writer = ScoresWriter(scorer, root, job, [c for c in columns if c != partition_col],
                           champions.versions, plain_columns, codec)
     try:
         written = _listing(spark, files).mapInArrow(
-            writer, "value string, path string, rows long, anomalies long").collect()
+            writer, "value string, path string, bytes long, rows long, anomalies long").collect()
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_files_of(root, partition_col, job)
         raise
-    staged: dict[str, list[str]] = {}
     counts: dict[str, tuple[int, int]] = {}
     for row in written:
-        staged.setdefault(row["value"], []).append(row["path"])
         rows, anomalies = counts.get(row["value"], (0, 0))
         counts[row["value"]] = (rows + row["rows"], anomalies + row["anomalies"])
-    replace_partitions(root, partition_col, staged, staging)
+    # a StorageError here (a commit that kept losing to concurrent runs) fails the job (exit 1)
+    commit_partitions(root, partition_col, list(values) if values is not None else sorted(counts),
+                      [(row["path"], row["value"], row["bytes"], row["rows"]) for row in written],
+                      _arrow_schema(table_schema, columns), notify=notify)
     return counts
+
+
+def _arrow_schema(table_schema: T.StructType, columns: Sequence[str]):
+    """The scores table's pyarrow schema: ``columns`` in order, the kept ones typed as in the
+    feature table ``table_schema``, the scores as scoring/spark.py makes them.
+    """
+    import pyarrow as pa
+    from pyspark.sql.pandas.types import to_arrow_type
+
+    types = {f.name: f.dataType for f in [*table_schema.fields, *OUT_FIELDS]}
+    types.update(rcf_version=T.StringType(), logistic_version=T.StringType())
+    return pa.schema([pa.field(c, to_arrow_type(types[c])) for c in columns])
+
+
+def _remove_files_of(root: str, partition_col: str, job: str) -> None:
+    """Remove the files run ``job`` wrote into the table at ``root`` (none is in its log yet)."""
+    import glob
+
+    for path in glob.glob(os.path.join(glob.escape(root), f"{partition_col}=*", f"part-*-{job}-*")):
+        try:
+            os.remove(path)
+        except OSError:
+            pass  # unreferenced either way: VACUUM removes it
 
 
 # spark.sql.parquet.compression.codec -> (pyarrow's name, Spark's file name extension)
@@ -208,16 +234,17 @@ class ParquetScorer:
 
 class ScoresWriter:
     """The Python step of :func:`write_scored_files`: ``(path, partition value)`` rows in, the
-    scores written to Parquet files under ``staging/task-<attempt>/``, one row per file out:
-    ``(value, path, rows, anomalies)``. Only the files of the attempts that succeed reach the
-    driver, so a retried or killed attempt's files are never swapped in. Rows are written in
-    row groups of ``row_group_rows`` (Spark's are as large: one or two per file here).
+    scores written to Parquet files in the table's partition folders under ``root``, one row per
+    file out: ``(value, path relative to root, bytes, rows, anomalies)``. A file's name holds the
+    run (``job``) and the task attempt, so a retried attempt never writes over another's, and
+    only the files of the attempts that succeed reach the driver and the commit. Rows are
+    written in row groups of ``row_group_rows`` (Spark's are as large: one or two per file here).
     """
 
-    def __init__(self, scorer: ParquetScorer, staging: str, job: str, columns: Sequence[str],
+    def __init__(self, scorer: ParquetScorer, root: str, job: str, columns: Sequence[str],
                  versions: tuple[Optional[str], Optional[str]], plain_columns: Sequence[str], codec: tuple[str, str],
                  row_group_rows: int = 1 << 20):
-        self.scorer, self.staging, self.job, self.columns = scorer, staging, job, list(columns)
+        self.scorer, self.root, self.job, self.columns = scorer, root, job, list(columns)
         self.versions, self.plain, self.codec = versions, set(plain_columns), codec
         self.row_group_rows = int(row_group_rows)
 
@@ -241,27 +268,23 @@ class ScoresWriter:
                         files[value] = stack.enter_context(self.open(attempt, part, len(files), value, batch.schema))
                     files[value].add(batch, pc.sum(batch.column("is_anomaly")).as_py() or 0)
         yield pa.RecordBatch.from_arrays(
-            [pa.array(list(files), pa.string()), pa.array([f.path for f in files.values()], pa.string()),
+            [pa.array(list(files), pa.string()),
+             pa.array([os.path.relpath(f.path, self.root) for f in files.values()], pa.string()),
+             pa.array([os.path.getsize(f.path) for f in files.values()], pa.int64()),
              pa.array([f.rows for f in files.values()], pa.int64()),
              pa.array([f.anomalies for f in files.values()], pa.int64())],
-            names=["value", "path", "rows", "anomalies"])
+            names=["value", "path", "bytes", "rows", "anomalies"])
 
     def open(self, attempt: int, part: int, n: int, value: str, schema) -> "_PartFile":
-        """The file of this task's rows of partition ``value``. Its folders are made one at a
-        time under the staging folder, so a task still running after its run failed (and the
-        driver removed the staging folder) fails instead of making it again.
-        """
+        """The file of this task's rows of partition ``value``, in the table's folder of that value."""
         import pyarrow as pa
 
         from runtime.storage import partition_folder
 
-        task = os.path.join(self.staging, f"task-{attempt}")
-        if not os.path.isdir(task):
-            os.mkdir(task)
-        folder = os.path.join(task, partition_folder(self.scorer.partition_col, value))
-        os.mkdir(folder)
+        folder = os.path.join(self.root, partition_folder(self.scorer.partition_col, value))
+        os.makedirs(folder, exist_ok=True)
         compression, extension = self.codec
-        name = os.path.join(folder, f"part-{part:05d}-{self.job}.c{n:03d}{extension}.parquet")
+        name = os.path.join(folder, f"part-{part:05d}-{self.job}-{attempt}.c{n:03d}{extension}.parquet")
         # Parquet names a list's values <column>.list.element; dictionary encoding is chosen per leaf
         dictionary = [f"{f.name}.list.element" if pa.types.is_list(f.type) else f.name
                       for f in schema if f.name not in self.plain]

@@ -1,11 +1,14 @@
 """The nightly run: score a window of dates of the feature table into the scores table.
 
-Reading (scoring.reader): auto lets the Python workers read the feature files of a local
-Parquet table themselves (pyarrow), and Spark read anything else (S3, Delta); arrow insists on
-the former, spark always reads through Spark. Writing (scoring.writer): auto: where the Python
-workers read the features and the scores table is local Parquet, they write its files too
-(pyarrow) and the driver swaps the partitions in; spark: Spark writes them. Every combination
-writes the same rows.
+Reading (scoring.reader): auto lets the Python workers read the feature files of a local table
+themselves (pyarrow: a Parquet table's files, or the files of a Delta table's current snapshot
+when no deletion vectors or column mapping stand between its files and its rows), and Spark read
+anything else (S3, such Delta tables); arrow insists on the former, spark always reads through
+Spark. Writing (scoring.writer): auto: where the Python workers read the features and the scores
+table is a local Delta table, they write its files too (pyarrow) and the driver commits them in
+one Delta transaction (delta-rs); spark: Spark writes them (Delta: ``replaceWhere``; Parquet:
+dynamic partition overwrite). Every combination writes the same rows. One run is one Delta
+transaction whichever writes it, retried when a concurrent run committed first.
 
 A date asked for with no feature rows stops the run before anything is written (NothingToDo,
 naming the empty dates); with ``allow_empty`` a range goes on with the dates that have rows.
@@ -21,8 +24,9 @@ from pyspark.sql import DataFrame, SparkSession
 from features.datasets import Dataset
 from runtime.errors import InputError
 from runtime.progress import RunSummary, log, step
-from runtime.storage import (StorageError, between_dates, date_runs, dates_with_rows, local_table_path, needs_escaping,
-                             partition_files, read_table, rows_per_date)
+from runtime.storage import (StorageError, between_dates, date_runs, dates_with_rows, delta_layout_problem,
+                             delta_writable, local_table_path, needs_escaping, partition_files, read_table,
+                             rows_per_date)
 from scoring.table import SCORES, kept_columns, output_columns, plain_columns, report_written, write_scores
 
 
@@ -46,36 +50,44 @@ def score_window(dates: Sequence[dt.date], *, date: dt.date | None = None, first
     return dates[-1], dates[-1]
 
 
-def window_files(table, fmt, reader, first, last):
+def window_files(spark, table, source, fmt, reader, first, last):
     """The feature files of ``first..last`` for the Python workers to read, or None to read through
-    Spark (scoring.reader: spark; or auto on a table they cannot read: Delta, not local).
+    Spark (scoring.reader: spark; or auto on a table they cannot read: not local, not partitioned
+    by date, a Delta table with deletion vectors or column mapping). ``table`` is the whole table
+    as Spark reads it: of a Delta table, its files are those of the snapshot Spark reads now.
     """
     if reader == "spark":
         return None
-    files = partition_files(table, "date") if fmt == "parquet" else None
-    if files is None:
+    files = partition_files(table, "date") if fmt in ("parquet", "delta") else None
+    problem = delta_layout_problem(spark, source) if files is not None and fmt == "delta" else None
+    if files is None or problem:
         if reader == "arrow":
-            raise InputError("scoring.reader arrow needs a local Parquet feature table partitioned by date "
-                             f"(storage.format {fmt}); use auto or spark")
+            raise InputError(f"scoring.reader arrow needs a local feature table partitioned by date (storage.format "
+                             f"{fmt}{'; ' + problem if problem else ''}); use auto or spark")
         return None
     return [(path, day) for path, day in files if str(first) <= day <= str(last)]
 
 
 def python_writes(spark, writer, files, fmt, output):
     """Whether the Python workers write the scores files themselves (scoring.writer auto): they
-    read the features (``files``), and the scores table is local Parquet (on the file system
-    Spark qualifies ``output`` to) in a codec pyarrow has, partitioned by plain values.
+    read the features (``files``), and the scores table is a local Delta table (on the file
+    system Spark qualifies ``output`` to; new, or one delta-rs can commit to: partitioned by
+    date, no table features) in a codec pyarrow has, partitioned by plain values.
     """
     from scoring.files import arrow_codec
 
-    return (writer == "auto" and files is not None and fmt == "parquet" and arrow_codec(spark) is not None
-            and not any(needs_escaping(value) for _, value in files) and local_table_path(spark, output) is not None)
+    if not (writer == "auto" and files is not None and fmt == "delta" and arrow_codec(spark) is not None
+            and not any(needs_escaping(value) for _, value in files)):
+        return False
+    root = local_table_path(spark, output)
+    return root is not None and delta_writable(root, "date") is None
 
 
 @dataclass(frozen=True)
 class ScoreWindow:
     """The dates one run scores and the feature rows it reads."""
 
+    source: str                     # where the feature table is
     table: DataFrame                # the whole feature table
     features_df: DataFrame          # its rows of first..last
     first: dt.date
@@ -98,7 +110,8 @@ def read_window(spark: SparkSession, source: str, fmt: str, *, allow_empty: bool
     rows = rows_per_date(table)
     first, last = score_window(list(rows), **window)
     dates, empty = dates_with_rows(rows, first, last, what=f"feature rows in {source}", allow_empty=allow_empty)
-    return ScoreWindow(table, between_dates(table, first, last), first, last, dates, sum(rows[d] for d in dates), empty)
+    return ScoreWindow(source, table, between_dates(table, first, last), first, last, dates,
+                       sum(rows[d] for d in dates), empty)
 
 
 def score_nightly(spark: SparkSession, dataset: Dataset, *, window: ScoreWindow, output: str,
@@ -117,7 +130,7 @@ def score_nightly(spark: SparkSession, dataset: Dataset, *, window: ScoreWindow,
     table, features_df, first, last = window.table, window.features_df, window.first, window.last
     if window.empty:
         log("score", f"no feature rows on {date_runs(window.empty)}: those dates are skipped (--allow-empty)")
-    files_read = window_files(table, fmt, scoring["reader"], first, last)
+    files_read = window_files(spark, table, window.source, fmt, scoring["reader"], first, last)
     log("score", f"{dataset.name} {first}..{last} with rcf {champions.rcf_version}, logistic {champions.logistic_version}"
                  + (f" ({len(files_read)} files read by the Python workers)" if files_read is not None
                     else " (read by Spark)"))
@@ -127,7 +140,8 @@ def score_nightly(spark: SparkSession, dataset: Dataset, *, window: ScoreWindow,
         try:
             with step("score", f"scoring and writing to {output} (written by the Python workers)"):
                 files.write_scored_files(spark, files_read, champions, output, table_schema=table.schema,
-                                         columns=columns, plain_columns=plain_columns(dataset, columns), **options,
+                                         columns=columns, plain_columns=plain_columns(dataset, columns),
+                                         values=[str(d) for d in window.dates], **options,
                                          notify=lambda line: log("score", line))
         except ScoringError as exc:
             raise InputError(str(exc)) from None
@@ -141,7 +155,8 @@ def score_nightly(spark: SparkSession, dataset: Dataset, *, window: ScoreWindow,
             raise InputError(str(exc)) from None
         scored = scored.select(*output_columns(dataset, scored.columns))
         with step("score", f"scoring and writing to {output}"):
-            write_scores(scored, output, fmt, first, last, dataset, dates=window.dates)
+            write_scores(scored, output, fmt, first, last, dataset, dates=window.dates,
+                         notify=lambda line: log("score", line))
     written = report_written(spark, output, fmt, first, last, dates=window.dates)
     return RunSummary("score", dataset=dataset.name, dates=[str(d) for d in window.dates], rows_in=window.rows_in,
                       rows_out=sum(rows for rows, _ in written.values()),

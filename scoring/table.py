@@ -14,7 +14,7 @@ from pyspark.sql import functions as F
 
 from features.datasets import Dataset
 from runtime.progress import log
-from runtime.storage import between_dates, read_table, write_table
+from runtime.storage import between_dates, read_table, replace_where, write_table
 
 SCORES = ["rcf_score", "logistic_score", "risk", "is_anomaly", "rcf_version", "logistic_version", "reasons"]
 CONTEXT = ["amount", "anomaly_type", "fraud_scenario"]
@@ -40,14 +40,21 @@ def plain_columns(dataset: Dataset, columns: Sequence[str]) -> list[str]:
 
 
 def write_scores(scored_df: DataFrame, path: str, fmt: str, first, last, dataset: Dataset,
-                 dates: Sequence | None = None) -> None:
+                 dates: Sequence | None = None, notify=None) -> None:
     """Replace the partitions of ``first..last`` (of ``dates`` only, when given: the dates of the
-    range that have rows) atomically; other dates stay as they are.
+    range that have rows); other dates stay as they are.
+
+    Delta: one transaction (``replaceWhere`` on those dates), so readers see the old rows of
+    those dates or the new ones, and a write that dies before its commit changes nothing; a
+    commit that loses a race with a concurrent run is made again (runtime/storage.py
+    ``replace_where``; ``notify`` hears of it). Parquet: Spark's dynamic partition overwrite,
+    which renames each partition's files into place after the tasks succeed: not atomic on S3,
+    where a rename is a copy and a delete.
     """
     if fmt == "delta":
         where = (f"date IN ({', '.join(repr(str(d)) for d in dates)})" if dates is not None
                  else f"date >= '{first}' AND date <= '{last}'")
-        scored_df.write.format("delta").mode("overwrite").option("replaceWhere", where).partitionBy("date").save(path)
+        replace_where(scored_df, path, where, partition_by=["date"], open_files=OPEN_FILES, notify=notify)
     else:
         # the feature table is partitioned by date, so a task's rows come in one or two dates
         write_table(scored_df, path, fmt, partition_by=["date"], open_files=OPEN_FILES,

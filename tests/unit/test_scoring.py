@@ -224,6 +224,7 @@ def test_reason_ranking_for_many_rows_is_the_row_by_row_ranking():
 
 
 def test_the_python_writers_write_what_spark_scores_in_the_session_codec(spark, events_df, champions, tmp_path):
+    from deltalake import DeltaTable
     from pyspark.sql import functions as F
 
     from scoring.files import write_scored_files
@@ -249,8 +250,9 @@ def test_the_python_writers_write_what_spark_scores_in_the_session_codec(spark, 
         spark.conf.set("spark.sql.parquet.compression.codec", previous)
 
     expected = {r.event_id: r for r in score_events(dated, champions, keep=["event_id", "date"]).collect()}
-    written = spark.read.parquet(str(tmp_path / "scores"))
-    assert written.columns == [c for c in columns if c != "date"] + ["date"]
+    assert DeltaTable(str(tmp_path / "scores")).version() == 0  # created and filled in one commit
+    written = spark.read.format("delta").load(str(tmp_path / "scores"))
+    assert written.columns == columns
     rows = written.collect()
     assert len(rows) == len(expected) == sum(n for n, _ in counts.values())
     assert {str(r.date) for r in rows} == set(counts) == {"2026-01-01", "2026-01-02"}
@@ -268,4 +270,40 @@ def test_the_python_writers_write_what_spark_scores_in_the_session_codec(spark, 
     assert any("DICTIONARY" in e for e in by_name["rcf_version"].encodings)
     assert any("DICTIONARY" in e for e in by_name["reasons.list.element"].encodings)
     assert pq.ParquetFile(one).metadata.num_row_groups == 1  # batches are buffered into row groups
-    assert not list((tmp_path / "other").glob("_scoring-*")) and not (tmp_path / "other" / "date=2026-01-01").exists()
+    assert not (tmp_path / "other").exists()  # refused before anything was written
+
+
+def test_the_python_writers_replace_only_the_dates_asked_and_clean_up_when_they_fail(spark, events_df, champions,
+                                                                                     tmp_path):
+    from deltalake import DeltaTable
+    from pyspark.sql import functions as F
+
+    from scoring.files import write_scored_files
+    from runtime.storage import partition_files
+
+    def features(name, day):
+        events_df.withColumn("date", F.lit(day).cast("date")).write.partitionBy("date").parquet(str(tmp_path / name))
+        table = spark.read.parquet(str(tmp_path / name))
+        return table, partition_files(table, "date")
+
+    scores, columns = str(tmp_path / "scores"), ["event_id", "date", "risk", "is_anomaly", "reasons"]
+    for name, day in (("first", "2026-01-01"), ("second", "2026-01-02"), ("again", "2026-01-02")):
+        table, files = features(name, day)
+        write_scored_files(spark, files, champions, scores, table_schema=table.schema, keep=["event_id", "date"],
+                           columns=columns, values=[day])
+    assert DeltaTable(scores).version() == 2
+    written = spark.read.format("delta").load(scores)
+    n = events_df.count()
+    assert {str(r.date): r["count"] for r in written.groupBy("date").count().collect()} == \
+        {"2026-01-01": n, "2026-01-02": n}  # the date scored twice holds its rows once
+    # a worker that fails (a file with a column missing) leaves the table and no file behind
+    before = sorted((tmp_path / "scores").rglob("*.parquet"))
+    table, _ = features("bad", "2026-01-03")
+    events_df.drop("c").withColumn("date", F.lit("2026-01-03").cast("date")) \
+        .write.mode("append").partitionBy("date").parquet(str(tmp_path / "bad"))
+    files = partition_files(spark.read.parquet(str(tmp_path / "bad")), "date")
+    with pytest.raises(Exception, match="lacks column"):
+        write_scored_files(spark, files, champions, scores, table_schema=table.schema, keep=["event_id", "date"],
+                           columns=columns, values=["2026-01-03"])
+    assert DeltaTable(scores).version() == 2
+    assert sorted((tmp_path / "scores").rglob("*.parquet")) == before

@@ -1,12 +1,12 @@
 """runtime/storage.py: partitioned writes without the planned sort, per-column encodings, file listings,
-the partition swap of files written outside Spark."""
+the Delta commit of files written outside Spark, replaceWhere retries after a conflict."""
 import datetime as dt
 
 import pyarrow.parquet as pq
 import pytest
 from pyspark.sql import functions as F
 
-from runtime.storage import StorageError, partition_files, replace_partitions, write_table
+from runtime.storage import StorageError, partition_files, write_table
 
 
 def rows(spark, days=3, per_day=50):
@@ -47,111 +47,192 @@ def test_partition_files_name_each_file_with_its_partition_value(spark, tmp_path
     assert partition_files(spark.read.parquet(str(flat)), "date") is None
 
 
-def _table(tmp_path, partitions):
-    """A folder table with one file per partition value, holding the value's name."""
+def _schema():
+    import pyarrow as pa
+
+    return pa.schema([("event_id", pa.string()), ("risk", pa.float64()), ("date", pa.date32())])
+
+
+def _write(root, day, ids):
+    """A Parquet file of ``ids`` in the table's folder of ``day``, not committed: (path, day, bytes, rows)."""
+    import os
+    import uuid
+
+    import pyarrow as pa
+
+    relative = f"date={day}/part-{uuid.uuid4().hex}.parquet"
+    os.makedirs(root / f"date={day}", exist_ok=True)
+    pq.write_table(pa.table({"event_id": ids, "risk": [0.5] * len(ids)}), root / relative)
+    return relative, day, (root / relative).stat().st_size, len(ids)
+
+
+def _ids_per_date(path):
+    from deltalake import DeltaTable
+
+    frame = DeltaTable(str(path)).to_pandas()
+    return {str(day): sorted(ids) for day, ids in frame.groupby("date")["event_id"]}
+
+
+def test_commit_partitions_creates_the_table_then_replaces_only_the_partitions_named(spark, tmp_path):
+    from deltalake import DeltaTable
+
+    from runtime.storage import commit_partitions
+
     root = tmp_path / "scores"
-    for value in partitions:
-        (root / f"date={value}").mkdir(parents=True)
-        (root / f"date={value}" / "part-0.parquet").write_text(f"old {value}")
-    return root
+    commit_partitions(str(root), "date", ["2026-01-01", "2026-01-02"],
+                      [_write(root, "2026-01-01", ["a1", "a2"]), _write(root, "2026-01-02", ["b1"])], _schema())
+    leftover = _write(root, "2026-01-02", ["never committed"])  # a dead run's file: no reader sees it
+    assert _ids_per_date(root) == {"2026-01-01": ["a1", "a2"], "2026-01-02": ["b1"]}
+    commit_partitions(str(root), "date", ["2026-01-02", "2026-01-03"],
+                      [_write(root, "2026-01-02", ["c1", "c2"]), _write(root, "2026-01-03", ["d1"])], _schema())
+    assert DeltaTable(str(root)).version() == 1  # one transaction per call
+    expected = {"2026-01-01": ["a1", "a2"], "2026-01-02": ["c1", "c2"], "2026-01-03": ["d1"]}
+    assert _ids_per_date(root) == expected
+    # delta-spark reads what delta-rs committed, the uncommitted file not
+    back = spark.read.format("delta").load(str(root))
+    assert {(str(r.date), r.event_id) for r in back.collect()} == {(d, i) for d, ids in expected.items() for i in ids}
+    assert not any(uri.endswith(leftover[0]) for uri in back.inputFiles())
+    # a date named without files is emptied, as replaceWhere would
+    commit_partitions(str(root), "date", ["2026-01-01"], [], _schema())
+    assert set(_ids_per_date(root)) == {"2026-01-02", "2026-01-03"}
 
 
-def _stage(root, name, files):
-    staging = root / name
-    staged = {}
-    for value, content in files.items():
-        folder = staging / "task-1" / f"date={value}"
-        folder.mkdir(parents=True)
-        (folder / "part-new.parquet").write_text(content)
-        staged[value] = [str(folder / "part-new.parquet")]
-    return staging, staged
+def test_a_commit_that_loses_a_race_is_made_again_on_the_new_snapshot(tmp_path, monkeypatch):
+    from deltalake import DeltaTable
 
-
-def test_replace_partitions_swaps_the_staged_values_and_leaves_the_others(tmp_path):
-    root = _table(tmp_path, ["2026-01-01", "2026-01-02"])
-    staging, staged = _stage(root, "_scoring-1", {"2026-01-02": "new 2", "2026-01-03": "new 3"})
-    replace_partitions(str(root), "date", staged, str(staging))
-    assert (root / "date=2026-01-01" / "part-0.parquet").read_text() == "old 2026-01-01"
-    assert [p.name for p in (root / "date=2026-01-02").iterdir()] == ["part-new.parquet"]
-    assert (root / "date=2026-01-02" / "part-new.parquet").read_text() == "new 2"
-    assert (root / "date=2026-01-03" / "part-new.parquet").read_text() == "new 3"
-    assert (root / "_SUCCESS").exists()
-    assert not staging.exists()
-
-
-def test_replace_partitions_that_fails_before_the_swap_leaves_the_table(tmp_path):
-    root = _table(tmp_path, ["2026-01-01", "2026-01-02"])
-    staging, staged = _stage(root, "_scoring-2", {"2026-01-02": "new 2"})
-    staged["2026-01-01"] = [str(staging / "task-9" / "gone.parquet")]  # a file a task never wrote
-    with pytest.raises(StorageError, match="cannot swap the new partitions"):
-        replace_partitions(str(root), "date", staged, str(staging))
-    for value in ("2026-01-01", "2026-01-02"):
-        assert [p.name for p in (root / f"date={value}").iterdir()] == ["part-0.parquet"]
-    assert not staging.exists()
-
-
-def test_replace_partitions_refuses_a_staging_folder_readers_would_see(tmp_path):
-    root = _table(tmp_path, ["2026-01-01"])
-    staging, staged = _stage(root, "scoring-3", {"2026-01-01": "new"})
-    with pytest.raises(StorageError, match="must be a '_scoring-...' folder directly inside"):
-        replace_partitions(str(root), "date", staged, str(staging))
-    assert (root / "date=2026-01-01" / "part-0.parquet").read_text() == "old 2026-01-01"
-
-
-def test_partition_values_that_need_escaping_are_refused(tmp_path):
-    root = _table(tmp_path, [])
-    staging = root / "_scoring-4"
-    staging.mkdir(parents=True)
-    with pytest.raises(StorageError, match="needs escaping"):
-        replace_partitions(str(root), "site", {"a/b": []}, str(staging))
-
-
-@pytest.mark.parametrize("exchange", [True, False], ids=["atomic-exchange", "two-renames"])
-def test_a_failed_swap_puts_back_every_partition_it_had_swapped(tmp_path, monkeypatch, exchange):
     import runtime.storage as storage
 
-    root = _table(tmp_path, ["2026-01-01", "2026-01-02"])
-    staging, staged = _stage(root, "_scoring-5", {"2026-01-01": "new 1", "2026-01-03": "new 3",
-                                                  "2026-01-02": "new 2"})
-    if not exchange:
-        monkeypatch.setattr(storage, "_exchange", lambda a, b: False)
-    swap, calls = storage._swap_in, []
+    root = tmp_path / "scores"
+    storage.commit_partitions(str(root), "date", ["2026-01-01"], [_write(root, "2026-01-01", ["old"])], _schema())
+    real, raced = DeltaTable.create_write_transaction, []
 
-    def fail_third(new, final, old):
-        calls.append(final)
-        if len(calls) == 3:
-            raise OSError(28, "No space left on device", final)
-        return swap(new, final, old)
+    def add_of(written):
+        import json
 
-    monkeypatch.setattr(storage, "_swap_in", fail_third)
-    with pytest.raises(StorageError, match="No space left on device"):
-        replace_partitions(str(root), "date", staged, str(staging))
-    assert len(calls) == 3
-    assert sorted(p.name for p in root.iterdir()) == ["date=2026-01-01", "date=2026-01-02"]
-    for value in ("2026-01-01", "2026-01-02"):
-        assert (root / f"date={value}" / "part-0.parquet").read_text() == f"old {value}"
-        assert [p.name for p in (root / f"date={value}").iterdir()] == ["part-0.parquet"]
-    assert not staging.exists()
+        from deltalake.transaction import AddAction
+
+        relative, day, size, rows = written
+        return [AddAction(relative, size, {"date": day}, 0, True, json.dumps({"numRecords": rows}))]
+
+    def concurrent_run_first(table, *args, **kwargs):
+        if not raced:  # another run replaces the same date after this one read the table
+            raced.append(True)
+            real(DeltaTable(str(root)), add_of(_write(root, "2026-01-01", ["other"])), mode="overwrite",
+                 schema=table.schema(), partition_by=["date"], partition_filters=[("date", "in", ["2026-01-01"])])
+        return real(table, *args, **kwargs)
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", concurrent_run_first)
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    heard = []
+    storage.commit_partitions(str(root), "date", ["2026-01-01"], [_write(root, "2026-01-01", ["ours"])], _schema(),
+                              notify=heard.append)
+    assert _ids_per_date(root) == {"2026-01-01": ["ours"]}  # the other run's rows replaced, not mixed
+    assert DeltaTable(str(root)).version() == 2
+    assert len(heard) == 1 and "a concurrent writer committed first" in heard[0]
 
 
-def test_sweep_puts_back_a_partition_a_dead_run_left_missing_and_removes_old_staging(tmp_path):
-    import os
+def test_a_commit_that_keeps_losing_fails_naming_the_table(tmp_path, monkeypatch):
+    from deltalake import DeltaTable
+    from deltalake.exceptions import CommitFailedError
 
-    from runtime.storage import sweep_staging
+    import runtime.storage as storage
 
-    root = _table(tmp_path, ["2026-01-01"])
-    dead = root / "_scoring-dead" / "old" / "date=2026-01-02"  # killed between its two renames
-    dead.mkdir(parents=True)
-    (dead / "part-0.parquet").write_text("old 2026-01-02")
-    (root / "_scoring-dead" / "old" / "date=2026-01-01").mkdir()  # its partition is in place: left
-    running = root / "_scoring-running"
-    running.mkdir()
-    os.utime(root / "_scoring-dead", (0, 0))
-    done = sweep_staging(str(root), "date")
-    assert (root / "date=2026-01-02" / "part-0.parquet").read_text() == "old 2026-01-02"
-    assert (root / "date=2026-01-01" / "part-0.parquet").read_text() == "old 2026-01-01"
-    assert not (root / "_scoring-dead").exists() and running.exists()
-    assert len(done) == 2 and "put back date=2026-01-02" in done[0] and "_scoring-dead" in done[1]
+    root = tmp_path / "scores"
+    storage.commit_partitions(str(root), "date", ["2026-01-01"], [_write(root, "2026-01-01", ["old"])], _schema())
+
+    def always_lose(table, *args, **kwargs):
+        raise CommitFailedError("Commit failed: a concurrent transaction deleted data this operation read.")
+
+    monkeypatch.setattr(DeltaTable, "create_write_transaction", always_lose)
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    with pytest.raises(StorageError, match=f"cannot commit the new files to {root}: Commit failed"):
+        storage.commit_partitions(str(root), "date", ["2026-01-01"], [_write(root, "2026-01-01", ["new"])],
+                                  _schema(), retries=2)
+    assert _ids_per_date(root) == {"2026-01-01": ["old"]}
+
+
+def test_commit_partitions_refuses_a_table_of_other_columns_or_partitions(tmp_path):
+    import pyarrow as pa
+
+    from runtime.storage import commit_partitions, delta_writable
+
+    root = tmp_path / "scores"
+    commit_partitions(str(root), "date", ["2026-01-01"], [_write(root, "2026-01-01", ["a"])], _schema())
+    other = pa.schema([("event_id", pa.string()), ("risk", pa.string()), ("date", pa.date32())])
+    with pytest.raises(StorageError, match="columns differ from the scores' in risk"):
+        commit_partitions(str(root), "date", ["2026-01-01"], [_write(root, "2026-01-01", ["b"])], other)
+    assert _ids_per_date(root) == {"2026-01-01": ["a"]}
+    assert "is partitioned by date, not site" in delta_writable(str(root), "site")
+    assert delta_writable(str(tmp_path / "new"), "date") is None  # created on the first commit
+
+
+class _Writer:
+    """A DataFrameWriter stand-in whose saves fail with ``errors`` in turn, then succeed."""
+
+    def __init__(self, errors):
+        self.errors, self.saves, self.options = list(errors), 0, {}
+
+    def format(self, fmt):
+        return self
+
+    def mode(self, mode):
+        return self
+
+    def option(self, key, value):
+        self.options[key] = value
+        return self
+
+    def partitionBy(self, *columns):  # noqa: N802 - Spark's name
+        return self
+
+    def save(self, path):
+        self.saves += 1
+        if self.errors:
+            raise self.errors.pop(0)
+
+
+def test_replace_where_writes_again_after_a_delta_conflict_only(monkeypatch):
+    from types import SimpleNamespace
+
+    from runtime.storage import delta_conflict, replace_where
+
+    monkeypatch.setattr("time.sleep", lambda s: None)
+    conflict = RuntimeError("io.delta.exceptions.ConcurrentAppendException: Files were added to partition "
+                            "[date=2026-01-01] by a concurrent update.")
+    writer = _Writer([conflict, conflict])
+    heard = []
+    replace_where(SimpleNamespace(write=writer), "/lake/scores", "date IN ('2026-01-01')", partition_by=["date"],
+                  notify=heard.append)
+    assert writer.saves == 3 and writer.options == {"replaceWhere": "date IN ('2026-01-01')"}
+    assert len(heard) == 2 and "ConcurrentAppendException" in heard[0]
+    # another error is not retried; a conflict that persists is raised after the retries
+    writer = _Writer([OSError("disk full")])
+    with pytest.raises(OSError, match="disk full"):
+        replace_where(SimpleNamespace(write=writer), "/lake/scores", "date = '2026-01-01'")
+    assert writer.saves == 1
+    writer = _Writer([conflict] * 3)
+    with pytest.raises(RuntimeError, match="ConcurrentAppendException"):
+        replace_where(SimpleNamespace(write=writer), "/lake/scores", "date = '2026-01-01'", retries=2)
+    assert writer.saves == 3
+    assert delta_conflict(OSError("disk full")) is None
+
+
+def test_python_readers_refuse_delta_tables_with_deletion_vectors_or_column_mapping(spark, tmp_path):
+    from runtime.storage import delta_layout_problem
+
+    df = rows(spark, days=2, per_day=5)
+    df.write.format("delta").partitionBy("date").save(str(tmp_path / "plain"))
+    assert delta_layout_problem(spark, str(tmp_path / "plain")) is None
+    files = partition_files(spark.read.format("delta").load(str(tmp_path / "plain")), "date")
+    assert {value for _, value in files} == {"2026-01-01", "2026-01-02"}
+    for name, properties, problem in (
+            ("dv", "'delta.enableDeletionVectors' = 'true'", "has deletion vectors"),
+            ("cm", "'delta.columnMapping.mode' = 'name', 'delta.minReaderVersion' = '2', 'delta.minWriterVersion' = '5'",
+             "uses column mapping")):
+        path = str(tmp_path / name)
+        df.write.format("delta").partitionBy("date").save(path)
+        spark.sql(f"ALTER TABLE delta.`{path}` SET TBLPROPERTIES ({properties})")
+        assert delta_layout_problem(spark, path) == f"{path} {problem}"
 
 
 def test_local_table_path_is_absolute_on_the_local_file_system_only(spark, tmp_path):
