@@ -31,9 +31,10 @@ from features.labels import read_labels, with_eventual_labels
 from ingest.validation import Validated, count_outcome
 from runtime import fs
 from runtime.errors import InputError
-from runtime.delta import is_delta, replace_where, sql_string
+from runtime.delta import is_delta, sql_string
 from runtime.progress import RunSummary, log, step
-from runtime.storage import StorageError, date_runs, dates_with_rows, read_raw, read_table, rows_per_date, write_table
+from runtime.storage import (StorageError, date_runs, dates_with_rows, read_raw, read_table, replace_where,
+                             rows_per_date, write_table)
 
 
 def validation_outcome(validated: Validated, source: str) -> dict[str, int]:

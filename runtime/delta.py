@@ -1,4 +1,5 @@
-"""Delta tables' own operations: versions, time travel, history, MERGE, replaceWhere, OPTIMIZE and VACUUM.
+"""Delta tables' own operations: versions, time travel, history, MERGE, OPTIMIZE and VACUUM
+(replaceWhere, with retries after a conflict, is runtime/storage.replace_where).
 
 Pure I/O through delta-spark's ``DeltaTable`` API, on local paths and ``s3a://`` alike. A
 :class:`Snapshot` names one version of one table (its location, version, commit time and the
@@ -301,17 +302,6 @@ def merge_rows(spark: SparkSession, source_df: DataFrame, path: str, *, keys: Se
     merge.execute()
     return history(spark, path, 1)[-1]
 
-
-def replace_where(df: DataFrame, path: str, condition: str, *, merge_schema: bool = False) -> None:
-    """Replace the rows of the Delta table at ``path`` for which ``condition`` (SQL) holds with
-    ``df``, in one commit (the table is created when missing). Every row of ``df`` must meet
-    ``condition`` (Delta refuses the write otherwise). ``merge_schema``: columns of ``df`` the
-    table lacks are added to it.
-    """
-    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", condition)
-    if merge_schema:
-        writer = writer.option("mergeSchema", "true")
-    writer.save(path)
 
 
 def sql_string(value: str) -> str:

@@ -209,7 +209,7 @@ def delta_conflict(exc: BaseException) -> str | None:
 
 
 def replace_where(df: DataFrame, path: str, where: str, *, partition_by: Sequence[str] = (), open_files: int = 0,
-                  retries: int = COMMIT_RETRIES, notify=None) -> None:
+                  merge_schema: bool = False, retries: int = COMMIT_RETRIES, notify=None) -> None:
     """Replace the rows of the Delta table ``path`` that match ``where`` (SQL) by ``df``'s, in one
     Delta transaction (``replaceWhere``): readers see the old rows or the new ones, never a mix,
     and a write that dies before its commit leaves the table as it was.
@@ -220,10 +220,14 @@ def replace_where(df: DataFrame, path: str, where: str, *, partition_by: Sequenc
     the same rows again is safe, and so the two runs commit one after the other. Running again
     recomputes ``df``. Local tables commit with an atomic put-if-absent; on S3 only with the
     DynamoDB log store (README "Nightly scoring"). ``open_files``: as :func:`write_table`'s.
+    The table is created when missing; every row of ``df`` must match ``where`` (Delta refuses
+    the write otherwise); ``merge_schema``: columns of ``df`` the table lacks are added to it.
     """
     import time
 
     writer = df.write.format("delta").mode("overwrite").option("replaceWhere", where)
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
     if partition_by:
         writer = writer.partitionBy(*partition_by)
     for attempt in range(retries + 1):
