@@ -240,17 +240,10 @@ def test_the_stream_scores_the_landing_files_on_the_s3a_lake(stream):
     assert (stream["rows_in"], stream["rows_out"], stream["extra"]["dead_letters"]) == (STREAM_GOOD + 1, STREAM_GOOD, 1)
 
 
-STREAM_SINK = pytest.mark.xfail(
-    strict=False, reason="issue #16: the stream's sink and dead letters move to Delta (idempotent txnAppId/"
-                         "txnVersion writes) in streaming/, another change; until then they are Parquet")
-
-
-@STREAM_SINK
 def test_the_stream_sink_on_s3a_is_a_delta_table_with_every_event(stream, s3):
     sink = delta_rows(s3, f"stream/{DATASET}")
     assert sink == {"2018-05-01": STREAM_GOOD}
 
 
-@STREAM_SINK
 def test_the_stream_dead_letters_on_s3a_are_a_delta_table(stream, s3):
     assert sum(delta_rows(s3, f"dead_letter/{DATASET}").values()) == 1
