@@ -4,7 +4,6 @@ nothing behind, and with --json the last line of stdout is one JSON object, for 
 Uses the small transactions lake of conftest.py (features of 2018-04-01 .. 2018-04-30).
 """
 import json
-import shutil
 
 import pandas as pd
 import pytest
@@ -30,12 +29,12 @@ def features_of(lake):
 
 
 @pytest.fixture(scope="module")
-def gappy_features(lake, tmp_path_factory):
-    """A copy of the feature table without 2018-04-28: the range 2018-04-27..2018-05-01 then has
-    two empty dates, 2018-04-28 and 2018-05-01, and three with rows."""
+def gappy_features(spark, lake, tmp_path_factory):
+    """A copy of the feature table (a Delta table) without 2018-04-28: the range
+    2018-04-27..2018-05-01 then has two empty dates, 2018-04-28 and 2018-05-01, and three with rows."""
     copy = tmp_path_factory.mktemp("gappy") / "features"
-    shutil.copytree(features_of(lake), copy)
-    shutil.rmtree(copy / "date=2018-04-28")
+    table = spark.read.format("delta").load(str(features_of(lake)))
+    table.where("date != DATE'2018-04-28'").write.format("delta").partitionBy("date").save(str(copy))
     return copy
 
 
