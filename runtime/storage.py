@@ -304,7 +304,7 @@ def commit_partitions(path: str, column: str, values: Sequence[str], files: Sequ
     import os
     import time
 
-    from deltalake import DeltaTable, Schema
+    from deltalake import CommitProperties, DeltaTable, Schema
     from deltalake.exceptions import CommitFailedError, DeltaError
     from deltalake.transaction import AddAction, create_table_with_add_actions
 
@@ -324,8 +324,13 @@ def commit_partitions(path: str, column: str, values: Sequence[str], files: Sequ
             problem = delta_writable(path, column) or _schema_difference(table.schema(), ours)
             if problem:
                 raise StorageError(f"cannot commit the new files to {path}: {problem}")
+            # no rebasing inside delta-rs: its conflict check does not take the partition filter
+            # as what the transaction read, so a concurrent add to a partition that was empty here
+            # would survive our overwrite (two runs' rows side by side). Any concurrent commit
+            # fails this one instead, and the loop computes the removes again on the new snapshot.
             table.create_write_transaction(adds, mode="overwrite", schema=table.schema(), partition_by=[column],
-                                           partition_filters=[(column, "in", [str(v) for v in values])])
+                                           partition_filters=[(column, "in", [str(v) for v in values])],
+                                           commit_properties=CommitProperties(max_commit_retries=0))
             return
         except DeltaError as exc:
             # lost to a concurrent commit of the same version (creating a table that another
@@ -334,8 +339,8 @@ def commit_partitions(path: str, column: str, values: Sequence[str], files: Sequ
             if not lost or attempt == retries:
                 raise StorageError(f"cannot commit the new files to {path}: {first_line(exc)}") from exc
             if notify is not None:
-                notify(f"{path}: a concurrent writer committed first ({first_line(exc)}); committing again "
-                       f"({attempt + 1} of {retries})")
+                notify(f"{path}: a concurrent writer committed first ({type(exc).__name__}); committing again "
+                       f"on its version ({attempt + 1} of {retries})")
             time.sleep(2 ** attempt)
 
 

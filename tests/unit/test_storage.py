@@ -97,13 +97,17 @@ def test_commit_partitions_creates_the_table_then_replaces_only_the_partitions_n
     assert set(_ids_per_date(root)) == {"2026-01-02", "2026-01-03"}
 
 
-def test_a_commit_that_loses_a_race_is_made_again_on_the_new_snapshot(tmp_path, monkeypatch):
+@pytest.mark.parametrize("before", ["2026-01-01", "2026-01-02"], ids=["date-had-rows", "date-was-empty"])
+def test_a_commit_that_loses_a_race_is_made_again_on_the_new_snapshot(tmp_path, monkeypatch, before):
+    """Two runs replace 2026-01-01 at once; the other commits between our read and our commit.
+    When the date had no rows before (the CI failure of 2026-12-07), delta-rs's own rebase let
+    both runs' rows stand side by side."""
     from deltalake import DeltaTable
 
     import runtime.storage as storage
 
     root = tmp_path / "scores"
-    storage.commit_partitions(str(root), "date", ["2026-01-01"], [_write(root, "2026-01-01", ["old"])], _schema())
+    storage.commit_partitions(str(root), "date", [before], [_write(root, before, ["old"])], _schema())
     real, raced = DeltaTable.create_write_transaction, []
 
     def add_of(written):
@@ -126,7 +130,8 @@ def test_a_commit_that_loses_a_race_is_made_again_on_the_new_snapshot(tmp_path, 
     heard = []
     storage.commit_partitions(str(root), "date", ["2026-01-01"], [_write(root, "2026-01-01", ["ours"])], _schema(),
                               notify=heard.append)
-    assert _ids_per_date(root) == {"2026-01-01": ["ours"]}  # the other run's rows replaced, not mixed
+    expected = {"2026-01-01": ["ours"]} if before == "2026-01-01" else {before: ["old"], "2026-01-01": ["ours"]}
+    assert _ids_per_date(root) == expected  # the other run's rows replaced, not mixed
     assert DeltaTable(str(root)).version() == 2
     assert len(heard) == 1 and "a concurrent writer committed first" in heard[0]
 
