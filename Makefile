@@ -46,9 +46,9 @@ BENCH_ROWS ?= 10000000
 
 bench: $(STAMP) ## benchmarks (numbers, not pass/fail; JSON in bench/results/): features vs DuckDB, RCF vs peers, Handbook protocol, scoring, streaming
 	$(PYTHON) bench/bench_features.py --rows $(BENCH_ROWS)
+	$(PYTHON) bench/bench_scoring.py --rows $(BENCH_ROWS)
 	$(PYTHON) bench/bench_rcf.py
 	$(PYTHON) bench/bench_handbook.py
-	$(PYTHON) bench/bench_scoring.py --rows $(BENCH_ROWS)
 	$(PYTHON) bench/bench_stream.py
 
 package: $(STAMP) ## build what spark-submit needs: dist/*.whl for --py-files and the conf files
