@@ -56,6 +56,10 @@ package: $(STAMP) ## build what spark-submit needs: dist/*.whl for --py-files an
 	cp -r conf dist/conf
 	@ls dist
 
+.PHONY: deploy-files
+deploy-files: ## write conf/emr.yaml, deploy/steps/*.json and deploy/iam/*.json from deploy/names.yaml (the one place for AWS names)
+	$(PYTHON) deploy/render.py
+
 clean: ## remove generated data and build output
 	rm -rf lake dist build *.egg-info .make spark-warehouse metastore_db
 

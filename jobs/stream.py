@@ -28,7 +28,8 @@ def options(parser):
                              "ledger (default stream.checkpoint)")
     parser.add_argument("--trigger", metavar="INTERVAL|available-now",
                         help=f"micro-batch interval like '5 seconds', or '{AVAILABLE_NOW}' to process what has "
-                             "arrived and stop (default stream.trigger)")
+                             "arrived and stop (--source landing only: the Kinesis connector does not support it; "
+                             "use an interval with --run-seconds) (default stream.trigger)")
     parser.add_argument("--dead-letter", metavar="PATH",
                         help="where undecodable, invalid, late and duplicate records go, with a reason "
                              "(default stream.dead_letter)")

@@ -36,23 +36,52 @@ def landing_source(spark: SparkSession, path: str, *, max_files_per_trigger: int
             .load(path))
 
 
+def kinesis_endpoint(region: str, endpoint_url: str | None = None) -> str:
+    """The Kinesis endpoint the connector calls: ``endpoint_url`` when one is configured (a local
+    server), else the regional endpoint ``https://kinesis.<region>.amazonaws.com``.
+    """
+    if endpoint_url:
+        return endpoint_url
+    if not region:
+        raise StreamConfigError("the Kinesis source needs aws.region (e.g. us-east-1) to build its endpoint")
+    return f"https://kinesis.{region}.amazonaws.com"
+
+
+def kinesis_options(*, stream_name: str, region: str, endpoint_url: str | None, starting_position: str,
+                    consumer_type: str = "GetRecords", max_fetch_records: int | None = None) -> dict[str, str]:
+    """The ``aws-kinesis`` connector's reader options.
+
+    ``kinesis.endpointUrl`` is always set: the connector requires it (the stream fails at start
+    without it). ``kinesis.kinesisRegion`` (the signing region) is set too, or the connector parses
+    it from the endpoint's host, which gives nonsense for a local endpoint such as 127.0.0.1.
+    """
+    options = {
+        "kinesis.region": region,
+        "kinesis.kinesisRegion": region,
+        "kinesis.endpointUrl": kinesis_endpoint(region, endpoint_url),
+        "kinesis.streamName": stream_name,
+        "kinesis.consumerType": consumer_type,
+        "kinesis.startingPosition": starting_position,
+    }
+    if max_fetch_records:
+        options["kinesis.getRecords.numberOfRecordsPerFetch"] = str(int(max_fetch_records))
+    return options
+
+
 def kinesis_source(spark: SparkSession, *, stream_name: str, region: str, endpoint_url: str | None,
                    starting_position: str, consumer_type: str = "GetRecords",
                    max_fetch_records: int | None = None) -> DataFrame:
-    """The EMR ``aws-kinesis`` connector (in the EMR 7.1+ image; not available elsewhere).
+    """The EMR ``aws-kinesis`` connector (in the EMR 7.1+ image; not available elsewhere), with
+    :func:`kinesis_options`.
 
     Columns: ``data`` (binary), ``streamName``, ``partitionKey``, ``sequenceNumber``,
     ``approximateArrivalTimestamp``.
     """
-    reader = (spark.readStream.format("aws-kinesis")
-              .option("kinesis.region", region)
-              .option("kinesis.streamName", stream_name)
-              .option("kinesis.consumerType", consumer_type)
-              .option("kinesis.startingPosition", starting_position))
-    if endpoint_url:
-        reader = reader.option("kinesis.endpointUrl", endpoint_url)
-    if max_fetch_records:
-        reader = reader.option("kinesis.getRecords.numberOfRecordsPerFetch", str(int(max_fetch_records)))
+    reader = spark.readStream.format("aws-kinesis")
+    for key, value in kinesis_options(stream_name=stream_name, region=region, endpoint_url=endpoint_url,
+                                      starting_position=starting_position, consumer_type=consumer_type,
+                                      max_fetch_records=max_fetch_records).items():
+        reader = reader.option(key, value)
     return reader.load()
 
 
@@ -61,6 +90,20 @@ def check_trigger(trigger: str) -> str:
     if trigger == AVAILABLE_NOW or _INTERVAL.match(trigger or ""):
         return trigger
     raise StreamConfigError(f"trigger must be an interval like '5 seconds' or '{AVAILABLE_NOW}', got {trigger!r}")
+
+
+def check_source_trigger(source: str, trigger: str) -> str:
+    """``trigger`` if ``source`` can run with it: the Kinesis connector does not support
+    ``Trigger.AvailableNow`` (its documentation says so; Spark 3.5 would wrap the source in a
+    fallback that reads past the end it promised), so ``kinesis`` needs a processing-time interval.
+    """
+    check_trigger(trigger)
+    if source == "kinesis" and trigger == AVAILABLE_NOW:
+        raise StreamConfigError(
+            f"--trigger {AVAILABLE_NOW} does not work with --source kinesis: the Kinesis connector does not "
+            "support Trigger.AvailableNow; use a processing-time trigger such as --trigger '30 seconds' "
+            "(with --run-seconds N for a run that must end)")
+    return trigger
 
 
 def write_stream(df: DataFrame, *, checkpoint: str, trigger: str,

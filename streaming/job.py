@@ -17,7 +17,7 @@ from ingest.decode import payloads_from_kinesis, payloads_from_text
 from runtime import fs
 from runtime.errors import InputError
 from runtime.progress import RunSummary, log
-from runtime.sources import StreamConfigError, check_trigger, kinesis_source, landing_source, write_stream
+from runtime.sources import StreamConfigError, check_source_trigger, kinesis_source, landing_source, write_stream
 from streaming.alerts import AlertFields, SentLedger, SnsAlerter
 from streaming.batch import StreamSettings
 from streaming.processor import MicroBatchProcessor
@@ -143,7 +143,7 @@ def run_stream(config: Mapping, options: StreamOptions, *, session: Callable[[],
     fault hook (tests only).
     """
     try:
-        check_trigger(options.trigger)
+        check_source_trigger(options.source, options.trigger)
     except StreamConfigError as exc:
         raise InputError(str(exc)) from None
     if not options.input:

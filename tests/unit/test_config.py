@@ -206,10 +206,10 @@ def test_typed_properties_return_the_merged_values_and_types():
     assert config.summary.date == "2026-01-31"   # an unquoted YAML date reads as the string
     assert config.scoring.reader == config["scoring"]["reader"] == "auto"
     assert config.models.backend == "sagemaker"
-    assert config.models.sagemaker.role_arn == "arn:aws:iam::123456789012:role/zen-anomaly-sagemaker"
-    assert config.stream.kinesis.stream_name == "zen-anomaly-events"
+    assert config.models.sagemaker.role_arn == "arn:aws:iam::123456789012:role/fraud-anomaly-sagemaker-execution"
+    assert config.stream.kinesis.stream_name == "fraud-anomaly-transactions"
     assert config.spark.shuffle_partitions == 400 and config.spark.master is None
-    assert config.storage.lake == "s3a://my-bucket/zen-anomaly"
+    assert config.storage.lake == "s3a://your-lake-bucket/fraud-anomaly"
     assert config.dataset == "telemetry"
     with pytest.raises(dataclasses.FrozenInstanceError):
         config.scoring.reader = "spark"
