@@ -21,9 +21,11 @@ the Java side is only used for what needs Spark: writing training data and Invok
 
 from __future__ import annotations
 
+import datetime
 import functools
 import logging
 import re
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
@@ -132,6 +134,61 @@ def _s3_path(s3_prefix: str, leaf: str):
     return S3DataPath(bucket, f"{prefix}/{leaf}" if prefix else leaf)
 
 
+_NAME_PREFIX = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
+_NAME_SUFFIXES = ("-mdl", "-cfg")
+
+
+@dataclass(frozen=True)
+class TrainingNames:
+    """The four names sagemaker-spark's name policy gives one ``fit`` (each <= 63 characters)."""
+
+    training_job: str
+    model: str
+    endpoint_config: str
+    endpoint: str
+
+
+def training_names(prefix: str, *, now: datetime.datetime | None = None, token: str | None = None) -> TrainingNames:
+    """Names for one training run: ``<prefix>-<yyyymmdd-hhmmss>-<6 hex>`` (+ ``-mdl`` / ``-cfg``).
+
+    sagemaker-pyspark's ``RandomNamePolicy`` builds ``<prefix>trainingJob-<uid>-<ISO timestamp>``,
+    64-69 characters with our prefixes, and SageMaker refuses names over 63. These keep the prefix
+    whole (the IAM policy allows ``<name_prefix>-rcf-*`` / ``<name_prefix>-logistic-*``) and are
+    unique by the second plus 24 random bits. ``now`` (UTC) and ``token`` are for tests.
+    """
+    if not _NAME_PREFIX.match(prefix or ""):
+        raise ValueError(f"SageMaker name prefix {prefix!r} must be letters and digits joined by '-' "
+                         "(models.sagemaker.name_prefix)")
+    stamp = (now or datetime.datetime.now(datetime.timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    token = token if token is not None else secrets.token_hex(3)
+    base = f"{prefix}-{stamp}-{token}"
+    longest = len(base) + max(len(suffix) for suffix in _NAME_SUFFIXES)
+    if longest > _MAX_NAME:
+        raise ValueError(f"SageMaker name prefix {prefix!r} is too long: its names would have {longest} "
+                         f"characters and SageMaker allows {_MAX_NAME} (shorten models.sagemaker.name_prefix "
+                         f"to at most {len(prefix) - (longest - _MAX_NAME)} characters with its '-<kind>')")
+    return TrainingNames(training_job=base, model=f"{base}-mdl", endpoint_config=f"{base}-cfg", endpoint=base)
+
+
+def name_policy_factory(names: TrainingNames):
+    """sagemaker-pyspark's ``CustomNamePolicyFactory`` (its JVM class) giving ``names``.
+
+    A Python subclass of ``NamePolicyFactory`` cannot stand in: the Scala estimator calls an
+    abstract JVM class, which py4j callbacks cannot implement. The factory returns the same names
+    on every ``fit``, so an estimator runs one training job (``fit_training_job`` checks).
+    """
+    from sagemaker_pyspark import CustomNamePolicyFactory
+
+    return CustomNamePolicyFactory(names.training_job, names.model, names.endpoint_config, names.endpoint)
+
+
+def estimator_names(estimator) -> TrainingNames:
+    """The names ``estimator``'s name policy gives (what its next ``fit`` will use)."""
+    policy = estimator._java_obj.namePolicyFactory().createNamePolicy()
+    return TrainingNames(training_job=str(policy.trainingJobName()), model=str(policy.modelName()),
+                         endpoint_config=str(policy.endpointConfigName()), endpoint=str(policy.endpointName()))
+
+
 def _safe_name(text: str) -> str:
     name = re.sub(r"[^a-zA-Z0-9-]+", "-", text).strip("-")
     return name[:_MAX_NAME].rstrip("-")
@@ -176,15 +233,17 @@ def sagemaker_estimator(
     ``sagemaker_client``/``s3_client``/``sts_client`` are Java SDK clients, e.g. from
     ``runtime.aws.java_clients``. Training data is written as RecordIO-protobuf (Vector column
     ``features_col``) under ``{s3_prefix}/training-input``; artifacts go to
-    ``{s3_prefix}/training-output``. Job names start with ``name_prefix`` (default: ``algorithm``).
+    ``{s3_prefix}/training-output``. Job names are ``training_names(name_prefix or algorithm)``:
+    the prefix, a UTC timestamp and a random token, at most 63 characters.
     """
-    from sagemaker_pyspark import IAMRole, RandomNamePolicyFactory
+    from sagemaker_pyspark import IAMRole
 
     if algorithm not in _ESTIMATORS:
         raise ValueError(f"algorithm must be 'rcf' or 'logistic', got {algorithm!r}")
     if feature_dim < 1:
         raise ValueError(f"feature_dim must be >= 1, got {feature_dim}")
     labelled = algorithm == "logistic"
+    names = training_names(name_prefix or algorithm)
     common = dict(
         trainingInstanceType=instance_type,
         trainingInstanceCount=instance_count,
@@ -205,7 +264,7 @@ def sagemaker_estimator(
         s3Client=s3_client,
         stsClient=sts_client,
         deleteStagingDataAfterTraining=False,
-        namePolicyFactory=RandomNamePolicyFactory(f"{name_prefix or algorithm}-"),
+        namePolicyFactory=name_policy_factory(names),
     )
     return _ESTIMATORS[algorithm](spark, common, feature_dim=feature_dim, hyperparameters=dict(hyperparameters),
                                   region=region)
@@ -285,8 +344,13 @@ def fit_training_job(estimator, train_df: DataFrame, *, algorithm: str) -> SageM
     """Run ``estimator.fit`` (upload + training job) and return plain facts about the job.
 
     Raises ``TrainingJobFailed`` (with SageMaker's failure reason) when the job fails or is
-    stopped, ``SageMakerBackendError`` for other errors raised on the Java side.
+    stopped, ``SageMakerBackendError`` for other errors raised on the Java side, and for an
+    estimator that already ran its one training job (its name policy would repeat the job's name).
     """
+    if estimator._java_obj.latestTrainingJob().isDefined():
+        raise SageMakerBackendError(
+            f"this estimator already ran training job {estimator._java_obj.latestTrainingJob().get()}: "
+            "build a new one with sagemaker_estimator (each gets fresh SageMaker names)")
     try:
         # The Python wrapper's fit() converts the result into its own SageMakerModel wrapper; the
         # Java model is all we need.

@@ -12,10 +12,13 @@ launch classpath, so if another test already started a JVM without them the modu
 
 from __future__ import annotations
 
+import fnmatch
 import io
 import json
 import logging
 import os
+import re
+from pathlib import Path
 
 import pytest
 from aws_local import DUMMY_ENV, REGION, local_aws
@@ -229,6 +232,55 @@ def test_rcf_training_job_has_image_hyperparameters_resources_and_role(rcf_fit, 
     assert rcf_fit.model_data_url.startswith(f"s3://{BUCKET}/rcf/training-output/")
     assert rcf_fit.model_data_url.endswith("model.tar.gz")
     assert rcf_fit.role_arn == ROLE
+
+
+ROOT = Path(__file__).resolve().parents[2]
+SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")   # SageMaker's rule for these names
+
+
+def _iam_sagemaker_patterns():
+    policy = json.loads((ROOT / "deploy/iam/emr-role-policy.json").read_text())
+    (statement,) = [s for s in policy["Statement"] if s["Sid"] == "SageMakerTrainingAndHosting"]
+    return statement["Resource"]
+
+
+@pytest.mark.parametrize("kind", ["rcf", "logistic"])
+def test_training_names_are_at_most_63_characters_and_allowed_by_the_iam_policy(
+    sm_spark, aws_conf, train_df, sm, kind
+):
+    import yaml
+
+    # The prefix the train job builds (sagemaker_backend/stage.py: f"{name_prefix}-{kind}") from
+    # the EMR config's name_prefix; the default RandomNamePolicy made 64-69 characters of it.
+    name_prefix = yaml.safe_load((ROOT / "conf/emr.yaml").read_text())["models"]["sagemaker"]["name_prefix"]
+    estimator = smb.sagemaker_estimator(
+        sm_spark, kind, feature_dim=N_FEATURES, hyperparameters={}, role_arn=ROLE, instance_type="ml.m5.large",
+        instance_count=1, max_runtime_s=600, s3_prefix=f"s3://{BUCKET}/names-{kind}", region=REGION,
+        name_prefix=f"{name_prefix}-{kind}", **_estimator_clients(sm_spark, aws_conf),
+    )
+    planned = smb.estimator_names(estimator)
+    frame = train_df if kind == "logistic" else train_df.select("id", "features")
+    result = smb.fit_training_job(estimator, frame, algorithm=kind)
+
+    job = sm.describe_training_job(TrainingJobName=result.training_job_name)
+    assert job["TrainingJobName"] == result.training_job_name == planned.training_job
+    assert re.fullmatch(rf"{name_prefix}-{kind}-\d{{8}}-\d{{6}}-[0-9a-f]{{6}}", job["TrainingJobName"])
+    for name in (planned.training_job, planned.model, planned.endpoint_config, planned.endpoint):
+        assert len(name) <= 63, f"{name} has {len(name)} characters"
+        assert SAGEMAKER_NAME.match(name), name
+    # moto's account and region are the ones deploy/names.yaml puts in the policy.
+    patterns = _iam_sagemaker_patterns()
+    arns = {
+        job["TrainingJobArn"]: "training-job",
+        f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/{planned.model}": "model",
+        f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint-config/{planned.endpoint_config}": "endpoint-config",
+        f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:endpoint/{planned.endpoint}": "endpoint",
+    }
+    for arn in arns:
+        assert any(fnmatch.fnmatchcase(arn, pattern) for pattern in patterns), f"{arn} not allowed by {patterns}"
+
+    with pytest.raises(smb.SageMakerBackendError, match="already ran training job"):
+        smb.fit_training_job(estimator, frame, algorithm=kind)
 
 
 def test_fit_creates_no_hosting_resources(rcf_fit, sm):
