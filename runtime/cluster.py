@@ -257,13 +257,14 @@ def load(root: str | os.PathLike) -> Cluster:
 
 def submit_hint(cluster: Cluster) -> str:
     """How to submit a job to ``cluster`` (the README's "A Spark cluster on your machine")."""
-    python = sys.executable
     return (f"master  {cluster.master_url}   (web UI {cluster.master_ui})\n"
             f"workers {', '.join(cluster.worker_ids)}\n"
-            f"submit  make package && PYSPARK_PYTHON={python} spark-submit --master {cluster.master_url} \\\n"
-            f"          --packages io.delta:delta-spark_2.12:3.3.2 --py-files dist/<wheel>.whl \\\n"
-            f"          --files conf/local.yaml jobs/generate.py --conf local.yaml --set storage.lake=/tmp/lake\n"
-            f"stop    python -m runtime.cluster stop {cluster.root}   (or make cluster-stop)")
+            f"submit  make package\n"
+            f"        PYSPARK_PYTHON={sys.executable} spark-submit --master {cluster.master_url} \\\n"
+            f"          --packages io.delta:delta-spark_2.12:3.3.2 --py-files dist/zen_anomaly-0.1.0-py3-none-any.whl \\\n"
+            f"          jobs/generate.py --conf conf/local.yaml --set spark.master=null --set spark.extra_jars= \\\n"
+            f"          --set storage.lake=$PWD/lake-cluster\n"
+            f"stop    python -m runtime.cluster stop {cluster.root}   (make cluster-stop)")
 
 
 def main(argv: list[str] | None = None) -> int:
