@@ -5,7 +5,7 @@ JOBS = $(PYTHON) -m jobs
 STAMP = .make/installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration lint bench package clean report-check maintain
+.PHONY: help install run test test-unit test-integration lint bench package clean report-check maintain cluster cluster-stop
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -65,3 +65,11 @@ clean: ## remove generated data and build output
 
 report-check: ## screenshot the latest summary report (headless chromium) and check it is not blank; prints the PNG
 	$(PYTHON) -m reporting.daily_report check $(or $(REPORT),lake/reports)
+
+CLUSTER_DIR ?= .make/cluster
+
+cluster: $(STAMP) ## start a Spark standalone master and two workers on 127.0.0.1 (own JVMs); prints the master URL and how to submit
+	$(PYTHON) -m runtime.cluster start $(CLUSTER_DIR)
+
+cluster-stop: ## stop the cluster `make cluster` started (by PID) and remove its workers' folders (logs stay in .make/cluster/logs)
+	$(PYTHON) -m runtime.cluster stop $(CLUSTER_DIR)

@@ -50,22 +50,39 @@ def score_window(dates: Sequence[dt.date], *, date: dt.date | None = None, first
     return dates[-1], dates[-1]
 
 
+def one_machine_problem(spark) -> str | None:
+    """Why the Python workers must not read or write the tables' files by their local paths, or
+    None when they may: under a ``local`` master the driver and the executors are one JVM on one
+    disk; under any other (a standalone cluster, YARN) an executor may run on another machine,
+    where a local path names nothing, and files it wrote there are not on the driver's disk for
+    the commit.
+    """
+    master = spark.sparkContext.master
+    if master.startswith("local"):
+        return None
+    return f"master {master}: executors may not share the driver's disk"
+
+
 def window_files(spark, table, source, fmt, reader, first, last):
-    """The feature files of ``first..last`` for the Python workers to read, or None to read through
-    Spark (scoring.reader: spark; or auto on a table they cannot read: not local, not partitioned
-    by date, a Delta table with deletion vectors or column mapping). ``table`` is the whole table
-    as Spark reads it: of a Delta table, its files are those of the snapshot Spark reads now.
+    """(the feature files of ``first..last`` for the Python workers to read, None) or (None, why
+    Spark reads them instead): scoring.reader spark; or auto on a table they cannot read (not
+    local, not partitioned by date, a Delta table with deletion vectors or column mapping) or
+    executors that may not share the driver's disk. ``table`` is the whole table as Spark reads
+    it: of a Delta table, its files are those of the snapshot Spark reads now.
     """
     if reader == "spark":
-        return None
+        return None, "scoring.reader spark"
     files = partition_files(table, "date") if fmt in ("parquet", "delta") else None
     problem = delta_layout_problem(spark, source) if files is not None and fmt == "delta" else None
-    if files is None or problem:
+    if files is None:
+        problem = f"{source} is not a local {fmt} table partitioned by date"
+    problem = problem or one_machine_problem(spark)
+    if problem:
         if reader == "arrow":
-            raise InputError(f"scoring.reader arrow needs a local feature table partitioned by date (storage.format "
-                             f"{fmt}{'; ' + problem if problem else ''}); use auto or spark")
-        return None
-    return [(path, day) for path, day in files if str(first) <= day <= str(last)]
+            raise InputError(f"scoring.reader arrow needs a local feature table partitioned by date, read on the "
+                             f"driver's machine (storage.format {fmt}; {problem}); use auto or spark")
+        return None, problem
+    return [(path, day) for path, day in files if str(first) <= day <= str(last)], None
 
 
 def python_writes(spark, writer, files, fmt, output):
@@ -130,10 +147,10 @@ def score_nightly(spark: SparkSession, dataset: Dataset, *, window: ScoreWindow,
     table, features_df, first, last = window.table, window.features_df, window.first, window.last
     if window.empty:
         log("score", f"no feature rows on {date_runs(window.empty)}: those dates are skipped (--allow-empty)")
-    files_read = window_files(spark, table, window.source, fmt, scoring["reader"], first, last)
+    files_read, spark_reads = window_files(spark, table, window.source, fmt, scoring["reader"], first, last)
     log("score", f"{dataset.name} {first}..{last} with rcf {champions.rcf_version}, logistic {champions.logistic_version}"
                  + (f" ({len(files_read)} files read by the Python workers)" if files_read is not None
-                    else " (read by Spark)"))
+                    else f" (read by Spark: {spark_reads})"))
     options = dict(scoring_options(scoring), keep=kept_columns(dataset, features_df.columns))
     if python_writes(spark, scoring["writer"], files_read, fmt, output):
         columns = output_columns(dataset, [*options["keep"], *SCORES])

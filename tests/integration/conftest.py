@@ -1,5 +1,6 @@
 """Fixtures the integration test modules share."""
 import pytest
+from cluster_fixture import cluster_moto, spark_cluster  # noqa: F401 (fixtures of test_cluster.py)
 from lakes import small_lake
 
 
