@@ -65,3 +65,6 @@ clean: ## remove generated data and build output
 
 report-check: ## screenshot the latest summary report (headless chromium) and check it is not blank; prints the PNG
 	$(PYTHON) -m reporting.daily_report check $(or $(REPORT),lake/reports)
+
+kinesis-local: $(STAMP) ## start a local Kinesis (moto on a free loopback port) with the config's stream; prints the endpoint, the --set options and how to stop it
+	PYTHON=$(PYTHON) CONF=$(CONF) bash scripts/kinesis_local.sh

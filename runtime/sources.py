@@ -186,8 +186,11 @@ def qubole_kinesis_options(s: KinesisSettings, shard_ids: Sequence[str] = ()) ->
         "kinesis.client.avoidEmptyBatches": "true",
     }
     if s.max_fetch_records:
-        options["kinesis.executor.maxFetchRecordsPerShard"] = str(int(s.max_fetch_records))
-        options["kinesis.executor.maxRecordPerRead"] = str(min(int(s.max_fetch_records), MAX_RECORDS_PER_GET))
+        # It stops calling GetRecords once it has read MORE than maxFetchRecordsPerShard, but hands
+        # out the whole last call: with (limit - per call) as that bound, a batch reads <= limit.
+        per_call = min(int(s.max_fetch_records), MAX_RECORDS_PER_GET)
+        options["kinesis.executor.maxFetchRecordsPerShard"] = str(int(s.max_fetch_records) - per_call)
+        options["kinesis.executor.maxRecordPerRead"] = str(per_call)
     seconds = trigger_seconds(s.trigger) if s.trigger else None
     if seconds is not None:
         options["kinesis.executor.maxFetchTimeInMs"] = str(max(1000, int(seconds * 1000)))

@@ -76,13 +76,16 @@ def test_qubole_connector_gets_endpoint_region_position_bounds_and_the_default_c
         "startingposition": "trim_horizon",
         "awsUseInstanceProfile": "false",
         "kinesis.client.avoidEmptyBatches": "true",
-        "kinesis.executor.maxFetchRecordsPerShard": "2500",
+        "kinesis.executor.maxFetchRecordsPerShard": "0",     # stops after one call of 2500 records
         "kinesis.executor.maxRecordPerRead": "2500",
         "kinesis.executor.maxFetchTimeInMs": "30000",
     }
     local = qubole_kinesis_options(settings(endpoint_url="http://localhost:5000", trigger="500 ms"))
     assert local["endpointUrl"] == "http://localhost:5000" and local["regionName"] == "eu-west-1"
     assert local["kinesis.executor.maxFetchTimeInMs"] == "1000"
+    many = qubole_kinesis_options(settings(max_fetch_records=25000))
+    # it stops once it has read MORE than the bound, after whole calls: 10,000 + 10,000 <= 25,000
+    assert (many["kinesis.executor.maxFetchRecordsPerShard"], many["kinesis.executor.maxRecordPerRead"]) == ("15000", "10000")
 
 
 def test_qubole_connector_at_timestamp_is_a_per_shard_position_in_epoch_millis():
