@@ -5,7 +5,8 @@
 # Kinesis connector (stream.kinesis.connector: the Maven Central one off EMR), scores it and
 # alerts; the stream job stops itself once nothing new has arrived for a while. Prints records
 # put, scored, alerts and the event-to-sink latency.
-#   STREAM_SECONDS (60) x STREAM_RATE (100/s) records replayed
+#   STREAM_SECONDS (60) x STREAM_RATE (100/s) records replayed; REPLAY_FIRST=1 replays before the
+#   stream job starts instead of beside it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -50,9 +51,10 @@ ensure_kinesis_stream(boto3.client('kinesis', endpoint_url='http://127.0.0.1:$PO
 $PYTHON -m jobs replay "${ARGS[@]}" --mode kinesis --stream "$STREAM" --rate "$RATE" \
   --limit $((RATE * SECONDS_TO_RUN)) --order-by event_time 2>&1 | tee "$LAKE/replay.log" | grep '^\[replay\]' &
 REPLAY=$!
+if [[ "${REPLAY_FIRST:-0}" == 1 ]]; then wait $REPLAY; fi   # one Spark process at a time (latency then includes the wait)
 $PYTHON -m jobs stream "${ARGS[@]}" --source kinesis --input "$STREAM" --trigger "5 seconds" \
   --stop-when-idle 20 --run-seconds $((SECONDS_TO_RUN + 180)) 2>&1 | tee "$LAKE/stream.log" | grep '^\[stream\]'
-wait $REPLAY
+wait $REPLAY || true
 $PYTHON - "$LAKE" <<'PY'
 import re
 import sys
