@@ -49,17 +49,17 @@ ensure_kinesis_stream(boto3.client('kinesis', endpoint_url='http://127.0.0.1:$PO
 # The replay runs beside the stream job (events arrive while it reads: a real latency); the stream
 # job stops 20 s after the last record it saw, or at the replay's length plus 3 minutes.
 $PYTHON -m jobs replay "${ARGS[@]}" --mode kinesis --stream "$STREAM" --rate "$RATE" \
-  --limit $((RATE * SECONDS_TO_RUN)) --order-by event_time 2>&1 | tee "$LAKE/replay.log" | grep '^\[replay\]' &
+  --limit $((RATE * SECONDS_TO_RUN)) --order-by event_time 2>&1 | tee "$LAKE/replay.log" | grep -E '^\[replay\]|Error|error:' &
 REPLAY=$!
 if [[ "${REPLAY_FIRST:-0}" == 1 ]]; then wait $REPLAY; fi   # one Spark process at a time (latency then includes the wait)
 $PYTHON -m jobs stream "${ARGS[@]}" --source kinesis --input "$STREAM" --trigger "5 seconds" \
-  --stop-when-idle 20 --run-seconds $((SECONDS_TO_RUN + 180)) 2>&1 | tee "$LAKE/stream.log" | grep '^\[stream\]'
+  --stop-when-idle 20 --run-seconds $((SECONDS_TO_RUN + 180)) 2>&1 | tee "$LAKE/stream.log" | grep -E '^\[stream\]|Error|error:'
 wait $REPLAY || true
 $PYTHON - "$LAKE" <<'PY'
 import re
 import sys
 lake = sys.argv[1]
-put = re.search(r"records sent ([\d,]+)", open(f"{lake}/replay.log").read())
+put = re.search(r"records sent ([\d,]*\d)", open(f"{lake}/replay.log").read())
 log = open(f"{lake}/stream.log").read()
 done = re.search(r"([\d,]+) events scored, ([\d,]+) alerts raised, ([\d,]+) dead letters", log)
 p95 = [float(x) for x in re.findall(r"p95 ([\d.]+) s", log)]
