@@ -5,7 +5,7 @@ JOBS = $(PYTHON) -m jobs
 STAMP = .make/installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration lint bench package clean report-check maintain cluster cluster-stop
+.PHONY: help install run test test-unit test-integration lint bench package clean report-check maintain cluster cluster-stop kinesis-local
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -73,3 +73,6 @@ cluster: $(STAMP) ## start a Spark standalone master and two workers on 127.0.0.
 
 cluster-stop: ## stop the cluster `make cluster` started (by PID) and remove its workers' folders (logs stay in .make/cluster/logs)
 	$(PYTHON) -m runtime.cluster stop $(CLUSTER_DIR)
+
+kinesis-local: $(STAMP) ## start a local Kinesis (moto on a free loopback port) with the config's stream; prints the endpoint, the --set options and how to stop it
+	PYTHON=$(PYTHON) CONF=$(CONF) bash scripts/kinesis_local.sh

@@ -2,7 +2,8 @@
 
 Reads a data set (Parquet, CSV or JSON lines; --input, default the raw table of the dataset), turns
 each row into one JSON document and either puts it into a Kinesis stream with PutRecords
-(--mode kinesis: --batch-size records per call, at most 500 and 5 MiB; --rate records per second;
+(--mode kinesis, creating the stream with stream.kinesis.shards shards when it does not exist:
+--batch-size records per call, at most 500 and 5 MiB; --rate records per second;
 the partition key is a column's value; records the stream refuses are retried with exponential
 backoff) or writes JSON-lines files of --batch-size records into a landing folder at the rate
 (--mode landing: what Kinesis Data Firehose would deliver to S3; the stream job's local demo
@@ -32,6 +33,9 @@ def options(parser):
     parser.add_argument("--order-by", metavar="COLUMN",
                         help="send in this column's order; '' for input order (default stream.replay.order_by)")
     parser.add_argument("--limit", type=int, metavar="N", help="send only the first N records")
+    parser.add_argument("--shards", type=int, metavar="N",
+                        help="--mode kinesis: create the stream with N shards when it does not exist "
+                             "(default stream.kinesis.shards; 0: never create it)")
 
 
 def run(args, config):
@@ -48,7 +52,8 @@ def run(args, config):
         key_column=args.partition_key or conf.partition_key or dataset(config.dataset).entity,
         order_by=conf.order_by if args.order_by is None else args.order_by,
         stream_name=args.stream or conf.stream_name,
-        folder=args.output or config.path("stream.landing"), limit=args.limit)
+        folder=args.output or config.path("stream.landing"), limit=args.limit,
+        shards=config.stream.kinesis.shards if args.shards is None else args.shards)
     return run_replay(chosen, config["stream"]["replay"], config["aws"], session=lambda: build_session(config))
 
 

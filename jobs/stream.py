@@ -1,8 +1,9 @@
 """The `stream` job: score events as they arrive, write them exactly once, alert on anomalies.
 
 Reads a landing prefix of JSON-lines files (--source landing: what Kinesis Data Firehose writes to
-S3, or the replay job's local folder) or a Kinesis stream (--source kinesis: the EMR 7.1+
-`aws-kinesis` connector), decodes every record (bad JSON, missing fields, wrong types, oversized,
+S3, or the replay job's local folder) or a Kinesis stream (--source kinesis: the `aws-kinesis`
+connector bundled in EMR 7.1+, or the Maven Central one elsewhere: stream.kinesis.connector),
+decodes every record (bad JSON, missing fields, wrong types, oversized,
 invalid values, late or duplicate events go to the dead letters with a reason), computes the SAME
 features as the batch `features` job over a bounded per-entity history kept in the checkpoint,
 scores them with the current champion models (re-read every micro-batch), appends the scored events
@@ -42,6 +43,9 @@ def options(parser):
                              "(any data set); auto picks incremental when it can (default stream.engine)")
     parser.add_argument("--run-seconds", type=float, metavar="N",
                         help="stop the query cleanly after N seconds (default: run until stopped)")
+    parser.add_argument("--stop-when-idle", type=float, metavar="N",
+                        help="stop the query cleanly once no new record has arrived for N seconds after the "
+                             "first one (a replay that has ended); works with --run-seconds, first one wins")
 
 
 def run(args, config, fault=None):
@@ -59,8 +63,9 @@ def run(args, config, fault=None):
         dead_letter=args.dead_letter or config.path("stream.dead_letter"),
         trigger=args.trigger or conf.trigger,
         alerts=conf.alerts.enabled if args.alerts is None else args.alerts,
-        engine=args.engine or conf.engine, run_seconds=args.run_seconds)
-    return run_stream(config, chosen, session=lambda: build_session(config), fault=fault)
+        engine=args.engine or conf.engine, run_seconds=args.run_seconds,
+        idle_seconds=args.stop_when_idle)
+    return run_stream(config, chosen, session=build_session, fault=fault)
 
 
 main = job_main("stream", __doc__, run, options)

@@ -279,6 +279,7 @@ class SparkConfig:
     log_level: str = rule(OneOf(("ALL", "DEBUG", "ERROR", "FATAL", "INFO", "OFF", "TRACE", "WARN"), upper=True))
     extra_jars: str             # auto | "" | comma-separated jar paths
     delta_package: str = rule(Matches(r"([\w.-]+:[\w.-]+:[\w.-]+)?", "'' or Maven coordinates group:artifact:version"))
+    kinesis_package: str = rule(Matches(r"([\w.-]+:[\w.-]+:[\w.-]+)?", "'' or Maven coordinates group:artifact:version"))
     conf: Mapping[str, Any]
 
 
@@ -444,10 +445,19 @@ class SummaryConfig:
 @dataclass(frozen=True)
 class KinesisConfig:
     stream_name: Optional[str]
+    connector: str = rule(OneOf(("aws", "qubole", "auto")))
     starting_position: str = rule(Matches(r"LATEST|TRIM_HORIZON|AT_TIMESTAMP \S+",
                                           "LATEST, TRIM_HORIZON or 'AT_TIMESTAMP <time>' "
                                           "(e.g. AT_TIMESTAMP 2020-01-01T00:00:00Z)"))
     consumer_type: str = rule(OneOf(("GetRecords", "SubscribeToShard")))
+    consumer_name: Optional[str]
+    max_fetch_records: int = rule(AT_LEAST_1)
+    shards: int = rule(AT_LEAST_1)
+
+    def _check(self, prefix: str) -> None:
+        if self.consumer_type == "SubscribeToShard" and self.connector == "qubole":
+            _fail(f"{prefix}consumer_type", "GetRecords with connector qubole (it has no SubscribeToShard)",
+                  self.consumer_type)
 
 
 @dataclass(frozen=True)

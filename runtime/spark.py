@@ -70,6 +70,10 @@ def session_settings(config: Mapping) -> dict[str, str]:
     settings.update(sagemaker_spark_conf(extra_jars(spark_conf["extra_jars"])))
     settings.update(s3a_settings(config["aws"]))
     settings.update(delta_settings(spark_conf["delta_package"], config["storage"]["format"]))
+    kinesis = config["stream"]["source"] == "kinesis" and config["stream"]["kinesis"]["connector"] != "aws"
+    if spark_conf["kinesis_package"] and kinesis:   # the Maven Central connector (auto or qubole)
+        settings["spark.jars.packages"] = ",".join(
+            p for p in (settings.get("spark.jars.packages"), spark_conf["kinesis_package"]) if p)
     settings.update({str(k): str(v) for k, v in spark_conf["conf"].items()})
     return settings
 
@@ -91,7 +95,8 @@ def fetch_packages() -> None:
     """
     from runtime.config import load_config
 
-    config = load_config(overrides=["spark.master=local[1]", "spark.extra_jars=", "spark.log_level=ERROR"])
+    config = load_config(overrides=["spark.master=local[1]", "spark.extra_jars=", "spark.log_level=ERROR",
+                                    "stream.source=kinesis"])   # resolves spark.kinesis_package too
     package = config["spark"]["delta_package"]
     spark = build_session(config)
     try:

@@ -4,7 +4,7 @@
 # warning names the count of those without one when storage.format is delta) and where the
 # reports are. Used by `make run`.
 #   SMALL=1   smaller data sets (200 devices; 500 customers over 40 days), for a quick check
-#   STREAM=0  skip the streaming stage
+#   STREAM=0  skip the streaming stage; STREAM_SOURCE=landing streams from a landing folder, not Kinesis
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -52,9 +52,14 @@ step "transactions: evaluate" job evaluate $X
 step "transactions: score"    job score $X --last-days 3
 step "transactions: summary"  job summary $X
 
-# Streaming: about a minute of replayed transactions scored as they land, alerts to a local SNS.
+# Streaming: about a minute of transactions replayed into a local Kinesis stream (moto) and scored
+# as they arrive, alerts to a local SNS; STREAM_SOURCE=landing replays into a landing folder instead.
 if [[ "${STREAM:-1}" != 0 ]]; then
-  step "stream: replay + score + alerts" env PYTHON="$PYTHON" CONF="$CONF" bash scripts/stream_demo.sh
+  if [[ "${STREAM_SOURCE:-kinesis}" == landing ]]; then
+    step "stream: replay to landing + score + alerts" env PYTHON="$PYTHON" CONF="$CONF" bash scripts/stream_demo.sh
+  else
+    step "stream: replay to Kinesis + score + alerts" env PYTHON="$PYTHON" CONF="$CONF" bash scripts/kinesis_demo.sh
+  fi
 fi
 
 echo

@@ -6,7 +6,10 @@ session is started, then runs the query until it stops and logs what it did.
 """
 from __future__ import annotations
 
+import copy
 import importlib
+import os
+import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -17,7 +20,10 @@ from ingest.decode import payloads_from_kinesis, payloads_from_text
 from runtime import fs
 from runtime.errors import InputError
 from runtime.progress import RunSummary, log
-from runtime.sources import StreamConfigError, check_source_trigger, kinesis_source, landing_source, write_stream
+from runtime.config import Config
+from runtime.sources import (KinesisSettings, StreamConfigError, at_timestamp_millis, check_source_trigger,
+                             kinesis_session_settings, kinesis_shard_ids, kinesis_source, landing_source,
+                             resolve_connector, write_stream)
 from streaming.alerts import AlertFields, SentLedger, SnsAlerter
 from streaming.batch import StreamSettings
 from streaming.processor import MicroBatchProcessor
@@ -37,6 +43,7 @@ class StreamOptions:
     alerts: bool
     engine: str                 # auto | incremental | spark
     run_seconds: float | None = None
+    idle_seconds: float | None = None   # stop once no record has arrived for this long (after the first batch)
 
 
 def load_callable(spec, what):
@@ -118,29 +125,101 @@ def build_alerter(config: Mapping, settings: StreamSettings) -> SnsAlerter:
                       rate_per_second=conf["rate_per_second"], max_retries=conf["max_retries"])
 
 
+def kinesis_settings(config: Mapping, options: StreamOptions) -> KinesisSettings:
+    """The Kinesis source's settings: stream.kinesis.*, the endpoint (aws.endpoints.kinesis or
+    aws.endpoint_url, else regional) and the run's trigger, which bounds a batch's read time.
+    """
+    from runtime.aws import endpoint_for
+
+    conf = config["stream"]["kinesis"]
+    consumer = conf["consumer_name"]
+    if conf["consumer_type"] == "SubscribeToShard" and not consumer:
+        consumer = f"{config['spark']['app_name']}-{options.input}"
+    return KinesisSettings(stream_name=options.input, region=config["aws"]["region"],
+                           endpoint_url=endpoint_for("kinesis", config["aws"]),
+                           starting_position=conf["starting_position"], consumer_type=conf["consumer_type"],
+                           consumer_name=consumer, max_fetch_records=conf["max_fetch_records"],
+                           trigger=options.trigger)
+
+
+def session_config(config: Mapping, options: StreamOptions) -> Config:
+    """The config the run's Spark session starts from: ``stream.source`` is the run's source (so
+    the session asks for the Kinesis connector's package) and, for Kinesis, ``spark.conf`` carries
+    what the connector needs before the JVM starts (:func:`runtime.sources.kinesis_session_settings`);
+    the driver's own environment gets its variables here, before the JVM is launched.
+    """
+    chosen = Config(copy.deepcopy(dict(config)))
+    chosen["stream"]["source"] = options.source
+    if options.source != "kinesis":
+        return chosen
+    settings, env = kinesis_session_settings(config["stream"]["kinesis"]["connector"],
+                                             kinesis_settings(config, options).endpoint)
+    extra = chosen["spark"]["conf"]
+    for key, value in settings.items():
+        if key.endswith("extraJavaOptions") and extra.get(key):
+            value = f"{extra[key]} {value}"       # keep the user's JVM options
+        extra[key] = value
+    os.environ.update(env)
+    return chosen
+
+
 def _source(spark: SparkSession, config: Mapping, options: StreamOptions):
-    """The payload frame of the run's source."""
+    """(The payload frame of the run's source, a description of it)."""
     conf = config["stream"]
     if options.source == "landing":
         if not fs.exists(options.input):
             raise InputError(f"landing path {options.input} does not exist")
         return payloads_from_text(landing_source(spark, options.input,
-                                                 max_files_per_trigger=conf["max_files_per_trigger"]))
-    from runtime.aws import endpoint_for
+                                                 max_files_per_trigger=conf["max_files_per_trigger"])), "landing"
+    s = kinesis_settings(config, options)
+    try:
+        connector = resolve_connector(spark, conf["kinesis"]["connector"])
+        shard_ids = ()
+        if connector == "qubole" and at_timestamp_millis(s.starting_position) is not None:
+            from runtime.aws import client
 
-    return payloads_from_kinesis(kinesis_source(
-        spark, stream_name=options.input, region=config["aws"]["region"],
-        endpoint_url=endpoint_for("kinesis", config["aws"]),
-        starting_position=conf["kinesis"]["starting_position"], consumer_type=conf["kinesis"]["consumer_type"]))
+            shard_ids = kinesis_shard_ids(client("kinesis", config["aws"]), s.stream_name)
+        frame = kinesis_source(spark, stream_name=s.stream_name, region=s.region, endpoint_url=s.endpoint_url,
+                               starting_position=s.starting_position, consumer_type=s.consumer_type,
+                               consumer_name=s.consumer_name, max_fetch_records=s.max_fetch_records,
+                               trigger=s.trigger, connector=connector, shard_ids=shard_ids)
+    except StreamConfigError as exc:
+        raise InputError(str(exc)) from None
+    return payloads_from_kinesis(frame), f"kinesis ({connector} connector, {s.endpoint})"
 
 
-def run_stream(config: Mapping, options: StreamOptions, *, session: Callable[[], SparkSession],
+def await_stream(query, *, run_seconds: float | None, idle_seconds: float | None, records_seen: Callable[[], int],
+                 poll_seconds: float = 0.5) -> None:
+    """Wait until the query stops: Ctrl-C, ``run_seconds`` passed, or - with ``idle_seconds`` - no
+    new record for that long once a first record has been processed (a replay that has ended).
+    """
+    started = time.monotonic()
+    seen, last_change = records_seen(), time.monotonic()
+    while query.isActive:
+        if query.awaitTermination(poll_seconds):
+            break
+        now = time.monotonic()
+        if run_seconds and now - started >= run_seconds:
+            query.stop()
+            break
+        if idle_seconds:
+            count = records_seen()
+            if count != seen:
+                seen, last_change = count, now
+            elif count and now - last_change >= idle_seconds and not query.status.get("isTriggerActive"):
+                log("stream", f"no new record for {idle_seconds:g} s: stopping the query")
+                query.stop()
+                break
+    query.awaitTermination()
+
+
+def run_stream(config: Mapping, options: StreamOptions, *, session: Callable[[Mapping], SparkSession],
                fault: Callable[[str, int], None] | None = None) -> RunSummary:
     """Run the stream until it stops (available-now), ``options.run_seconds`` pass, or Ctrl-C;
     the summary of this run's micro-batches (records in, events scored, alerts raised).
 
-    ``session()`` starts Spark once the settings are known to work; ``fault`` is the processor's
-    fault hook (tests only).
+    ``session(config)`` starts Spark from the given config once the settings are known to work
+    (:func:`session_config`); ``fault`` is the processor's fault hook (tests only).
     """
     try:
         check_source_trigger(options.source, options.trigger)
@@ -161,29 +240,28 @@ def run_stream(config: Mapping, options: StreamOptions, *, session: Callable[[],
     incremental = incremental_engine(config, options.engine, settings)
     alerter = build_alerter(config, settings) if options.alerts else None
 
-    spark = session()
+    spark = session(session_config(config, options))
     try:
         check_sink_target(spark, settings.output, "output")
         check_sink_target(spark, settings.dead_letter, "dead letters")
     except StreamConfigError as exc:
         raise InputError(str(exc)) from None
-    payloads = _source(spark, config, options)
+    payloads, described = _source(spark, config, options)
     processor = MicroBatchProcessor(settings, transform=transform, scorer_factory=factory, alerter=alerter,
                                     alert_columns=AlertFields.for_dataset(dataset).columns(),
                                     incremental=incremental, fault=fault,
+                                    # each action on a Kinesis batch frame would read the stream again
+                                    persist_input=options.source == "kinesis",
                                     on_batch=lambda report: log("stream", report.line()))
-    log("stream", f"{options.source} {options.input} -> Delta table {settings.output} (checkpoint "
+    log("stream", f"{described} {options.input} -> Delta table {settings.output} (checkpoint "
                   f"{settings.checkpoint}, dead letters {settings.dead_letter}, trigger {options.trigger}, "
                   f"alerts {'on' if alerter else 'off'}, history {settings.history_seconds} s, "
                   f"{'incremental' if incremental else 'spark'} features)")
     query = write_stream(payloads, checkpoint=settings.checkpoint, trigger=options.trigger,
                          process_batch=processor, query_name=f"stream_{dataset}")
     try:
-        if options.run_seconds:
-            query.awaitTermination(options.run_seconds)
-            if query.isActive:
-                query.stop()
-        query.awaitTermination()
+        await_stream(query, run_seconds=options.run_seconds, idle_seconds=options.idle_seconds,
+                     records_seen=lambda: sum(r.records for r in processor.reports))
     except KeyboardInterrupt:
         log("stream", "interrupted: stopping the query (the checkpoint resumes it)")
         query.stop()

@@ -52,15 +52,17 @@ class MicroBatchProcessor:
     ``score(features_df) -> scored_df`` (so a new champion is picked up without a restart);
     ``alerter`` (or None) has ``publish(events, scope)`` like
     :class:`streaming.alerts.SnsAlerter`. ``fault(point, batch_id)`` (tests only) is called at
-    each fault point.
+    each fault point. ``persist_input`` keeps the batch frame for the batch's several actions
+    (a Kinesis source; the landing source re-reads cheap local files instead).
     """
 
     def __init__(self, settings: StreamSettings, *, transform: Callable[[DataFrame], DataFrame],
                  scorer_factory: Callable[[], FrameScorer | SparkScore], alerter=None,
                  on_batch: Callable[[BatchReport], None] | None = None,
                  alert_columns: Sequence[str] = (), incremental=None,
-                 fault: Callable[[str, int], None] | None = None):
+                 fault: Callable[[str, int], None] | None = None, persist_input: bool = False):
         self.s = settings
+        self.persist_input = persist_input
         self.engine = (HistoryEngine(settings, transform) if incremental is None
                        else IncrementalEngine(settings, incremental))
         self.scorer_factory = scorer_factory
@@ -80,6 +82,19 @@ class MicroBatchProcessor:
         return self._sinks
 
     def __call__(self, batch_df: DataFrame, batch_id: int) -> None:
+        """One micro-batch; with ``persist_input`` the batch frame is persisted first and released
+        at the end (a Kinesis frame is read again from the stream by every action otherwise).
+        """
+        if not self.persist_input:
+            self._process(batch_df, batch_id)
+            return
+        batch_df = batch_df.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            self._process(batch_df, batch_id)
+        finally:
+            batch_df.unpersist()
+
+    def _process(self, batch_df: DataFrame, batch_id: int) -> None:
         started = time.time()
         report = BatchReport(batch_id)
         score = self.scorer_factory()

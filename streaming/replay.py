@@ -28,6 +28,7 @@ class ReplayOptions:
     stream_name: str | None     # the Kinesis stream (mode kinesis)
     folder: str                 # the landing folder (mode landing)
     limit: int | None = None
+    shards: int | None = None   # mode kinesis: create the stream with this many shards when it does not exist
 
 
 def read_records(spark: SparkSession, path: str, fmt: str, *, order_by: str, key_column: str | None,
@@ -64,6 +65,7 @@ def run_replay(options: ReplayOptions, replay_conf: Mapping, aws_conf: Mapping, 
     """
     from runtime.aws import client
     from runtime.producers import KinesisReplayer, LandingWriter
+    from runtime.sources import ensure_kinesis_stream
 
     if options.batch_size < 1 or (options.mode == "kinesis" and options.batch_size > 500):
         raise InputError(f"--batch-size must be 1..500 for kinesis (1.. for landing), got {options.batch_size}")
@@ -83,7 +85,10 @@ def run_replay(options: ReplayOptions, replay_conf: Mapping, aws_conf: Mapping, 
 
     progress = lambda message: log("replay", message)  # noqa: E731
     if options.mode == "kinesis":
-        sender = KinesisReplayer(client("kinesis", aws_conf), options.stream_name, batch_size=options.batch_size,
+        kinesis = client("kinesis", aws_conf)
+        if options.shards and ensure_kinesis_stream(kinesis, options.stream_name, options.shards):
+            log("replay", f"created Kinesis stream {options.stream_name} with {options.shards} shards")
+        sender = KinesisReplayer(kinesis, options.stream_name, batch_size=options.batch_size,
                                  rate=options.rate, max_retries=replay_conf["max_retries"],
                                  backoff_seconds=replay_conf["backoff_seconds"], log=progress)
         target = f"Kinesis stream {options.stream_name}"
