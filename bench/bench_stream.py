@@ -40,7 +40,7 @@ Kinesis source (before the landing run, one Spark process at a time), for each s
      runs allow --kinesis-lateness seconds of lateness (dead letters are counted either way).
 
     python bench/bench_stream.py [--rate 25000] [--seconds 60] [--trigger "5 seconds"]
-                                 [--kinesis-shards 1,4] [--kinesis-records 20000]
+                                 [--kinesis-shards 1,4] [--kinesis-records 30000]
 
 Prints a table (ratios against the landing run) and writes bench/results/stream.json.
 """
@@ -488,9 +488,9 @@ def main(argv=None) -> int:
                         help="stream feature engine (default incremental, what the stream job picks for transactions)")
     parser.add_argument("--kinesis-shards", default="1,4",
                         help="shard counts of the Kinesis runs, comma-separated (default 1,4; '' or 0: no Kinesis run)")
-    parser.add_argument("--kinesis-records", type=int, default=20000,
-                        help="records put per Kinesis run (default 20000: moto takes about 1,000-3,000 a second "
-                             "and slows as a shard grows; the Kinesis part then takes about 5 minutes)")
+    parser.add_argument("--kinesis-records", type=int, default=30000,
+                        help="records put per Kinesis run (default 30000: moto takes about 1,000-3,000 a second "
+                             "and slows as a shard grows; the Kinesis part then takes about 6-8 minutes here)")
     parser.add_argument("--kinesis-warmup", type=int, default=2000,
                         help="records the stream job scores before the Kinesis measurement starts (default 2000)")
     parser.add_argument("--kinesis-lateness", type=int, default=60,
