@@ -1,8 +1,11 @@
 """The one SparkSession builder every job and test uses."""
 from __future__ import annotations
 
+import os
+import sys
 from typing import Mapping
 
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from runtime.aws import endpoint_for, s3a_hadoop_conf, sagemaker_jars, sagemaker_spark_conf
@@ -12,8 +15,9 @@ def extra_jars(setting: str) -> list[str]:
     """Jars to put on the classpath for ``spark.extra_jars``.
 
     ``auto`` adds sagemaker-pyspark's jars in a working order (they bring hadoop-aws and the AWS
-    SDK, so ``s3a://`` works, and the SageMaker estimators) plus Debian's protobuf-java, which
-    its RecordIO writer needs, when they are installed. Anything else is a comma-separated list.
+    SDK, so ``s3a://`` works, and the SageMaker estimators) plus protobuf-java, which its RecordIO
+    writer needs (``runtime.aws.protobuf_jar``), when they are installed. Anything else is a
+    comma-separated list.
     """
     if not setting:
         return []
@@ -74,31 +78,85 @@ def session_settings(config: Mapping) -> dict[str, str]:
     return settings
 
 
+#: Our log4j2 configuration: Spark's defaults without the start-up notices (native-hadoop, the
+#: shell's "Setting default log level" banner, which Spark prints only with its own defaults).
+LOG4J2_CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "log4j2.properties")
+
+
+def is_local_master(master: str | None) -> bool:
+    """True for ``local``/``local[N]``/``local[*]``, and for no master at all (outside
+    ``spark-submit`` Spark then runs locally)."""
+    return not master or master == "local" or master.startswith("local[")
+
+
+def launch_settings(settings: Mapping[str, str]) -> dict[str, str]:
+    """Settings for a driver JVM that this Python process starts itself (``python -m jobs``, the
+    tests), added to ``settings``: our log4j2 file before any ``spark.driver.extraJavaOptions``
+    already there. Under ``spark-submit`` the driver runs already and its own logging applies.
+    """
+    options = f"-Dlog4j.configurationFile=file:{LOG4J2_CONF}"
+    given = settings.get("spark.driver.extraJavaOptions", "")
+    return {"spark.driver.extraJavaOptions": f"{options} {given}".strip()}
+
+
+def prepare_local_launch() -> None:
+    """Environment for a local-mode JVM this process starts: Python workers run this process's
+    interpreter (a project virtualenv's, not whatever ``python3`` is first on PATH) and Spark binds
+    to the loopback address instead of warning that the hostname resolves to one. Values already
+    in the environment win.
+    """
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+
+
+def starts_jvm() -> bool:
+    """True when the next session will launch the JVM from this process (none runs yet and we
+    are not a ``spark-submit`` child, which gets its JVM through ``PYSPARK_GATEWAY_PORT``)."""
+    return SparkContext._active_spark_context is None and "PYSPARK_GATEWAY_PORT" not in os.environ
+
+
 def build_session(config: Mapping) -> SparkSession:
     """Create (or reuse) the SparkSession for ``config``."""
+    return _session(session_settings(config), config["spark"]["master"], config["spark"]["log_level"])
+
+
+def _session(settings: dict[str, str], master: str | None, log_level: str) -> SparkSession:
+    if starts_jvm():
+        settings.update(launch_settings(settings))
+        if is_local_master(master):
+            prepare_local_launch()
     builder = SparkSession.builder
-    for key, value in session_settings(config).items():
+    for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(config["spark"]["log_level"])
+    spark.sparkContext.setLogLevel(log_level)
     return spark
 
 
 
 def fetch_packages() -> None:
-    """Resolve the configured Delta package (and its dependencies) into the Ivy cache now, so
-    that later sessions, tests and ``make run`` start offline (``make install`` runs this).
+    """Resolve the configured Delta package and protobuf-java (``runtime.aws.PROTOBUF_PACKAGE``,
+    which the SageMaker backend puts on the classpath), with their dependencies, from Maven
+    Central into the Ivy cache now, so that later sessions, tests and ``make run`` start offline
+    (``make install`` runs this). Fails when either is missing afterwards.
     """
+    from runtime.aws import PROTOBUF_JAR, PROTOBUF_PACKAGE, protobuf_jar
     from runtime.config import load_config
 
     config = load_config(overrides=["spark.master=local[1]", "spark.extra_jars=", "spark.log_level=ERROR"])
     package = config["spark"]["delta_package"]
-    spark = build_session(config)
+    settings = session_settings(config)
+    settings["spark.jars.packages"] = ",".join(p for p in (package, PROTOBUF_PACKAGE) if p)
+    spark = _session(settings, config["spark"]["master"], config["spark"]["log_level"])
     try:
         spark.range(1).write.format("delta").mode("overwrite").save(_scratch_table())
         print(f"delta: {package} resolved into the Ivy cache and a table written with it")
     finally:
         spark.stop()
+    jar = protobuf_jar()
+    if jar is None or jar == os.path.realpath(PROTOBUF_JAR):
+        raise SystemExit(f"protobuf-java: {PROTOBUF_PACKAGE} is in neither ~/.ivy2 nor ~/.m2 after resolving it")
+    print(f"protobuf-java: {PROTOBUF_PACKAGE} at {jar}")
 
 
 def _scratch_table() -> str:
