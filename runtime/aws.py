@@ -87,13 +87,25 @@ def _jar_rank(path: str) -> tuple[int, str]:
     return (3, name)
 
 
+def java_home_dir() -> str:
+    """The home folder the JVM sees (``user.home``: the account's, from the password database,
+    not ``$HOME``), under which Spark's Ivy keeps ``.ivy2`` and Maven ``.m2``.
+    """
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        return os.path.expanduser("~")
+
+
 def protobuf_jar(home: str | None = None) -> str | None:
     """The protobuf-java jar of ``PROTOBUF_PACKAGE`` from the Ivy cache (where ``make install``
-    puts it) or the Maven repository under ``home`` (default ``~``), else Debian's
+    puts it) or the Maven repository under ``home`` (default ``java_home_dir()``), else Debian's
     ``PROTOBUF_JAR``; None when none exists.
     """
     group, artifact, version = PROTOBUF_PACKAGE.split(":")
-    home = home or os.path.expanduser("~")
+    home = home or java_home_dir()
     name = f"{artifact}-{version}.jar"
     candidates = (  # Ivy's cache keeps it under bundles/ (its Maven packaging) or jars/
         os.path.join(home, ".ivy2", "cache", group, artifact, "bundles", name),

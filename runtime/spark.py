@@ -85,7 +85,8 @@ LOG4J2_CONF = os.path.join(os.path.dirname(os.path.abspath(__file__)), "log4j2.p
 
 def is_local_master(master: str | None) -> bool:
     """True for ``local``/``local[N]``/``local[*]``, and for no master at all (outside
-    ``spark-submit`` Spark then runs locally)."""
+    ``spark-submit`` Spark then runs locally).
+    """
     return not master or master == "local" or master.startswith("local[")
 
 
@@ -111,7 +112,8 @@ def prepare_local_launch() -> None:
 
 def starts_jvm() -> bool:
     """True when the next session will launch the JVM from this process (none runs yet and we
-    are not a ``spark-submit`` child, which gets its JVM through ``PYSPARK_GATEWAY_PORT``)."""
+    are not a ``spark-submit`` child, which gets its JVM through ``PYSPARK_GATEWAY_PORT``).
+    """
     return SparkContext._active_spark_context is None and "PYSPARK_GATEWAY_PORT" not in os.environ
 
 
