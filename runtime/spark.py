@@ -111,10 +111,55 @@ def prepare_local_launch() -> None:
 
 
 def starts_jvm() -> bool:
-    """True when the next session will launch the JVM from this process (none runs yet and we
-    are not a ``spark-submit`` child, which gets its JVM through ``PYSPARK_GATEWAY_PORT``).
+    """True when the next session will launch the JVM from this process (none was started yet, and
+    we are not a ``spark-submit`` child, which gets its JVM through ``PYSPARK_GATEWAY_PORT``). A
+    JVM outlives ``spark.stop()``: a later session in the process reuses it as it is.
     """
-    return SparkContext._active_spark_context is None and "PYSPARK_GATEWAY_PORT" not in os.environ
+    return SparkContext._gateway is None and "PYSPARK_GATEWAY_PORT" not in os.environ
+
+
+def packages_manifest() -> str:
+    """The file where ``make install`` records the jars Ivy resolved for each ``spark.jars.packages``
+    value, beside those jars (``~/.ivy2/jars``).
+    """
+    from runtime.aws import java_home_dir
+
+    return os.path.join(java_home_dir(), ".ivy2", "jars", "zen-anomaly-packages.json")
+
+
+def _read_manifest() -> dict[str, list[str]]:
+    import json
+
+    try:
+        with open(packages_manifest()) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+def record_package_jars(packages: str, jars: list[str]) -> None:
+    """Remember that Ivy resolved ``packages`` to the local ``jars`` (see ``cached_packages``)."""
+    import json
+
+    manifest = _read_manifest()
+    manifest[packages] = jars
+    os.makedirs(os.path.dirname(packages_manifest()), exist_ok=True)
+    with open(packages_manifest(), "w") as f:
+        json.dump(manifest, f, indent=1)
+
+
+def cached_packages(settings: Mapping[str, str]) -> list[str] | None:
+    """The local jars ``make install`` resolved for ``settings``' ``spark.jars.packages`` when every
+    one of them is still on disk, else None (and Spark resolves the packages through Ivy).
+
+    Ivy resolves the same jars from its cache on every session start, but prints a screenful of
+    resolution report while doing it; the local jars in ``spark.jars`` give the same classpath.
+    """
+    packages = settings.get("spark.jars.packages", "")
+    jars = _read_manifest().get(packages) if packages else None
+    if not jars or not all(os.path.isfile(jar) for jar in jars):
+        return None
+    return jars
 
 
 def build_session(config: Mapping) -> SparkSession:
@@ -122,9 +167,17 @@ def build_session(config: Mapping) -> SparkSession:
     return _session(session_settings(config), config["spark"]["master"], config["spark"]["log_level"])
 
 
-def _session(settings: dict[str, str], master: str | None, log_level: str) -> SparkSession:
+def _session(settings: dict[str, str], master: str | None, log_level: str, resolve: bool = False) -> SparkSession:
+    """The session for ``settings``; when this process starts the JVM, with ``launch_settings``,
+    the packages' cached jars unless ``resolve`` (see ``cached_packages``), and for a local master
+    ``prepare_local_launch``'s environment.
+    """
     if starts_jvm():
         settings.update(launch_settings(settings))
+        jars = None if resolve else cached_packages(settings)
+        if jars:
+            del settings["spark.jars.packages"]
+            settings["spark.jars"] = ",".join([jar for jar in settings.get("spark.jars", "").split(",") if jar] + jars)
         if is_local_master(master):
             prepare_local_launch()
     builder = SparkSession.builder
@@ -133,7 +186,6 @@ def _session(settings: dict[str, str], master: str | None, log_level: str) -> Sp
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(log_level)
     return spark
-
 
 
 def fetch_packages() -> None:
@@ -147,12 +199,19 @@ def fetch_packages() -> None:
 
     config = load_config(overrides=["spark.master=local[1]", "spark.extra_jars=", "spark.log_level=ERROR"])
     package = config["spark"]["delta_package"]
-    settings = session_settings(config)
-    settings["spark.jars.packages"] = ",".join(p for p in (package, PROTOBUF_PACKAGE) if p)
-    spark = _session(settings, config["spark"]["master"], config["spark"]["log_level"])
+    # One JVM start resolves both through Ivy (not from the manifest); Delta's jars are what it
+    # resolved less protobuf-java's, which depends on nothing and is retrieved as group_artifact-version.
+    protobuf_retrieved = "{}_{}-{}.jar".format(*PROTOBUF_PACKAGE.split(":"))
+    settings = {**session_settings(config), "spark.jars.packages": ",".join(p for p in (package, PROTOBUF_PACKAGE) if p)}
+    spark = _session(settings, config["spark"]["master"], config["spark"]["log_level"], resolve=True)
     try:
+        resolved = [uri.removeprefix("file://") for uri in spark.sparkContext.getConf().get("spark.jars", "").split(",")
+                    if uri]
         spark.range(1).write.format("delta").mode("overwrite").save(_scratch_table())
-        print(f"delta: {package} resolved into the Ivy cache and a table written with it")
+        delta_jars = [jar for jar in resolved if os.path.basename(jar) != protobuf_retrieved]
+        if package:
+            record_package_jars(package, delta_jars)
+        print(f"delta: {package} resolved into the Ivy cache ({len(delta_jars)} jars) and a table written with it")
     finally:
         spark.stop()
     jar = protobuf_jar()
