@@ -19,7 +19,7 @@ help: ## list the targets
 ifeq ($(PYTHON),$(VENV)/bin/python)
 VENV_CFG = $(VENV)/pyvenv.cfg
 $(VENV_CFG):
-	$(BASE_PYTHON) -m venv $(VENV)
+	$(BASE_PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "cannot make $(VENV) with $(BASE_PYTHON) -m venv (Debian: apt-get install python3.11-venv; or make BASE_PYTHON=/path/to/python3.11)"; exit 1; }
 	$(PYTHON) -m pip install -q --upgrade pip
 endif
 
