@@ -1,32 +1,63 @@
 # Routine commands; `make help` lists them.
-PYTHON ?= python3
+# Everything runs in the project virtualenv .venv, made from the machine's python3.11 by `make install`
+# (any target installs first when needed); `make PYTHON=/path/to/python ...` uses another interpreter.
+VENV ?= .venv
+BASE_PYTHON ?= python3.11
+PYTHON ?= $(VENV)/bin/python
 CONF ?= conf/local.yaml
 JOBS = $(PYTHON) -m jobs
 STAMP = .make/installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration lint bench package clean report-check maintain cluster cluster-stop kinesis-local
+.PHONY: help install run test test-unit test-integration test-cluster lint bench package clean report-check maintain chromium cluster cluster-stop kinesis-local
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): setup.py
+# The virtualenv, only when PYTHON is its interpreter; a new one (pyvenv.cfg newer than the stamp)
+# means a reinstall.
+ifeq ($(PYTHON),$(VENV)/bin/python)
+VENV_CFG = $(VENV)/pyvenv.cfg
+$(VENV_CFG):
+	$(BASE_PYTHON) -m venv $(VENV) || { rm -rf $(VENV); echo "cannot make $(VENV) with $(BASE_PYTHON) -m venv (Debian: apt-get install python3.11-venv; or make BASE_PYTHON=/path/to/python3.11)"; exit 1; }
+	$(PYTHON) -m pip install -q --upgrade pip
+endif
+
+$(STAMP): setup.py $(VENV_CFG)
 	@mkdir -p .make
 	$(PYTHON) -m pip install -q -e '.[test,bench,lint]'
 	# sagemaker_pyspark 1.4.5 pins pyspark==3.3.0; it runs on Spark 3.5, so skip its dependency pins.
 	$(PYTHON) -m pip install -q --no-deps 'sagemaker_pyspark==1.4.5'
-	# the Delta jars, from Maven Central into the Ivy cache (~/.ivy2): later sessions start offline
+	# Delta's jars and protobuf-java (the SageMaker backend's RecordIO writer), from Maven Central
+	# into the Ivy cache (~/.ivy2): later sessions, tests and `make run` start offline
 	$(PYTHON) -m runtime.spark
-	@test -f /usr/share/java/protobuf.jar || echo "note: /usr/share/java/protobuf.jar missing: apt-get install libprotobuf-java (needed by the SageMaker backend)"
+	@$(MAKE) --no-print-directory chromium
 	@touch $(STAMP)
 
-install: $(STAMP) ## install the project and its test/bench dependencies (pip)
+# Headless Chromium renders the HTML reports in the report tests and `make report-check`: Debian's
+# package, installed through apt-get when we are root or have sudo.
+chromium:
+	@if command -v chromium >/dev/null || command -v chromium-browser >/dev/null || command -v google-chrome >/dev/null; then :; \
+	elif ! command -v apt-get >/dev/null; then \
+	  echo "note: no chromium on PATH and no apt-get: install Chromium for the report-render tests (they skip without it)"; \
+	elif [ "$$(id -u)" = 0 ]; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	elif sudo -n true 2>/dev/null; then \
+	  sudo -n apt-get update -q && sudo -n DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; \
+	else \
+	  echo "note: no chromium on PATH: run 'sudo apt-get install -y chromium' for the report-render tests (they skip without it)"; \
+	fi
+
+install: $(STAMP) ## make .venv and install the project, its test/bench/lint dependencies, its jars (Maven) and Chromium (apt)
 
 run: $(STAMP) ## run the whole pipeline on the embedded default (local Spark, files under ./lake), with timings
 	PYTHON=$(PYTHON) CONF=$(CONF) bash scripts/run_pipeline.sh
 
-test: $(STAMP) ## run unit and integration tests
+test: $(STAMP) ## run unit and integration tests (all but the cluster test)
 	$(PYTHON) -m pytest
+
+test-cluster: $(STAMP) ## the pipeline as spark-submit applications on a standalone cluster (2 workers) over s3a on moto
+	$(PYTHON) -m pytest -m cluster tests/integration/test_cluster.py
 
 test-unit: $(STAMP) ## run the unit tests only
 	$(PYTHON) -m pytest tests/unit

@@ -11,7 +11,7 @@ setup(
     description=__doc__,
     python_requires=">=3.11",
     packages=find_packages(include=[f"{p}{s}" for p in PACKAGES for s in ("", ".*")]),
-    package_data={"runtime": ["defaults.yaml"]},
+    package_data={"runtime": ["defaults.yaml", "log4j2.properties"]},
     install_requires=[
         # Spark 3.5 / Scala 2.12: what EMR 7.x runs and what sagemaker-pyspark 1.4.5 loads (not Spark 4).
         "pyspark>=3.5.0,<3.6",

@@ -25,8 +25,12 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-#: Debian's ``libprotobuf-java``; sagemaker-spark's RecordIO writer needs protobuf-java and its
-#: jars do not bundle it. On EMR protobuf-java is already on the Hadoop classpath.
+#: protobuf-java for sagemaker-spark's RecordIO writer: its jars do not bundle it. Its generated
+#: classes use protobuf 2.5's API (``GeneratedMessage``, ``Parser``), the version Hadoop puts on
+#: EMR's classpath; ``make install`` resolves it from Maven Central into the Ivy cache.
+PROTOBUF_PACKAGE = "com.google.protobuf:protobuf-java:2.5.0"
+
+#: Debian's ``libprotobuf-java``, used when the Maven jar is in neither local cache.
 PROTOBUF_JAR = "/usr/share/java/protobuf.jar"
 
 #: boto3 service names for the keys of ``aws_conf["endpoints"]``.
@@ -83,10 +87,43 @@ def _jar_rank(path: str) -> tuple[int, str]:
     return (3, name)
 
 
+def java_home_dir() -> str:
+    """The home folder the JVM sees (``user.home``: the account's, from the password database,
+    not ``$HOME``), under which Spark's Ivy keeps ``.ivy2`` and Maven ``.m2``.
+    """
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_dir
+    except KeyError:
+        return os.path.expanduser("~")
+
+
+def protobuf_jar(home: str | None = None) -> str | None:
+    """The protobuf-java jar of ``PROTOBUF_PACKAGE`` from the Ivy cache (where ``make install``
+    puts it) or the Maven repository under ``home`` (default ``java_home_dir()``), else Debian's
+    ``PROTOBUF_JAR``; None when none exists.
+    """
+    group, artifact, version = PROTOBUF_PACKAGE.split(":")
+    home = home or java_home_dir()
+    name = f"{artifact}-{version}.jar"
+    candidates = (  # Ivy's cache keeps it under bundles/ (its Maven packaging) or jars/
+        os.path.join(home, ".ivy2", "cache", group, artifact, "bundles", name),
+        os.path.join(home, ".ivy2", "cache", group, artifact, "jars", name),
+        os.path.join(home, ".ivy2", "jars", f"{group}_{name}"),
+        os.path.join(home, ".m2", "repository", *group.split("."), artifact, version, name),
+        PROTOBUF_JAR,
+    )
+    for path in candidates:
+        if os.path.exists(path):
+            return os.path.realpath(path)
+    return None
+
+
 def sagemaker_jars(include_protobuf: bool = True) -> list[str]:
     """Jar paths sagemaker-pyspark needs, in classpath order; [] if it is not installed.
 
-    Includes ``PROTOBUF_JAR`` when ``include_protobuf`` and the file exists.
+    Ends with ``protobuf_jar()`` when ``include_protobuf`` and one is found.
     """
     try:
         import sagemaker_pyspark
@@ -96,8 +133,9 @@ def sagemaker_jars(include_protobuf: bool = True) -> list[str]:
     # Globbing instead of sagemaker_pyspark.classpath_jars(): that one imports pkg_resources,
     # which is deprecated and missing from recent setuptools-less environments.
     jars = sorted(glob.glob(os.path.join(jar_dir, "*.jar")), key=_jar_rank)
-    if include_protobuf and os.path.exists(PROTOBUF_JAR):
-        jars.append(os.path.realpath(PROTOBUF_JAR))
+    protobuf = protobuf_jar() if include_protobuf else None
+    if protobuf:
+        jars.append(protobuf)
     return jars
 
 

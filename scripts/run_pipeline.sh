@@ -8,7 +8,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PYTHON=${PYTHON:-python3}
+# the project virtualenv's interpreter (make install makes it) unless PYTHON names another
+if [[ -z "${PYTHON:-}" ]]; then
+  if [[ -x .venv/bin/python ]]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi
+fi
 CONF=${CONF:-conf/local.yaml}
 read -r LAKE FORMAT < <($PYTHON -c "from runtime.config import load_config; c = load_config('$CONF'); print(c['storage']['lake'], c['storage']['format'])")
 if [[ "${SMALL:-0}" == 1 ]]; then

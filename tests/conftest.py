@@ -1,5 +1,4 @@
 """One local SparkSession for the whole test run."""
-import os
 import sys
 from pathlib import Path
 
@@ -15,10 +14,14 @@ def spark():
 
     from runtime.aws import sagemaker_spark_conf
     from runtime.config import load_config
-    from runtime.spark import delta_settings
+    from runtime.spark import delta_settings, launch_settings, prepare_local_launch
 
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # Python workers run this interpreter (the project .venv's under make), Spark binds to loopback
+    # and logs through runtime/log4j2.properties, as the jobs' local sessions do.
+    prepare_local_launch()
     builder = SparkSession.builder
+    for key, value in launch_settings({}).items():
+        builder = builder.config(key, value)
     # One JVM serves every test module, so it carries sagemaker-pyspark's jars (when installed)
     # for the SageMaker contract tests; classes cannot be added to a running JVM later.
     for key, value in sagemaker_spark_conf().items():

@@ -39,7 +39,7 @@ generate: {{partitions: 2, transactions: {{customers: 120, terminals: 240, days:
 train:
   test_days: 4
   rcf: {{num_trees: 50, num_samples_per_tree: 64}}
-  logistic: {{reg_params: [0.001], validation_days: 4}}
+  logistic: {{reg_params: [0.001], validation_days: 4, max_iter: 20}}
 """
 
 # The same, in local mode (python -m jobs, one JVM; the session's default jars bring s3a)
@@ -63,7 +63,7 @@ for argv in json.loads(sys.argv[1]):
 STREAM_GOOD = 200
 
 # Six applications (each a JVM start, Ivy's offline resolution and two executors) and a local run.
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
+pytestmark = [pytest.mark.integration, pytest.mark.cluster, pytest.mark.timeout(1800)]
 
 
 def landing_lines():
