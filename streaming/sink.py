@@ -201,7 +201,8 @@ class DeltaSink:
 
     def _top_up(self, df: DataFrame, batch_id: int, key: tuple[str, ...], meta: dict) -> tuple[int, dict]:
         """Append the rows of ``df`` whose ``key`` is not in the table's batch ``batch_id``, in one
-        commit without a txn action; (rows appended, the partition values looked in)."""
+        commit without a txn action; (rows appended, the partition values looked in).
+        """
         prune = {}
         part = next((c for c in self.partition_by if c in df.columns), None)
         if part is not None:     # the table's rows of this batch sit in the partitions of the re-run's rows
@@ -270,7 +271,8 @@ class DeltaSink:
 
     def _missing_arrow(self, local: str, table, batch_id: int, key: tuple[str, ...]):
         """(the rows of ``table`` whose ``key`` matches no row of batch ``batch_id`` in the Delta
-        table at ``local``, the partition values looked in), read with delta-rs."""
+        table at ``local``, the partition values looked in), read with delta-rs.
+        """
         import pyarrow as pa
         import pyarrow.compute as pc
         from deltalake import DeltaTable
