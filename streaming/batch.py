@@ -37,6 +37,8 @@ class BatchReport:
     alerts_skipped: int = 0
     alerts_failed: int = 0
     sink_skipped: bool = False
+    sink_topped_up: int = 0             # a re-run batch's rows the first attempt had not written
+    dead_letters_topped_up: int = 0
     latency_p50_s: float | None = None
     latency_p95_s: float | None = None
     latency_max_s: float | None = None
@@ -56,7 +58,10 @@ class BatchReport:
     def line(self) -> str:
         lat = ("n/a" if self.latency_p50_s is None else
                f"p50 {self.latency_p50_s:.1f} s, p95 {self.latency_p95_s:.1f} s, max {self.latency_max_s:.1f} s")
-        again = " (sink already committed: not rewritten)" if self.sink_skipped else ""
+        again = ""
+        if self.sink_skipped:
+            again = (f" (sink already committed: {self.sink_topped_up:,} new events and "
+                     f"{self.dead_letters_topped_up:,} new dead letters topped up, the rest not rewritten)")
         return (f"batch {self.batch_id}: {self.records:,} records, {self.scored:,} events scored{again}, "
                 f"{self.alerts_sent:,} alerts raised ({self.alerts_skipped} already sent), "
                 f"{self.dead_letters:,} dead letters, event-to-sink latency {lat}, batch took {self.seconds:.1f} s"

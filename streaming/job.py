@@ -268,7 +268,8 @@ def run_stream(config: Mapping, options: StreamOptions, *, session: Callable[[Ma
     reports = processor.reports
     scored, alerts, dead = (sum(r.scored for r in reports), sum(r.alerts_sent for r in reports),
                             sum(r.dead_letters for r in reports))
+    topped_up = sum(r.sink_topped_up + r.dead_letters_topped_up for r in reports)
     log("stream", f"{len(reports)} micro-batches: {scored:,} events scored, {alerts:,} alerts raised, "
-                  f"{dead:,} dead letters")
+                  f"{dead:,} dead letters" + (f", {topped_up:,} rows topped up in re-run batches" if topped_up else ""))
     return RunSummary("stream", dataset=dataset, rows_in=sum(r.records for r in reports), rows_out=scored,
-                      alerts=alerts, extra={"batches": len(reports), "dead_letters": dead})
+                      alerts=alerts, extra={"batches": len(reports), "dead_letters": dead, "sink_topped_up": topped_up})

@@ -12,11 +12,18 @@ Per micro-batch ``N`` the :class:`MicroBatchProcessor`
    for the next batch (idempotent);
 5. publishes alerts with a sent-keys ledger at ``<checkpoint>/alerts_sent/N``.
 
-Spark re-runs batch ``N`` with the same input after a crash (its offset log), and every step
-above either is skipped (Delta's txn check, the ledger) or rewrites the same content, so a
-``kill -9`` anywhere never duplicates a row or an alert. The tests prove it by passing ``fault``,
-called at the points ``after-sink``, ``after-alerts`` and ``before-commit`` (the end of the
-batch: next comes Spark's own commit) of every batch.
+Spark re-runs batch ``N`` after a crash (its offset log), and every step above either is
+skipped (Delta's txn check, the ledger) or rewrites the same content, so a ``kill -9`` anywhere
+never duplicates a row or an alert. A re-run may hold *more* records than the attempt that
+committed (a Kinesis connector decides a batch's end while it reads): the sinks then top the
+batch up with the rows the first attempt did not write (streaming/sink.py: by event id for the
+scored rows, by ``record_source`` + ``payload`` - the Kinesis stream, partition key and sequence
+number - for the dead letters), the alerts of a re-run come from the sink's rows of the batch
+(so the extra records' alerts go out once and the ledger skips the earlier ones), and the
+engine's state is rebuilt before the re-run from the batches before ``N``, so it counts the extra
+records once. The tests prove it by passing ``fault``, called at the points ``after-sink``,
+``after-alerts`` and ``before-commit`` (the end of the batch: next comes Spark's own commit) of
+every batch.
 """
 from __future__ import annotations
 
@@ -28,6 +35,7 @@ from pyspark import StorageLevel
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from features.datasets import dataset as dataset_named
 from ingest.decode import rejected_as_dead_letters
 from scoring.scorer import FrameScorer
 from streaming.batch import BatchReport, BatchStats, PreparedBatch, StreamSettings
@@ -36,6 +44,9 @@ from streaming.sink import SINK_PARTITIONS, DeltaSink, stream_app_id, with_batch
 
 SparkScore = Callable[[DataFrame], DataFrame]  # a stream.scorer hook: Spark frames only
 FAULT_POINTS = ("after-sink", "after-alerts", "before-commit")   # where ``fault`` is called, in order
+# What tells a dead letter from another when a re-run batch is topped up: its raw record and where it
+# came from (a Kinesis record's stream/partition key/sequence number, a landing file's path).
+DEAD_LETTER_KEY = ("record_source", "payload")
 
 
 class MicroBatchProcessor:
@@ -72,6 +83,7 @@ class MicroBatchProcessor:
         self.fault = fault
         self.reports: list[BatchReport] = []
         self._sinks: tuple[DeltaSink, DeltaSink] | None = None
+        self.event_key = (dataset_named(settings.dataset).event_id,)    # tops up a re-run batch's scored rows
 
     def sinks(self, spark) -> tuple[DeltaSink, DeltaSink]:
         """(scored events, dead letters): one :class:`DeltaSink` each for the life of the query."""
@@ -108,7 +120,7 @@ class MicroBatchProcessor:
             scored_local["batch_id"] = np.int64(batch_id)
             report.scored = len(scored_local)
             mark = report.phase("score", mark)
-            commit = sink.write_arrow(arrow_table(scored_local), batch_id, extra=batch.commit)
+            commit = sink.write_arrow(arrow_table(scored_local), batch_id, extra=batch.commit, key=self.event_key)
             self._finish(batch_id, report, batch, batch.stats, commit, mark, started,
                          anomalies=lambda cols: local_anomalies(scored_local, cols))
             return
@@ -131,7 +143,7 @@ class MicroBatchProcessor:
         report.scored = stats.n
         mark = report.phase("score", mark)
 
-        commit = sink.write(scored, batch_id, extra=batch.commit)
+        commit = sink.write(scored, batch_id, extra=batch.commit, key=self.event_key)
 
         def anomalies(cols):
             wanted = [c for c in cols if c in scored.columns]
@@ -149,6 +161,7 @@ class MicroBatchProcessor:
         """After the sink write: latency, dead letters, state, alerts, the report."""
         s = self.s
         report.sink_skipped = commit["skipped"]
+        report.sink_topped_up = commit.get("topped_up", 0)
         committed_at = commit["committed_at"]
         if stats.n and stats.q is not None and committed_at is not None:
             q50, q05, q0 = (v / 1e6 if v is not None else None for v in stats.q)
@@ -176,14 +189,19 @@ class MicroBatchProcessor:
             report.dead_reasons = {r["r"]: r["count"] for r in reasons}
         report.dead_letters = sum(report.dead_reasons.values())
         if report.dead_letters and dead is not None:
-            self.sinks(dead.sparkSession)[1].write(with_batch_id(dead, batch_id), batch_id)
+            written = self.sinks(dead.sparkSession)[1].write(with_batch_id(dead, batch_id), batch_id,
+                                                             key=DEAD_LETTER_KEY)
+            report.dead_letters_topped_up = written["topped_up"]
         mark = report.phase("dead letters", mark)
 
         batch.save_state(stats.newest)
         mark = report.phase("state", mark)
 
         if self.alerter is not None:
-            flagged = anomalies(list(self.alert_columns))
+            # a re-run batch alerts on what the sink holds for it: the first attempt's rows (the
+            # ledger skips those sent already) and the rows topped up now
+            flagged = (self._committed_anomalies(batch_id, commit) if commit["skipped"]
+                       else anomalies(list(self.alert_columns)))
             if flagged:
                 published = self.alerter.publish(flagged, scope=str(batch_id))
                 report.alerts_sent, report.alerts_skipped = published.sent, published.skipped
@@ -201,3 +219,12 @@ class MicroBatchProcessor:
         if self.on_batch:
             self.on_batch(report)
         self._fault("before-commit", batch_id)
+
+    def _committed_anomalies(self, batch_id: int, commit: dict) -> list[dict]:
+        """The flagged rows the sink holds for batch ``batch_id`` (its ``alert_columns``)."""
+        sink = self._sinks[0]
+        rows = sink.batch_rows(batch_id, commit.get("partition_values"))
+        if rows is None:
+            return []
+        wanted = [c for c in self.alert_columns if c in rows.columns]
+        return [row.asDict(recursive=True) for row in rows.where(F.col("is_anomaly")).select(*wanted).collect()]

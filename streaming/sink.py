@@ -21,6 +21,18 @@ adds (the incremental engine keeps its watermark there), so the stream can read 
 table's history whether a batch is in already (reported as ``sink_skipped``) and what the
 newest earlier batch recorded. Delta's own ``txn`` check stays the rule; the history only
 reports it.
+
+A re-run batch is not always the same batch. The Kinesis connectors decide what a micro-batch
+holds while they read it (bounded by time and record count), and the qubole connector starts the
+next batch after what the *last* run of a batch read: when records arrived between a crash and
+the restart, the re-run of batch ``N`` can hold more records than the attempt that committed.
+Skipping it whole would lose those records (the next batch starts after them). So a skipped write
+given a ``key`` is *topped up*: the rows of the re-run whose key is not among the table's rows of
+batch ``N`` are appended in one more Delta commit (same ``batch_id`` column and ``userMetadata``
+with ``"top_up": <rows>``, no ``txn`` action, which Delta would skip). It is idempotent by
+content: a crash after it and before Spark's commit re-runs the batch again, and that run finds
+the rows in and adds nothing. With a deterministic source (landing files) the re-run holds the
+same rows and nothing is written; only a re-run pays the read of the batch's keys.
 """
 from __future__ import annotations
 
@@ -28,6 +40,7 @@ import json
 import time
 from typing import Any, Mapping, Sequence
 
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -117,8 +130,10 @@ class DeltaSink:
             except ValueError:
                 continue
             if isinstance(meta, dict) and meta.get("app") == self.app_id:
-                found[int(meta["batch_id"])] = {**meta, "version": row["version"],
-                                                "committed_at": row["timestamp"].timestamp()}
+                batch = int(meta["batch_id"])
+                if batch in found and found[batch]["version"] > row["version"]:
+                    continue     # a top-up commit after the batch's own: the newest carries its metadata
+                found[batch] = {**meta, "version": row["version"], "committed_at": row["timestamp"].timestamp()}
         return found
 
     def _known(self) -> dict[int, dict]:
@@ -144,15 +159,30 @@ class DeltaSink:
             return None
         return self.spark.read.format("delta").load(self.path)
 
+    def batch_rows(self, batch_id: int, prune: Mapping[str, Sequence] | None = None) -> DataFrame | None:
+        """The table's rows of batch ``batch_id`` (None before its first commit); ``prune`` (partition
+        column -> values, e.g. a commit record's ``partition_values``) narrows the files read.
+        """
+        rows = self.rows()
+        if rows is None:
+            return None
+        for column, values in (prune or {}).items():
+            rows = rows.where(F.col(column).isin(list(values)))
+        return rows.where(F.col("batch_id") == F.lit(batch_id))
+
     # ------------------------------------------------------------------ writing
 
-    def write(self, df: DataFrame, batch_id: int, extra: Mapping[str, Any] | None = None) -> dict:
+    def write(self, df: DataFrame, batch_id: int, extra: Mapping[str, Any] | None = None, *,
+              key: Sequence[str] = ()) -> dict:
         """Append ``df`` as batch ``batch_id`` in one Delta commit; Delta skips it when the batch is in already.
 
-        Returns the commit record: ``extra``, ``batch_id``, ``committed_at`` and ``skipped`` (the
-        batch was committed before: nothing was written now). ``extra`` is kept in the commit's
-        ``userMetadata``. New columns are added to the table (``mergeSchema``); a column whose
-        type changed fails the write.
+        Returns the commit record: ``extra``, ``batch_id``, ``committed_at``, ``skipped`` (the
+        batch was committed before: Delta skipped this write) and ``topped_up`` (rows of a skipped
+        batch appended now: those of ``df`` whose ``key`` columns match no row of batch
+        ``batch_id`` in the table; see the module doc; no ``key``: never topped up).
+        ``partition_values`` (partition column -> values of ``df``) is there when a top-up was
+        looked for. ``extra`` is kept in the commit's ``userMetadata``. New columns are added to
+        the table (``mergeSchema``); a column whose type changed fails the write.
         """
         last = self.last_batch()
         skipped = last is not None and batch_id <= last   # what Delta's txn check below will find
@@ -164,9 +194,43 @@ class DeltaSink:
         if self.partition_by:
             writer = writer.partitionBy(*self.partition_by)
         writer.save(self.path)   # skipped by Delta before a row is computed when the batch is in
-        return self._record(batch_id, meta, skipped)
+        if not (skipped and key):
+            return self._record(batch_id, meta, skipped)
+        topped_up, prune = self._top_up(df, batch_id, tuple(key), meta)
+        return self._record(batch_id, meta, skipped, topped_up, prune)
 
-    def write_arrow(self, table, batch_id: int, extra: Mapping[str, Any] | None = None) -> dict:
+    def _top_up(self, df: DataFrame, batch_id: int, key: tuple[str, ...], meta: dict) -> tuple[int, dict]:
+        """Append the rows of ``df`` whose ``key`` is not in the table's batch ``batch_id``, in one
+        commit without a txn action; (rows appended, the partition values looked in).
+        """
+        prune = {}
+        part = next((c for c in self.partition_by if c in df.columns), None)
+        if part is not None:     # the table's rows of this batch sit in the partitions of the re-run's rows
+            prune = {part: [r[0] for r in df.select(part).distinct().collect()]}
+            if not prune[part]:
+                return 0, prune
+        existing = self.batch_rows(batch_id, prune)
+        if existing is None:
+            return 0, prune
+        names = [f"_top_up_key{i}" for i in range(len(key))]
+        existing = existing.select(*[F.col(k).alias(n) for k, n in zip(key, names, strict=True)])
+        condition = [df[k].eqNullSafe(existing[n]) for k, n in zip(key, names, strict=True)]
+        missing = df.join(existing, condition, "left_anti").persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            added = missing.count()
+            if added:
+                writer = (missing.write.format("delta").mode("append")
+                          .option("userMetadata", json.dumps({**meta, "top_up": added}, sort_keys=True))
+                          .option("mergeSchema", "true"))
+                if self.partition_by:
+                    writer = writer.partitionBy(*self.partition_by)
+                writer.save(self.path)
+        finally:
+            missing.unpersist()
+        return added, prune
+
+    def write_arrow(self, table, batch_id: int, extra: Mapping[str, Any] | None = None, *,
+                    key: Sequence[str] = ()) -> dict:
         """:meth:`write` for a ``pyarrow.Table`` made on the driver (its column types are the table's).
 
         On the local file system the table is committed by delta-rs (``deltalake``), which writes
@@ -175,16 +239,16 @@ class DeltaSink:
         batch delta-rs committed, and the other way round). delta-rs records a txn but does not
         refuse a repeated one, so the batch is skipped here when the table's txn version for this
         application (read by delta-rs from the log) is at or above it; the stream is the table's
-        only writer (one query per checkpoint), so nothing can commit in between. Elsewhere
-        (``s3a://``) the rows go through Spark's Delta writer, which reaches the object store with
-        the session's settings.
+        only writer (one query per checkpoint), so nothing can commit in between. A skipped batch
+        is topped up by ``key`` as :meth:`write` does, from Arrow. Elsewhere (``s3a://``) the rows
+        go through Spark's Delta writer, which reaches the object store with the session's settings.
         """
         local = fs.local_path(self.path)
         if local is None:
             from pyspark.sql.pandas.types import from_arrow_schema
 
             df = self.spark.createDataFrame(table.to_pandas(), schema=from_arrow_schema(table.schema))
-            return self.write(df, batch_id, extra)
+            return self.write(df, batch_id, extra, key=key)
         from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 
         meta = self._meta(batch_id, extra)
@@ -195,18 +259,56 @@ class DeltaSink:
                             schema_mode="merge", commit_properties=CommitProperties(
                                 custom_metadata={"userMetadata": json.dumps(meta, sort_keys=True)},
                                 app_transactions=[Transaction(self.app_id, batch_id)]))
-        return self._record(batch_id, meta, skipped)
+            return self._record(batch_id, meta, skipped)
+        if not key:
+            return self._record(batch_id, meta, skipped)
+        missing, prune = self._missing_arrow(local, table, batch_id, tuple(key))
+        if missing.num_rows:
+            write_deltalake(local, missing, mode="append", partition_by=list(self.partition_by) or None,
+                            schema_mode="merge", commit_properties=CommitProperties(custom_metadata={
+                                "userMetadata": json.dumps({**meta, "top_up": missing.num_rows}, sort_keys=True)}))
+        return self._record(batch_id, meta, skipped, missing.num_rows, prune)
+
+    def _missing_arrow(self, local: str, table, batch_id: int, key: tuple[str, ...]):
+        """(the rows of ``table`` whose ``key`` matches no row of batch ``batch_id`` in the Delta
+        table at ``local``, the partition values looked in), read with delta-rs.
+        """
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        from deltalake import DeltaTable
+
+        prune = {}
+        filters = [("batch_id", "=", batch_id)]
+        part = next((c for c in self.partition_by if c in table.column_names), None)
+        if part is not None:
+            prune = {part: pc.unique(table[part]).to_pylist()}
+            if not prune[part]:
+                return table.slice(0, 0), prune
+            filters.append((part, "in", prune[part]))
+        existing = DeltaTable(local).to_pyarrow_table(columns=list(key), filters=filters)
+        existing = existing.cast(pa.schema([table.schema.field(k) for k in key]))
+        rows = pa.table({**{k: table[k] for k in key}, "_top_up_row": pa.array(range(table.num_rows), pa.int64())})
+        # Arrow's join matches no null key (the Spark path does): the key here is the event id, never null
+        kept = rows.join(existing, keys=list(key), join_type="left anti", use_threads=False)
+        rows_kept = kept["_top_up_row"]
+        return table.take(pc.take(rows_kept, pc.sort_indices(rows_kept))), prune     # in the re-run's order
 
     def _meta(self, batch_id: int, extra: Mapping[str, Any] | None) -> dict:
         return fs.json_safe({**(extra or {}), "app": self.app_id, "batch_id": batch_id})
 
-    def _record(self, batch_id: int, meta: dict, skipped: bool) -> dict:
-        if skipped:
+    def _record(self, batch_id: int, meta: dict, skipped: bool, topped_up: int = 0,
+                prune: Mapping[str, Sequence] | None = None) -> dict:
+        if skipped and not topped_up:
             record = dict(self._known().get(batch_id) or {**meta, "committed_at": None})
         else:
             record = {**meta, "committed_at": time.time()}
+            if topped_up:
+                record["top_up"] = topped_up
             self._known()[batch_id] = dict(record)
         record["skipped"] = skipped
+        record["topped_up"] = topped_up
+        if prune is not None:
+            record["partition_values"] = dict(prune)
         return record
 
 

@@ -6,10 +6,15 @@ Exactly once is proven the way test_stream.py proves it for the landing source: 
 killed with SIGKILL at each fault point of a micro-batch (after the sink's Delta commit, after the
 alerts, just before Spark's commit) and restarted from its checkpoint; a last run reads to the end.
 Every record put is then in the sink or the dead letters once, and every anomaly alerted once.
+Unlike a landing folder, Kinesis gives a re-run batch more records when more arrived after the
+crash (the connector decides a batch's end while reading): the kill test puts most of its records
+after the first kill, so the re-run of batch 0 holds more than its first attempt and the sinks top
+it up (streaming/sink.py).
 A second test reshards the stream (UpdateShardCount 2 -> 4) while the stream job reads it.
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +30,7 @@ from runtime.producers import KinesisReplayer
 ROOT = Path(__file__).resolve().parents[2]
 SCORER = "test_stream:deterministic_scorer"
 N_EVENTS = 3000
+FIRST_PUT = 300              # put before the first run: under PER_SHARD on either shard
 PER_SHARD = 400              # stream.kinesis.max_fetch_records: <= 800 records per micro-batch on 2 shards
 LATENESS = 200 * 86400       # shards are read side by side: an event behind another shard's newest is not late
 
@@ -93,16 +99,23 @@ def check_sink_and_alerts(spark, tmp_path, put_ids, bad, sqs, queue_url):
     return table
 
 
+def batch_sizes(out):
+    """{batch id: records} from the job's batch lines."""
+    return {int(m.group(1)): int(m.group(2).replace(",", ""))
+            for m in re.finditer(r"batch (\d+): ([\d,]+) records", out)}
+
+
 @pytest.mark.timeout(2400)
 def test_kinesis_stream_scores_every_record_once_across_kills(tmp_path, moto, spark):
     records = make_transactions(N_EVENTS, seed=24)
-    (tmp_path / "raw.json").write_text("\n".join(json.dumps(r) for r in records))
+    # batch 0's first attempt reads all there is (under PER_SHARD per shard); the rest is put after it
+    (tmp_path / "raw.json").write_text("\n".join(json.dumps(r) for r in records[:FIRST_PUT]))
     started = time.monotonic()
     code, out = run([sys.executable, "-m", "jobs", "replay", *common_args(moto), "--mode", "kinesis",
                      "--stream", "tx", "--shards", "2", "--input", str(tmp_path / "raw.json"), "--format", "json",
                      "--rate", "0", "--order-by", "event_time"])
     assert code == 0, out[-3000:]
-    assert f"records sent {N_EVENTS:,}, failed 0" in out and "created Kinesis stream tx with 2 shards" in out
+    assert f"records sent {FIRST_PUT:,}, failed 0" in out and "created Kinesis stream tx with 2 shards" in out
     kinesis = kinesis_client(moto)
     assert len(kinesis.list_shards(StreamName="tx")["Shards"]) == 2
     put = kinesis.put_records(StreamName="tx", Records=[{"Data": b.encode(), "PartitionKey": "bad"} for b in BAD_RECORDS])
@@ -114,25 +127,41 @@ def test_kinesis_stream_scores_every_record_once_across_kills(tmp_path, moto, sp
         code, out = run(stream_cmd(tmp_path, moto, "tx", topic, kill_at=(point, batch_id)))
         assert code == -signal.SIGKILL, out[-3000:]
         assert batch_id not in committed(ckpt), f"killed at {point}: Spark must not have committed batch {batch_id}"
+        return out
 
     killed_at("after-sink", 0)
     assert [b for b, _ in sink_commits(sink)] == [0]
+    first_attempt = sink_commits(sink)[0][1] + len(BAD_RECORDS)   # its dead letters were not written yet
+    assert first_attempt == FIRST_PUT + len(BAD_RECORDS), "batch 0's first attempt read the whole stream"
     assert not (ckpt / "alerts_sent" / "0").exists() or not list((ckpt / "alerts_sent" / "0").glob("*.json"))
+    # records arriving while the stream is down: the re-run of batch 0 reads some of them
+    rest = [(json.dumps(r).encode(), r["customer_id"]) for r in records[FIRST_PUT:]]
+    assert KinesisReplayer(kinesis, "tx").send(rest).sent == len(rest)
     killed_at("after-alerts", 0)
-    assert [b for b, _ in sink_commits(sink)] == [0], "the re-run batch is not committed twice"
+    batch0 = [n for b, n in sink_commits(sink) if b == 0]
+    assert len(batch0) == 2 and batch0[1] > 0, f"the re-run batch 0 is topped up once with the new records: {batch0}"
     assert list((ckpt / "alerts_sent" / "0").glob("*.json")), "batch 0 sent its alerts before the kill"
-    killed_at("before-commit", 1)
-    assert [b for b, _ in sink_commits(sink)] == [0, 1]
+    out = killed_at("before-commit", 1)
+    rerun = batch_sizes(out)[0]
+    assert rerun > first_attempt, f"the re-run batch 0 holds more records than its first attempt: {out[-3000:]}"
+    # its third run adds what the second did not hold (nothing when both read PER_SHARD per shard)
+    new_events = rerun - len(BAD_RECORDS) - sum(batch0)
+    assert f"(sink already committed: {new_events:,} new events and 0 new dead letters topped up" in out, out[-3000:]
+    assert [b for b, _ in sink_commits(sink)] == [0, 0] + [0] * (new_events > 0) + [1]
 
     code, out = run(stream_cmd(tmp_path, moto, "tx", topic))
     assert code == 0, out[-3000:]
     assert "batch 1:" in out and "sink already committed" in out, out[-3000:]
     assert "kinesis (qubole connector" in out and "event-to-sink latency" in out
     commits = sink_commits(sink)
-    assert [b for b, _ in commits] == list(range(len(commits))) and len(commits) >= 4, commits
-    assert all(n <= 2 * PER_SHARD for _, n in commits), f"max_fetch_records bounds a batch: {commits}"
+    batches = [b for b, _ in commits]
+    assert batches == sorted(batches) and sorted(set(batches)) == list(range(max(batches) + 1)), commits
+    assert len(set(batches)) >= 4, commits
+    per_batch = {b: sum(n for c, n in commits if c == b) for b in batches}
+    assert all(n <= 2 * PER_SHARD for n in per_batch.values()), f"max_fetch_records bounds a batch: {commits}"
     check_sink_and_alerts(spark, tmp_path, [r["transaction_id"] for r in records], BAD_RECORDS, sqs, queue_url)
-    print(f"kinesis kill test: {time.monotonic() - started:.0f} s")
+    print(f"kinesis kill test: {time.monotonic() - started:.0f} s; batch 0: first attempt {first_attempt} records, "
+          f"third run {rerun}; sink commits {commits}")
 
 
 @pytest.mark.timeout(1800)
