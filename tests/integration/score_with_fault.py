@@ -7,9 +7,10 @@ Usage: python score_with_fault.py MODE <the score job's options>. MODE:
 * ``stall-while-writing``: Spark writes the scores; the rows of its second task are held up
   (150 s), so the first task's files are written while the commit waits for the second: the
   test kills the job then (SIGKILL to its process group: the driver and its JVM).
-* ``commit-at:EPOCH``: wait until the wall clock reaches EPOCH (seconds), then write or commit
-  (Python writers: the commit; Spark: the write, which ends in its commit), so two processes
-  started together reach their commits together.
+* ``commit-barrier:DIR:N``: at the commit (Python writers: the commit; Spark: the write, which
+  ends in its commit) leave a file in DIR, wait until N processes have, then go on: N processes
+  started together reach their commits together, as soon as the slowest is ready (no fixed
+  wait). Gives up after 600 s, failing the job.
 
 The tests run it in a subprocess started in a new session (process group).
 """
@@ -53,10 +54,16 @@ def stall_while_writing(seconds: float = 150):
     scoring.files.score_parquet_files = stalling(scoring.files.score_parquet_files)
 
 
-def meet_at(epoch: float):
+def meet_at_barrier(folder: str, parties: int):
     def waiting(real):
         def call(*args, **kwargs):
-            time.sleep(max(0.0, epoch - time.time()))
+            os.makedirs(folder, exist_ok=True)
+            open(os.path.join(folder, str(os.getpid())), "w").close()
+            deadline = time.time() + 600
+            while len(os.listdir(folder)) < parties:
+                if time.time() > deadline:
+                    raise SystemExit(f"commit-barrier: {len(os.listdir(folder))} of {parties} processes came")
+                time.sleep(0.1)
             return real(*args, **kwargs)
         return call
     runtime.storage.commit_partitions = waiting(runtime.storage.commit_partitions)
@@ -69,8 +76,9 @@ if __name__ == "__main__":
         kill_before_commit()
     elif mode == "stall-while-writing":
         stall_while_writing()
-    elif mode.startswith("commit-at:"):
-        meet_at(float(mode.split(":", 1)[1]))
+    elif mode.startswith("commit-barrier:"):
+        folder, parties = mode.split(":", 1)[1].rsplit(":", 1)
+        meet_at_barrier(folder, int(parties))
     else:
         raise SystemExit(f"unknown mode {mode}")
     sys.exit(score.main(argv))

@@ -196,8 +196,8 @@ def test_two_concurrent_score_processes_lose_nothing(spark, lake, tmp_path, writ
     out, days = tmp_path / "scores", ["2018-04-24", "2018-04-25", "2018-04-26"]
     # the same date, then two different dates: two processes each, commits at the same moment
     for windows in ((days[1], days[1]), (days[0], days[2])):
-        at = time.time() + 90  # both JVMs are up and have scored by then
-        procs = [run_with_fault(lake, f"commit-at:{at}", "--date", day, "--output", str(out),
+        barrier = tmp_path / f"barrier-{windows[0]}-{windows[1]}"  # both commit once both have scored
+        procs = [run_with_fault(lake, f"commit-barrier:{barrier}:2", "--date", day, "--output", str(out),
                                 "--set", f"scoring.writer={writer}") for day in windows]
         results = [finish(proc) for proc in procs]
         for code, output in results:
