@@ -14,7 +14,6 @@ PYTHON=${PYTHON:-python3}
 CONF=${CONF:-conf/local.yaml}
 SECONDS_TO_RUN=${STREAM_SECONDS:-60}
 RATE=${STREAM_RATE:-100}
-PORT=${MOTO_PORT:-$($PYTHON -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
 read -r LAKE STREAM SHARDS < <($PYTHON -c "
 from runtime.config import load_config
 c = load_config('$CONF')
@@ -23,19 +22,10 @@ print(c['storage']['lake'], k['stream_name'] or c['stream']['replay']['stream_na
 export AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1
 
 mkdir -p "$LAKE"
-$PYTHON -m moto.server -H 127.0.0.1 -p "$PORT" >"$LAKE/moto.log" 2>&1 &
-MOTO=$!
-trap 'kill $MOTO 2>/dev/null || true' EXIT
-for _ in $(seq 100); do
-  $PYTHON -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$PORT/moto-api/')" 2>/dev/null && break
-  sleep 0.2
-done
-TOPIC=$($PYTHON - <<PY
-import boto3
-sns = boto3.client("sns", endpoint_url="http://127.0.0.1:$PORT", region_name="us-east-1")
-print(sns.create_topic(Name="zen-anomaly-alerts")["TopicArn"])
-PY
-)
+source scripts/local_moto.sh
+moto_start "$LAKE/moto.log"
+trap 'kill $MOTO_PID 2>/dev/null || true' EXIT
+TOPIC=$(moto_topic zen-anomaly-alerts)
 echo "local Kinesis and SNS (moto) on http://127.0.0.1:$PORT: stream $STREAM ($SHARDS shards), topic $TOPIC"
 
 ARGS=(--conf "$CONF" --dataset transactions --set "aws.endpoint_url=http://127.0.0.1:$PORT"

@@ -9,19 +9,13 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 CONF=${CONF:-conf/local.yaml}
-PORT=${MOTO_PORT:-$($PYTHON -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
-URL="http://127.0.0.1:$PORT"
 export AWS_ACCESS_KEY_ID=${AWS_ACCESS_KEY_ID:-local} AWS_SECRET_ACCESS_KEY=${AWS_SECRET_ACCESS_KEY:-local}
 export AWS_DEFAULT_REGION=${AWS_DEFAULT_REGION:-us-east-1}
 mkdir -p .make
-LOG=.make/kinesis-local-$PORT.log
-nohup $PYTHON -m moto.server -H 127.0.0.1 -p "$PORT" >"$LOG" 2>&1 &
-PID=$!
-for _ in $(seq 100); do
-  $PYTHON -c "import urllib.request; urllib.request.urlopen('$URL/moto-api/')" 2>/dev/null && break
-  kill -0 $PID 2>/dev/null || { echo "moto did not start, see $LOG" >&2; exit 1; }
-  sleep 0.2
-done
+LOG=.make/kinesis-local.$$.log
+source scripts/local_moto.sh
+moto_start "$LOG"
+URL=$MOTO_URL PID=$MOTO_PID
 STREAM=$($PYTHON - "$CONF" "$URL" <<'PY'
 import sys
 import boto3
