@@ -143,38 +143,19 @@ def parse_batch_line(line):
             "p95": float(m.group(6)) if m.group(6) else None, "seconds": float(m.group(8))}
 
 
-def free_port():
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 class Moto:
-    """moto's server as its own process on a free loopback port, stopped by its PID."""
+    """moto's server as its own process on a free loopback port, stopped by its PID (the tests'
+    ``aws_local.moto_server_process``), with the bench's reset and Kinesis client.
+    """
 
     def __init__(self, log_path):
-        import subprocess
-        import urllib.request
+        import contextlib
 
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = open(log_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env={**os.environ, **AWS_ENV})
-        deadline = time.monotonic() + 60
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"moto server on port {self.port} exited with code {self.proc.returncode}")
-            try:
-                urllib.request.urlopen(f"{self.url}/moto-api/", timeout=2)
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise RuntimeError(f"moto server on port {self.port} did not answer in 60 s") from None
-                time.sleep(0.2)
+        sys.path.insert(0, str(ROOT / "tests" / "integration"))
+        from aws_local import moto_server_process
+
+        self._stack = contextlib.ExitStack()
+        self.url = self._stack.enter_context(moto_server_process(log=log_path))
 
     def reset(self):
         """Forget every stream (moto slows down as a shard grows; each run starts from nothing)."""
@@ -189,16 +170,7 @@ class Moto:
                             aws_access_key_id="bench", aws_secret_access_key="bench")
 
     def stop(self):
-        import signal
-
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except Exception:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=15)
-        self.log.close()
+        self._stack.close()
 
 
 def keyed(payloads):

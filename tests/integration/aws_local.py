@@ -50,9 +50,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def moto_server_process(timeout_s: float = 60.0):
+def moto_server_process(timeout_s: float = 60.0, log=None):
     """Yield the URL of a moto server run as its own process on a free loopback port, and stop
     that process by its PID at the end. Dummy credentials are put in this process's env too.
+    ``log``: a file path for the server's output (default: discarded). bench/bench_stream.py
+    uses it too.
 
     For tests whose Spark jobs hammer S3: in a separate process the server does not compete with
     the test's own Python (py4j, the jobs' driver code) for one interpreter lock, as
@@ -66,11 +68,12 @@ def moto_server_process(timeout_s: float = 60.0):
 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with pytest.MonkeyPatch.context() as env:
+    with pytest.MonkeyPatch.context() as env, (open(log, "wb") if log else contextlib.nullcontext()) as out:
         for key, value in DUMMY_ENV.items():
             env.setenv(key, value)
         proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ))
+                                stdout=out or subprocess.DEVNULL, stderr=subprocess.STDOUT if out else subprocess.DEVNULL,
+                                env=dict(os.environ))
         try:
             deadline = time.monotonic() + timeout_s
             while True:
