@@ -1,6 +1,15 @@
 """Small lakes the integration tests build: a config and the jobs run on it."""
 import contextlib
 import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from aws_local import DUMMY_ENV
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SMALL_LAKE = """
 spark: {{master: "local[2]", shuffle_partitions: 4, extra_jars: ""}}
@@ -28,3 +37,28 @@ def small_lake(root, jobs, *, train_extra: str = "", json: bool = False) -> dict
         assert code == 0, out.getvalue()[-3000:]
         stdout[job.__name__.rsplit(".", 1)[-1]] = out.getvalue()
     return {"root": root, "args": args, "stdout": stdout}
+
+
+# Runs each job of argv[1] (a JSON list of argument lists) as `python -m jobs` would, in one
+# process; stops at the first that fails.
+_RUNNER = """
+import json, sys
+from jobs.__main__ import main
+for argv in json.loads(sys.argv[1]):
+    code = main(argv)
+    print(f"@@ {argv[0]} exit {code}", flush=True)
+    if code != 0:
+        sys.exit(code)
+"""
+
+
+def run_jobs_in_one_process(argv: list[list[str]], cwd, timeout: float) -> str:
+    """Run the jobs ``argv`` (argument lists of ``python -m jobs``) one after the other in one new
+    Python process (one JVM) in ``cwd``, with dummy AWS credentials and this interpreter for the
+    Python workers; fails the test on the first job that fails. Its stdout.
+    """
+    env = {**os.environ, **DUMMY_ENV, "PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", _RUNNER, json.dumps(argv)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
+    return done.stdout

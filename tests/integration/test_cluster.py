@@ -10,21 +10,17 @@ application's event log and the workers' own pages); and the cluster's tables eq
 same jobs write in local mode from the same seed, row for row and score for score.
 """
 import json
-import os
-import subprocess
-import sys
 import urllib.request
 from collections import Counter
-from pathlib import Path
 
 import boto3
 import pytest
 from aws_local import DUMMY_ENV, REGION
 from cluster_fixture import BUCKET, Submitter, build_zip
+from lakes import run_jobs_in_one_process
 
 from runtime.cluster import master_state
 
-ROOT = Path(__file__).resolve().parents[2]
 DATASET = "transactions"
 LAKE = f"s3a://{BUCKET}/lake"          # the cluster's lake
 LOCAL_LAKE = f"s3a://{BUCKET}/local"   # the same jobs in local mode
@@ -50,15 +46,6 @@ aws: {{endpoint_url: "{moto}"}}
 generate: {{partitions: 2, transactions: {{customers: 120, terminals: 240, days: 30}}}}
 """
 
-RUNNER = """
-import json, sys
-from jobs.__main__ import main
-for argv in json.loads(sys.argv[1]):
-    code = main(argv)
-    print(f"@@ {argv[0]} exit {code}", flush=True)
-    if code != 0:
-        sys.exit(code)
-"""
 
 STREAM_GOOD = 200
 
@@ -118,11 +105,7 @@ def local_run(cluster_run, cluster_moto, tmp_path_factory):
     common = ["--conf", str(conf), "--dataset", DATASET, "--json"]
     argv = [["generate", *common], ["features", *common],
             ["score", *common, "--last-days", "2", "--models", f"{LAKE}/models"]]
-    env = {**os.environ, **DUMMY_ENV, "PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(argv)], cwd=tmp, env=env,
-                          capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-    return done.stdout
+    return run_jobs_in_one_process(argv, tmp, 900)
 
 
 def delta_table(moto_url, lake, table):

@@ -10,19 +10,15 @@ actions, each add with its partition values and row count) gives the rows the ra
 jobs' own summaries say it holds.
 """
 import json
-import os
-import subprocess
-import sys
 import urllib.parse
 from collections import Counter
-from pathlib import Path
 
 import boto3
 import pyarrow.parquet as pq
 import pytest
-from aws_local import DUMMY_ENV, REGION, moto_server_process
+from aws_local import REGION, moto_server_process
+from lakes import run_jobs_in_one_process
 
-ROOT = Path(__file__).resolve().parents[2]
 BUCKET = "zen-s3a-lake"
 LAKE = f"s3a://{BUCKET}/lake"
 DATASET = "transactions"
@@ -37,18 +33,6 @@ train:
   test_days: 4
   rcf: {num_trees: 50, num_samples_per_tree: 64}
   logistic: {reg_params: [0.001], validation_days: 4}
-"""
-
-# Runs each job of argv[1] (a JSON list of argument lists) as `python -m jobs` would, in this one
-# process; stops at the first that fails.
-RUNNER = """
-import json, sys
-from jobs.__main__ import main
-for argv in json.loads(sys.argv[1]):
-    code = main(argv)
-    print(f"@@ {argv[0]} exit {code}", flush=True)
-    if code != 0:
-        sys.exit(code)
 """
 
 SUMMARY_TABLES = ("daily", "hourly", "entities", "histogram", "top_entities", "expected")
@@ -79,12 +63,8 @@ def run_jobs(tmp, moto_url, jobs, timeout=900):
     common = ["--conf", str(conf), "--dataset", DATASET, "--json",
               "--set", f"storage.lake={LAKE}", "--set", f"aws.endpoint_url={moto_url}"]
     argv = [[job[0], *common, *job[1:]] for job in jobs]
-    env = {**os.environ, **DUMMY_ENV, "PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
     # run in tmp: a path the config left relative would land there, where a test can see it
-    done = subprocess.run([sys.executable, "-c", RUNNER, json.dumps(argv)], cwd=tmp, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"
-    return done.stdout
+    return run_jobs_in_one_process(argv, tmp, timeout)
 
 
 def summaries(stdout):
