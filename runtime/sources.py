@@ -197,14 +197,8 @@ def qubole_kinesis_options(s: KinesisSettings, shard_ids: Sequence[str] = ()) ->
     return options
 
 
-def kinesis_options(*, stream_name: str, region: str, endpoint_url: str | None, starting_position: str,
-                    consumer_type: str = "GetRecords", consumer_name: str | None = None,
-                    max_fetch_records: int | None = None, trigger: str | None = None,
-                    connector: str = "aws", shard_ids: Sequence[str] = ()) -> dict[str, str]:
-    """The reader options of ``connector`` (aws | qubole) for these settings."""
-    s = KinesisSettings(stream_name=stream_name, region=region, endpoint_url=endpoint_url,
-                        starting_position=starting_position, consumer_type=consumer_type,
-                        consumer_name=consumer_name, max_fetch_records=max_fetch_records, trigger=trigger)
+def kinesis_options(s: KinesisSettings, connector: str = "aws", shard_ids: Sequence[str] = ()) -> dict[str, str]:
+    """The reader options of ``connector`` (aws | qubole) for the settings ``s``."""
     if connector == "aws":
         return aws_kinesis_options(s)
     if connector == "qubole":
@@ -270,9 +264,7 @@ def kinesis_shard_ids(kinesis_client, stream_name: str) -> list[str]:
             return shards
 
 
-def kinesis_source(spark: SparkSession, *, stream_name: str, region: str, endpoint_url: str | None,
-                   starting_position: str, consumer_type: str = "GetRecords", consumer_name: str | None = None,
-                   max_fetch_records: int | None = None, trigger: str | None = None, connector: str = "aws",
+def kinesis_source(spark: SparkSession, s: KinesisSettings, *, connector: str = "aws",
                    shard_ids: Sequence[str] = ()) -> DataFrame:
     """A Kinesis stream as a streaming frame through ``connector`` (aws: ``format("aws-kinesis")``;
     qubole: ``format("kinesis")``), with :func:`kinesis_options`.
@@ -281,10 +273,7 @@ def kinesis_source(spark: SparkSession, *, stream_name: str, region: str, endpoi
     ``sequenceNumber``, ``approximateArrivalTimestamp``.
     """
     reader = spark.readStream.format(KINESIS_FORMATS.get(connector, connector))
-    for key, value in kinesis_options(stream_name=stream_name, region=region, endpoint_url=endpoint_url,
-                                      starting_position=starting_position, consumer_type=consumer_type,
-                                      consumer_name=consumer_name, max_fetch_records=max_fetch_records,
-                                      trigger=trigger, connector=connector, shard_ids=shard_ids).items():
+    for key, value in kinesis_options(s, connector, shard_ids).items():
         reader = reader.option(key, value)
     return reader.load()
 

@@ -179,10 +179,7 @@ def _source(spark: SparkSession, config: Mapping, options: StreamOptions):
             from runtime.aws import client
 
             shard_ids = kinesis_shard_ids(client("kinesis", config["aws"]), s.stream_name)
-        frame = kinesis_source(spark, stream_name=s.stream_name, region=s.region, endpoint_url=s.endpoint_url,
-                               starting_position=s.starting_position, consumer_type=s.consumer_type,
-                               consumer_name=s.consumer_name, max_fetch_records=s.max_fetch_records,
-                               trigger=s.trigger, connector=connector, shard_ids=shard_ids)
+        frame = kinesis_source(spark, s, connector=connector, shard_ids=shard_ids)
     except StreamConfigError as exc:
         raise InputError(str(exc)) from None
     return payloads_from_kinesis(frame), f"kinesis ({connector} connector, {s.endpoint})"

@@ -23,7 +23,8 @@ import render  # noqa: E402  (deploy/render.py, a script beside the files it wri
 
 from runtime.aws import endpoint_for  # noqa: E402
 from runtime.config import load_config  # noqa: E402
-from runtime.sources import StreamConfigError, check_source_trigger, kinesis_options, kinesis_source  # noqa: E402
+from runtime.sources import (KinesisSettings, StreamConfigError, check_source_trigger,  # noqa: E402
+                             kinesis_options, kinesis_source)
 
 pytestmark = pytest.mark.integration
 
@@ -59,8 +60,9 @@ def test_kinesis_source_sets_the_regional_endpoint_and_signing_region_with_no_ov
     config = load_config(ROOT / "conf/emr.yaml")
     assert config["aws"]["endpoint_url"] is None and config["aws"]["endpoints"]["kinesis"] is None
     spark = _FakeSpark()
-    kinesis_source(spark, stream_name="fraud-anomaly-transactions", region=config["aws"]["region"],
-                   endpoint_url=endpoint_for("kinesis", config["aws"]), starting_position="TRIM_HORIZON")
+    kinesis_source(spark, KinesisSettings(stream_name="fraud-anomaly-transactions", region=config["aws"]["region"],
+                                          endpoint_url=endpoint_for("kinesis", config["aws"]),
+                                          starting_position="TRIM_HORIZON"))
     options = spark.readStream.options
     assert spark.readStream.format_name == "aws-kinesis"
     assert options["kinesis.endpointUrl"] == "https://kinesis.us-east-1.amazonaws.com"
@@ -70,8 +72,8 @@ def test_kinesis_source_sets_the_regional_endpoint_and_signing_region_with_no_ov
 
 
 def test_kinesis_endpoint_override_wins_and_the_signing_region_stays_the_configured_one():
-    options = kinesis_options(stream_name="s", region="eu-west-1", endpoint_url="http://127.0.0.1:4566",
-                              starting_position="LATEST")
+    options = kinesis_options(KinesisSettings(stream_name="s", region="eu-west-1",
+                                              endpoint_url="http://127.0.0.1:4566", starting_position="LATEST"))
     assert options["kinesis.endpointUrl"] == "http://127.0.0.1:4566"
     assert options["kinesis.kinesisRegion"] == "eu-west-1"
 
