@@ -5,6 +5,8 @@ import urllib.request
 
 import pytest
 
+from runtime.cluster import free_port
+
 REGION = "us-east-1"
 DUMMY_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -38,15 +40,6 @@ def local_aws():
             yield url
         finally:
             server.stop()
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (bound, read and released)."""
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager
