@@ -112,6 +112,12 @@ _JSON_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": _CORRUPT}
 _RECORD = "_record"
 
 
+def _parses_as(field: str, sql_type: str) -> Column:
+    """True where the payload's ``field`` is a JSON value of ``sql_type`` (an array or an object)."""
+    parsed = F.from_json("payload", f"`{field}` {sql_type}, {_CORRUPT} STRING", _JSON_OPTIONS)
+    return parsed[_CORRUPT].isNull() & parsed[field].isNotNull()
+
+
 def record_problem(schema: RecordSchema, max_record_bytes: int) -> Column:
     """Reason a parsed payload is unusable as a record, or null (needs the parse columns).
 
@@ -131,7 +137,10 @@ def record_problem(schema: RecordSchema, max_record_bytes: int) -> Column:
             continue
         value = F.when(failed, F.col(f"{_TEXT}.`{field}`")).otherwise(F.col(f"{_RECORD}.`{field}`"))
         text_value = F.ltrim(value)
-        wrong_types.append(F.when(text_value.startswith("{") | text_value.startswith("["),
+        # An array or object reads as its JSON text; a string such as "[t1]" is a good id. Only
+        # values that look like one are parsed again, as an array and as an object, to tell.
+        looks_nested = text_value.startswith("{") | text_value.startswith("[")
+        wrong_types.append(F.when(looks_nested & (_parses_as(field, "ARRAY<STRING>") | _parses_as(field, "MAP<STRING,STRING>")),
                                   F.lit(f"wrong type {field} (expected a scalar)")))
     wrong = F.concat_ws("; ", F.array(*wrong_types))   # concat_ws skips the nulls
     trimmed = F.ltrim(F.col("payload"))
@@ -224,19 +233,30 @@ def decode_records(payload_df: DataFrame, *, schema: RecordSchema, validate: Cal
     return Decoded(checked, validated.canonical, schema.id_column)
 
 
+def future_reason(max_skew_seconds: int) -> str:
+    """The dead-letter reason of an event dated after its own arrival (plus the allowed clock skew)."""
+    return f"future (event_time more than {max_skew_seconds} s after its arrival_time)"
+
+
 def split_late_and_duplicates(valid_df: DataFrame, history_df: DataFrame | None, *, id_column: str,
-                              watermark) -> tuple[DataFrame, DataFrame]:
+                              watermark, max_skew_seconds: int | None = None) -> tuple[DataFrame, DataFrame]:
     """(accepted, rejected-with-reason) against earlier micro-batches' events.
 
-    ``watermark`` (a datetime or None): events with an earlier event time are "late" - the
-    history needed to give them the batch features is gone. Events whose id is in
-    ``history_df`` were processed already (a producer retry or a replayed record):
+    ``max_skew_seconds`` (or None): events dated more than this after their ``arrival_time`` are
+    "future" - a producer's wrong clock or a poisoned record, which must not move the watermark
+    (only accepted events do). ``watermark`` (a datetime or None): events with an earlier event
+    time are "late" - the history needed to give them the batch features is gone. Events whose
+    id is in ``history_df`` were processed already (a producer retry or a replayed record):
     "duplicate <id> (already processed)". ``rejected`` has the columns of ``valid_df`` + reason.
     """
     reason = F.lit(None).cast("string")
+    if max_skew_seconds is not None:
+        reason = F.when(F.col("event_time") > F.col("arrival_time") + F.expr(f"INTERVAL {int(max_skew_seconds)} SECONDS"),
+                        F.lit(future_reason(max_skew_seconds)))
     if watermark is not None:
-        reason = F.when(F.col("event_time") < F.lit(watermark).cast("timestamp"),
-                        F.lit(f"late (event_time before the watermark {watermark.isoformat()})"))
+        reason = F.coalesce(reason, F.when(
+            F.col("event_time") < F.lit(watermark).cast("timestamp"),
+            F.lit(f"late (event_time before the watermark {watermark.isoformat()})")))
     marked = valid_df.withColumn(REASON, reason)
     if history_df is not None:
         seen = history_df.select(F.col(id_column).alias("_seen_id")).distinct().withColumn("_seen", F.lit(True))

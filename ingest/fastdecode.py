@@ -15,8 +15,10 @@ Clean, for a transaction record (source field names from ``schema.transactions.c
 * the id, customer and terminal fields are non-empty JSON strings without surrounding white space
   (the validator trims, so padded ids are left over rather than trimmed twice);
 * the event time is a JSON string ``YYYY-MM-DDTHH:MM:SS[.ffffff]`` with ``Z`` or a ``+HH:MM`` /
-  ``-HH:MM`` offset (an explicit zone, so the session time zone plays no part), at most 6
-  fraction digits, years 1900..2999;
+  ``-HH:MM`` offset within 18 hours (an explicit zone, so the session time zone plays no part),
+  at most 6 fraction digits, years 1900..2999;
+* no run of 300 digits and at most 500 ``[``/``{`` in the payload (Jackson's limits on number
+  length and nesting depth are Spark's to apply);
 * the amount is a JSON number (not a boolean), finite and not negative;
 * the label is absent, null, or the JSON integer 0 or 1;
 * no ``timestamp_format`` is configured (a custom format is Spark's to apply).
@@ -39,7 +41,12 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-_TIME = re.compile(r"^(19|2\d)\d\d-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-]\d\d:\d\d)$")
+# offsets within +-18:00 (Spark's limit: beyond it the record is Spark's to reject)
+_TIME = re.compile(r"^(19|2\d)\d\d-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,6})?(Z|[+-](0\d|1[0-7]):[0-5]\d|[+-]18:00)$")
+# Spark's JSON parser (Jackson) refuses numbers longer than 1000 characters and nesting deeper than
+# 1000; a payload near either limit is left over rather than judged here
+_LONG_NUMBER = re.compile(r"\d{300}")
+_MAX_OPENINGS = 500
 _IDS = ("transaction_id", "customer_id", "terminal_id")
 
 
@@ -69,6 +76,8 @@ def decode_clean_transactions(payloads: Sequence, *, schema_conf: Mapping, max_r
         if not isinstance(text, str) or not text or text[0] != "{":
             continue
         if len(text) > max_chars and len(text.encode("utf-8")) > max_record_bytes:
+            continue
+        if len(text) > 300 and (text.count("[") + text.count("{") > _MAX_OPENINGS or _LONG_NUMBER.search(text)):
             continue
         try:
             record = loads(text)

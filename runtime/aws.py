@@ -58,15 +58,27 @@ def _region(aws_conf: Mapping[str, Any]) -> str:
     return str(region)
 
 
-def client(service: str, aws_conf: Mapping[str, Any]):
-    """A boto3 client for ``service`` (``s3``, ``sagemaker``, ``sagemaker_runtime``, ...)."""
-    import boto3
+def client(service: str, aws_conf: Mapping[str, Any], *, attempts: int | None = None,
+           timeout_seconds: float | None = None):
+    """A boto3 client for ``service`` (``s3``, ``sagemaker``, ``sagemaker_runtime``, ...).
 
+    ``attempts`` (total, 1 = no retry by botocore) and ``timeout_seconds`` (connect and read)
+    override botocore's defaults for callers that handle retries themselves.
+    """
+    import boto3
+    from botocore.config import Config
+
+    options: dict[str, Any] = {}
+    if attempts is not None:
+        options["retries"] = {"total_max_attempts": attempts, "mode": "standard"}
+    if timeout_seconds is not None:
+        options["connect_timeout"] = options["read_timeout"] = timeout_seconds
     boto_name = _BOTO3_SERVICE.get(service, service)
     return boto3.client(
         boto_name,
         region_name=_region(aws_conf),
         endpoint_url=endpoint_for(boto_name, aws_conf),
+        **({"config": Config(**options)} if options else {}),
     )
 
 

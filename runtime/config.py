@@ -466,6 +466,9 @@ class AlertsConfig:
     topic_arn: Optional[str]
     rate_per_second: float = rule(POSITIVE)
     max_retries: int = rule(AT_LEAST_0)
+    pending_seconds: float = rule(AT_LEAST_0)
+    dead_letter: Optional[str]
+    timeout_seconds: float = rule(POSITIVE)
 
 
 @dataclass(frozen=True)
@@ -496,6 +499,7 @@ class StreamConfig:
     max_files_per_trigger: int = rule(AT_LEAST_1)
     max_record_bytes: int = rule(AT_LEAST_1)
     allowed_lateness_seconds: int = rule(AT_LEAST_0)
+    max_event_skew_seconds: int = rule(AT_LEAST_0)
     history_seconds: Optional[int] = rule(AT_LEAST_1)
     features: Optional[str] = rule(CALLABLE)
     engine: str = rule(OneOf(("auto", "incremental", "spark")))

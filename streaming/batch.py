@@ -24,6 +24,7 @@ class StreamSettings:
     dead_letter: str
     history_seconds: int
     allowed_lateness_seconds: int = 0
+    max_event_skew_seconds: int | None = None     # None: no "future" check (tests of other rules)
     max_record_bytes: int = 65536
 
 
@@ -35,7 +36,10 @@ class BatchReport:
     dead_letters: int = 0
     alerts_sent: int = 0
     alerts_skipped: int = 0
-    alerts_failed: int = 0
+    alerts_failed: int = 0              # not delivered by this batch: alerts_pending + alerts_dead
+    alerts_retried: int = 0             # of alerts_sent: kept from earlier batches
+    alerts_pending: int = 0             # SNS did not take them yet: retried on later batches
+    alerts_dead: int = 0                # in the alert dead letters (refused, ambiguous, expired)
     sink_skipped: bool = False
     sink_topped_up: int = 0             # a re-run batch's rows the first attempt had not written
     dead_letters_topped_up: int = 0
@@ -62,8 +66,13 @@ class BatchReport:
         if self.sink_skipped:
             again = (f" (sink already committed: {self.sink_topped_up:,} new events and "
                      f"{self.dead_letters_topped_up:,} new dead letters topped up, the rest not rewritten)")
+        undelivered = ""
+        if self.alerts_pending or self.alerts_dead:
+            undelivered = (f", NOT delivered: {self.alerts_pending:,} kept for retry, "
+                           f"{self.alerts_dead:,} to the alert dead letters")
+        retried = f", {self.alerts_retried:,} of them kept from earlier batches" if self.alerts_retried else ""
         return (f"batch {self.batch_id}: {self.records:,} records, {self.scored:,} events scored{again}, "
-                f"{self.alerts_sent:,} alerts raised ({self.alerts_skipped} already sent), "
+                f"{self.alerts_sent:,} alerts raised ({self.alerts_skipped} already sent{retried}{undelivered}), "
                 f"{self.dead_letters:,} dead letters, event-to-sink latency {lat}, batch took {self.seconds:.1f} s"
                 + (f" ({self.timings()})" if self.phases else ""))
 

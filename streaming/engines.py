@@ -29,7 +29,8 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from features.datasets import dataset as dataset_named
-from ingest.decode import CARRIED_COLUMNS, Decoded, RecordSchema, decode_records, split_late_and_duplicates
+from ingest.decode import (CARRIED_COLUMNS, Decoded, RecordSchema, decode_records, future_reason,
+                           split_late_and_duplicates)
 from ingest.validation import REASON
 from runtime import fs
 from runtime.sources import StreamConfigError
@@ -103,7 +104,8 @@ class HistoryEngine:
         watermark = None
         if max_seen is not None:
             watermark = max_seen - dt.timedelta(seconds=s.allowed_lateness_seconds)
-        accepted, rejected = split_late_and_duplicates(decoded.valid, history, id_column=id_col, watermark=watermark)
+        accepted, rejected = split_late_and_duplicates(decoded.valid, history, id_column=id_col, watermark=watermark,
+                                                       max_skew_seconds=s.max_event_skew_seconds)
         accepted = accepted.persist(StorageLevel.MEMORY_AND_DISK)
         batch_events = accepted.select(*canonical)
         combined = batch_events if history is None else history.select(*canonical).unionByName(batch_events)
@@ -163,6 +165,10 @@ class IncrementalEngine:
         repeated = np.zeros(len(events), bool)
         repeated[order] = events[id_col].iloc[order].duplicated().to_numpy()
         reason[repeated] = f"duplicate {id_col}"
+        if s.max_event_skew_seconds is not None:     # dated after its arrival: never moves the watermark
+            arrival_us = raw["_arrival_us"].to_numpy(np.float64)[events["_order"].to_numpy()]
+            future = events["ts"].to_numpy() > arrival_us + s.max_event_skew_seconds * 1_000_000
+            reason[future & reason.isna().to_numpy()] = future_reason(s.max_event_skew_seconds)
         if state.max_seen_us is not None:
             watermark_us = state.max_seen_us - s.allowed_lateness_seconds * 1_000_000
             watermark = dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=watermark_us)

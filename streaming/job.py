@@ -24,7 +24,7 @@ from runtime.config import Config
 from runtime.sources import (KinesisSettings, StreamConfigError, at_timestamp_millis, check_source_trigger,
                              kinesis_session_settings, kinesis_shard_ids, kinesis_source, landing_source,
                              resolve_connector, write_stream)
-from streaming.alerts import AlertFields, SentLedger, SnsAlerter
+from streaming.alerts import AlertDeadLetters, AlertFields, AlertOutbox, SentLedger, SnsAlerter
 from streaming.batch import StreamSettings
 from streaming.processor import MicroBatchProcessor
 from streaming.sink import check_sink_target
@@ -120,9 +120,15 @@ def build_alerter(config: Mapping, settings: StreamSettings) -> SnsAlerter:
     conf = config["stream"]["alerts"]
     if not conf["topic_arn"]:
         raise InputError("alerts are on but stream.alerts.topic_arn is not set (or pass --no-alerts)")
-    ledger = SentLedger(fs, f"{settings.checkpoint.rstrip('/')}/alerts_sent")
-    return SnsAlerter(client("sns", config["aws"]), conf["topic_arn"], ledger, dataset=settings.dataset,
-                      rate_per_second=conf["rate_per_second"], max_retries=conf["max_retries"])
+    checkpoint = settings.checkpoint.rstrip("/")
+    ledger = SentLedger(fs, f"{checkpoint}/alerts_sent")
+    dead = AlertDeadLetters(fs, conf["dead_letter"] or f"{checkpoint}/alerts_dead_letters", settings.dataset)
+    # one attempt per call: botocore would resend a batch after a read timeout, which SNS may have taken
+    sns = client("sns", config["aws"], attempts=1, timeout_seconds=conf["timeout_seconds"])
+    return SnsAlerter(sns, conf["topic_arn"], ledger, dataset=settings.dataset,
+                      rate_per_second=conf["rate_per_second"], max_retries=conf["max_retries"],
+                      outbox=AlertOutbox(fs, f"{checkpoint}/alerts_pending"), dead_letters=dead,
+                      pending_seconds=conf["pending_seconds"])
 
 
 def kinesis_settings(config: Mapping, options: StreamOptions) -> KinesisSettings:
@@ -232,7 +238,8 @@ def run_stream(config: Mapping, options: StreamOptions, *, session: Callable[[Ma
         dataset=dataset, schema_conf=config["schema"][dataset], output=options.output,
         checkpoint=options.checkpoint, dead_letter=options.dead_letter,
         history_seconds=int(conf["history_seconds"] or lookback_days * 86400),
-        allowed_lateness_seconds=int(conf["allowed_lateness_seconds"]), max_record_bytes=int(conf["max_record_bytes"]))
+        allowed_lateness_seconds=int(conf["allowed_lateness_seconds"]), max_record_bytes=int(conf["max_record_bytes"]),
+        max_event_skew_seconds=int(conf["max_event_skew_seconds"]))
     factory = scorer_factory(config)
     incremental = incremental_engine(config, options.engine, settings)
     alerter = build_alerter(config, settings) if options.alerts else None
@@ -266,7 +273,14 @@ def run_stream(config: Mapping, options: StreamOptions, *, session: Callable[[Ma
     scored, alerts, dead = (sum(r.scored for r in reports), sum(r.alerts_sent for r in reports),
                             sum(r.dead_letters for r in reports))
     topped_up = sum(r.sink_topped_up + r.dead_letters_topped_up for r in reports)
-    log("stream", f"{len(reports)} micro-batches: {scored:,} events scored, {alerts:,} alerts raised, "
+    alerts_dead = sum(r.alerts_dead for r in reports)
+    alerts_pending = reports[-1].alerts_pending if reports else 0     # what still waits after the last batch
+    undelivered = ""
+    if alerts_dead or alerts_pending:
+        undelivered = (f" ({alerts_pending:,} not delivered yet, kept for retry; {alerts_dead:,} in the alert "
+                       f"dead letters {alerter.dead_letters.root if alerter else ''})")
+    log("stream", f"{len(reports)} micro-batches: {scored:,} events scored, {alerts:,} alerts raised{undelivered}, "
                   f"{dead:,} dead letters" + (f", {topped_up:,} rows topped up in re-run batches" if topped_up else ""))
     return RunSummary("stream", dataset=dataset, rows_in=sum(r.records for r in reports), rows_out=scored,
-                      alerts=alerts, extra={"batches": len(reports), "dead_letters": dead, "sink_topped_up": topped_up})
+                      alerts=alerts, extra={"batches": len(reports), "dead_letters": dead, "sink_topped_up": topped_up,
+                                            "alerts_pending": alerts_pending, "alerts_dead": alerts_dead})

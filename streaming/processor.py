@@ -10,7 +10,8 @@ Per micro-batch ``N`` the :class:`MicroBatchProcessor`
    ``txnAppId`` = the query's, ``txnVersion`` = ``N``; Delta skips a batch it holds already);
 4. appends the dead letters to their own Delta table the same way, and keeps the engine's state
    for the next batch (idempotent);
-5. publishes alerts with a sent-keys ledger at ``<checkpoint>/alerts_sent/N``.
+5. publishes alerts with a sent-keys ledger at ``<checkpoint>/alerts_sent/N``, and retries the
+   alerts earlier batches could not deliver (streaming/alerts.py: none lost, none sent twice).
 
 Spark re-runs batch ``N`` after a crash (its offset log), and every step above either is
 skipped (Delta's txn check, the ledger) or rewrites the same content, so a ``kill -9`` anywhere
@@ -202,10 +203,11 @@ class MicroBatchProcessor:
             # ledger skips those sent already) and the rows topped up now
             flagged = (self._committed_anomalies(batch_id, commit) if commit["skipped"]
                        else anomalies(list(self.alert_columns)))
-            if flagged:
-                published = self.alerter.publish(flagged, scope=str(batch_id))
-                report.alerts_sent, report.alerts_skipped = published.sent, published.skipped
-                report.alerts_failed = published.failed
+            # every batch publishes, with or without new alerts: it retries what earlier batches kept
+            published = self.alerter.publish(flagged, scope=str(batch_id))
+            report.alerts_sent, report.alerts_skipped = published.sent, published.skipped
+            report.alerts_failed, report.alerts_retried = published.failed, published.retried
+            report.alerts_pending, report.alerts_dead = published.pending, published.dead
             report.phase("alerts", mark)
         self._fault("after-alerts", batch_id)
 

@@ -338,6 +338,9 @@ class MemoryStore:
     def write_text(self, path, text):
         self.files[path] = text
 
+    def delete(self, path):
+        self.files.pop(path, None)
+
 
 def test_alerts_are_batched_rate_limited_and_never_sent_twice(moto_endpoint):
     import boto3
@@ -381,9 +384,11 @@ def test_alerts_are_batched_rate_limited_and_never_sent_twice(moto_endpoint):
 
 
 def test_both_engines_reject_the_same_records_for_the_same_reasons(tmp_path, spark):
-    """Duplicates in a batch (clean and garbled copies), replays of an earlier batch and late events:
-    the incremental engine (decoding clean records on the driver) and the Spark engine keep the same
-    copy of every event and dead-letter the same records with the same reasons."""
+    """Duplicates in a batch (clean and garbled copies), replays of an earlier batch, late events, an
+    event within the allowed lateness and one from the far future: the incremental engine (decoding
+    clean records on the driver) and the Spark engine keep the same copy of every event and
+    dead-letter the same records with the same reasons. The far-future event (dated 2999, arriving
+    now) is dead-lettered and never moves the watermark, so the next batch is scored."""
     from ingest.decode import payloads_from_text
     from features.incremental import TransactionStreamFeatures
     from features.transactions import build_transaction_features, lookback_days
@@ -401,9 +406,15 @@ def test_both_engines_reject_the_same_records_for_the_same_reasons(tmp_path, spa
     garbled = dict(later[20], amount="lots")                                        # bad copy: never displaces
     replayed = first[-1]              # already processed (at the watermark itself: not late)
     late = dict(later[30], transaction_id="late1", event_time=first[0]["event_time"])   # before the watermark
-    batch2 = [json.dumps(r) for r in later] + [json.dumps(r) for r in (dup_late, dup_early, garbled, replayed, late)]
-    batch2.insert(0, batch2.pop(-4))          # the early copy comes first in the input
-    write_landing(tmp_path / "landing", [json.dumps(r) for r in first] + batch2, per_file=len(first))
+    newest = dt.datetime.strptime(first[-1]["event_time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    within = dict(later[31], transaction_id="ooo1",      # 30 min before batch 1's newest: within the lateness
+                  event_time=(newest - dt.timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
+    far = dict(first[20], transaction_id="far1", event_time="2999-12-31T00:00:00Z")
+    batch1 = [json.dumps(r) for r in first] + [json.dumps(far)]
+    batch2 = [json.dumps(r) for r in later] + [json.dumps(r) for r in (dup_late, dup_early, garbled, replayed, late,
+                                                                        within)]
+    batch2.insert(0, batch2.pop(-5))          # the early copy comes first in the input
+    write_landing(tmp_path / "landing", batch1 + batch2, per_file=len(batch1))
 
     def transform(df):
         return build_transaction_features(df, windows_days=feats["windows_days"], delay_days=feats["delay_days"])
@@ -413,7 +424,7 @@ def test_both_engines_reject_the_same_records_for_the_same_reasons(tmp_path, spa
         root = tmp_path / engine
         settings = StreamSettings(dataset="transactions", schema_conf=config["schema"]["transactions"],
                                   output=str(root / "sink"), checkpoint=str(root / "ckpt"),
-                                  dead_letter=str(root / "dead"),
+                                  dead_letter=str(root / "dead"), allowed_lateness_seconds=3600, max_event_skew_seconds=300,
                                   history_seconds=lookback_days(feats["windows_days"], feats["delay_days"]) * 86400)
         incremental = TransactionStreamFeatures(**feats) if engine == "incremental" else None
         processor = MicroBatchProcessor(settings, transform=transform, incremental=incremental,
@@ -428,7 +439,8 @@ def test_both_engines_reject_the_same_records_for_the_same_reasons(tmp_path, spa
         results[engine] = (sink, dead, [r.dead_reasons for r in processor.reports])
     sink, dead, reasons = results["incremental"]
     assert len(processor.reports) == 2
-    assert len(sink) == 85 and sink[dup_early["transaction_id"]][0] == 2.5 and sink[later[5]["transaction_id"]][0] != 1.25
+    assert len(sink) == 86 and "ooo1" in sink and "far1" not in sink
+    assert sink[dup_early["transaction_id"]][0] == 2.5 and sink[later[5]["transaction_id"]][0] != 1.25
     assert sink[garbled["transaction_id"]][0] == later[20]["amount"] and "late1" not in sink
     by_reason = {}
     for payload, reason in dead:
@@ -436,6 +448,7 @@ def test_both_engines_reject_the_same_records_for_the_same_reasons(tmp_path, spa
     assert sorted(by_reason.pop("duplicate transaction_id")) == sorted([later[5]["transaction_id"],
                                                                          later[12]["transaction_id"], replayed["transaction_id"]])
     assert by_reason.pop("late") == ["late1"]
+    assert by_reason.pop("future") == ["far1"]
     assert list(by_reason.values()) == [[garbled["transaction_id"]]]
     assert results["spark"][0].keys() == sink.keys()
     assert all(math.isclose(results["spark"][0][k][1], sink[k][1], rel_tol=1e-9) for k in sink)

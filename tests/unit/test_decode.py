@@ -104,6 +104,21 @@ def test_late_and_already_processed_events_are_rejected_with_reasons(spark):
     assert all(json.loads(r["payload"])["transaction_id"] in ("t2", "t3") for r in dead)
 
 
+def test_events_dated_after_their_arrival_are_future_and_do_not_count(spark):
+    """Arrival is 12:00 (UTC); 300 s of clock skew is allowed, not more, and a far-future event is
+    rejected before the watermark check could use it."""
+    decoded = decode_kinesis(spark, [json.dumps(_tx(1, event_time="2026-01-01T12:04:59Z")),
+                                     json.dumps(_tx(2, event_time="2026-01-01T12:05:01Z")),
+                                     json.dumps(_tx(3, event_time="2999-12-31T00:00:00Z")),
+                                     json.dumps(_tx(4, event_time="2026-01-01T08:00:00Z"))])
+    accepted, rejected = split_late_and_duplicates(decoded.valid, None, id_column="transaction_id",
+                                                   watermark=dt.datetime(2026, 1, 1, 9, 0, 0), max_skew_seconds=300)
+    assert sorted(r["transaction_id"] for r in accepted.collect()) == ["t1"]
+    reasons = {r["transaction_id"]: r["reason"] for r in rejected.collect()}
+    assert reasons["t2"] == reasons["t3"] == "future (event_time more than 300 s after its arrival_time)"
+    assert reasons["t4"].startswith("late")
+
+
 def test_decoding_works_on_a_streaming_frame(spark, tmp_path):
     folder = tmp_path / "landing"
     folder.mkdir()

@@ -118,3 +118,73 @@ def test_source_column_names_follow_the_schema(renamed):
                 '"terminal_id": "k", "amt": 2.5, "label": "anything: not read"}']
     frame, ok = decode_clean_transactions(payloads, schema_conf=conf, max_record_bytes=1000)
     assert ok.all() and frame["amount"].tolist() == [2.5] and np.isnan(frame["label"][0])
+
+
+def _tx(tid='"t"', when='"2026-01-01T00:00:00Z"', amount="1", extra=""):
+    return (f'{{"transaction_id": {tid}, "event_time": {when}, "customer_id": "c", "terminal_id": "k", '
+            f'"amount": {amount}{extra}}}')
+
+
+# hostile records a review found the two decoders split on, with Spark's verdict (the reference)
+HOSTILE = {
+    _tx('"o1"', '"2026-01-01T00:00:00+19:00"'): "unparseable event_time",      # offsets stop at 18:00
+    _tx('"o2"', '"2026-01-01T00:00:00-18:30"'): "unparseable event_time",
+    _tx('"o3"', '"2026-01-01T00:00:00+18:00"'): None,
+    _tx('"a1"', amount="1" + "0" * 1000): "bad JSON",                          # a 1001-digit number
+    _tx('"a2"', amount="0." + "1" * 1000): None,
+    _tx('"n1"', extra=', "x": ' + "[" * 1001 + "]" * 1001): "bad JSON",        # nesting deeper than 1000
+    _tx('"n2"', extra=', "x": ' + "[" * 600 + "]" * 600): None,
+    _tx('"[t1]"'): None,                                                       # a string that looks like an array
+    _tx('"{t2}"'): None,
+    _tx('["t1"]'): "wrong type transaction_id (expected a scalar)",            # an array is not an id
+    _tx('{"a": 1}'): "wrong type transaction_id (expected a scalar)",
+}
+
+
+def _mutate(text: str, rng: random.Random) -> str:
+    tokens = ['[', '{', ']', '"', '\\u0000', '9' * rng.choice([299, 300, 1001]), '+19:00', '-18:00', ' ', ',',
+              '"[x]"', '\\ud800', 'e400', '.', '-', 'Z', '"transaction_id": "d", ', '0' * 20]
+    for _ in range(rng.choice([1, 1, 1, 2, 3])):
+        i = rng.randrange(len(text) + 1)
+        op = rng.random()
+        if op < 0.4:
+            text = text[:i] + rng.choice(tokens) + text[i:]
+        elif op < 0.7:
+            text = text[:i] + text[i + 1:]
+        else:
+            text = text[:i] + rng.choice("0123456789:+-.TZ\"[]{}") + text[i + 1:]
+    return text
+
+
+def test_the_decoders_agree_on_hostile_and_fuzzed_records(spark):
+    """The stream's verdict must not depend on which decoder saw a record: whatever the fast path
+    accepts, Spark accepts with the same values (and what it leaves over, Spark judges)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    rng = random.Random(11)
+    fuzzed = [_mutate(clean(i, rng), rng) for i in range(1500)] + [clean(i, rng) for i in range(1500, 1800)]
+    payloads = list(HOSTILE) + fuzzed
+    frame, ok = decode_clean_transactions(payloads, schema_conf=SCHEMA, max_record_bytes=65536)
+    schema = T.StructType([T.StructField("payload", T.StringType()), T.StructField("payload_bytes", T.IntegerType()),
+                           T.StructField("arrival_time", T.TimestampType()),
+                           T.StructField("record_source", T.StringType())])
+    rows = [(p, len(p.encode("utf-8", "surrogatepass")), None, f"r{i}") for i, p in enumerate(payloads)]
+    decoded = decode_payloads(spark.createDataFrame(rows, schema), dataset="transactions", schema_conf=SCHEMA,
+                              max_record_bytes=65536, dedupe=False)
+    ref = decoded.records.select("record_source", "transaction_id", F.unix_micros("event_time").alias("ts"),
+                                 "customer_id", "terminal_id", "amount", F.col("label").cast("double").alias("label"),
+                                 REASON).toPandas().set_index("record_source")
+    assert len(ref) == len(payloads)
+    for i, (payload, expected) in enumerate(HOSTILE.items()):
+        reason = ref.loc[f"r{i}", REASON]
+        assert (None if pd.isna(reason) else reason) == expected, payload[:80]
+    assert ref.loc["r7", "transaction_id"] == "[t1]"
+    accepted = [i for i, k in enumerate(ok) if k]
+    assert len(accepted) == len(frame) and 400 < len(accepted) < 1700, len(accepted)   # the fuzz mixes both
+    for i, row in zip(accepted, frame.itertuples(index=False), strict=True):
+        spark_row = ref.loc[f"r{i}"]
+        assert pd.isna(spark_row[REASON]), (payloads[i], spark_row[REASON])
+        for col in ("transaction_id", "ts", "customer_id", "terminal_id", "amount"):
+            assert getattr(row, col) == spark_row[col], (payloads[i], col)
+        assert (np.isnan(row.label) and pd.isna(spark_row["label"])) or row.label == spark_row["label"], payloads[i]
