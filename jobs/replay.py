@@ -33,6 +33,9 @@ def options(parser):
     parser.add_argument("--order-by", metavar="COLUMN",
                         help="send in this column's order; '' for input order (default stream.replay.order_by)")
     parser.add_argument("--limit", type=int, metavar="N", help="send only the first N records")
+    parser.add_argument("--last", type=int, metavar="N",
+                        help="send only the last N records in --order-by order (the newest events: a stream "
+                             "started after the batch jobs, warm from their tables)")
     parser.add_argument("--shards", type=int, metavar="N",
                         help="--mode kinesis: create the stream with N shards when it does not exist "
                              "(default stream.kinesis.shards; 0: never create it)")
@@ -40,6 +43,10 @@ def options(parser):
 
 def run(args, config):
     from features.datasets import dataset
+    from runtime.errors import InputError
+
+    if args.last is not None and (args.limit is not None or args.last < 1):
+        raise InputError("--last N takes N >= 1 and cannot be combined with --limit")
     from runtime.spark import build_session
     from streaming.replay import ReplayOptions, run_replay
 
@@ -52,7 +59,7 @@ def run(args, config):
         key_column=args.partition_key or conf.partition_key or dataset(config.dataset).entity,
         order_by=conf.order_by if args.order_by is None else args.order_by,
         stream_name=args.stream or conf.stream_name,
-        folder=args.output or config.path("stream.landing"), limit=args.limit,
+        folder=args.output or config.path("stream.landing"), limit=args.limit, last=args.last,
         shards=config.stream.kinesis.shards if args.shards is None else args.shards)
     return run_replay(chosen, config["stream"]["replay"], config["aws"], session=lambda: build_session(config))
 

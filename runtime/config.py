@@ -500,6 +500,7 @@ class StreamConfig:
     max_record_bytes: int = rule(AT_LEAST_1)
     allowed_lateness_seconds: int = rule(AT_LEAST_0)
     max_event_skew_seconds: int = rule(AT_LEAST_0)
+    warm_start: bool
     history_seconds: Optional[int] = rule(AT_LEAST_1)
     features: Optional[str] = rule(CALLABLE)
     engine: str = rule(OneOf(("auto", "incremental", "spark")))

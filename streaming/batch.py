@@ -25,6 +25,8 @@ class StreamSettings:
     history_seconds: int
     allowed_lateness_seconds: int = 0
     max_event_skew_seconds: int | None = None     # None: no "future" check (tests of other rules)
+    warm_from: str | None = None        # the batch feature table a new stream seeds its history from (None: cold)
+    warm_format: str = "delta"
     max_record_bytes: int = 65536
 
 

@@ -33,11 +33,34 @@ from ingest.decode import (CARRIED_COLUMNS, Decoded, RecordSchema, decode_record
                            split_late_and_duplicates)
 from ingest.validation import REASON
 from runtime import fs
+from runtime.storage import StorageError, read_table
 from runtime.sources import StreamConfigError
 from streaming.batch import BatchReport, BatchStats, PreparedBatch, StreamSettings
 from streaming.sink import DeltaSink
 
 REASON_DETAIL = r" \(.*"     # "late (event_time before ...)" counts as "late"
+_EPOCH = dt.datetime(1970, 1, 1)
+
+
+def warm_rows(spark: SparkSession, s: StreamSettings, *, start_us: int, end_us: int) -> DataFrame | None:
+    """The batch feature table's events with ``start_us <= event time < end_us`` (epoch
+    microseconds), or None when warm start is off or the table is not there (a cold start).
+
+    A new stream seeds its history with them, so its first events get the features the batch
+    job gives them (the feature table holds each event's canonical columns) instead of features
+    over an empty history - the burst of alerts a cold stream starts with.
+    """
+    if not s.warm_from:
+        return None
+    try:
+        table = read_table(spark, s.warm_from, s.warm_format)
+    except StorageError:
+        return None
+    if "date" in table.columns:      # partition pruning
+        first, last = (_EPOCH + dt.timedelta(microseconds=v) for v in (start_us, end_us))
+        table = table.where(F.col("date").between(F.lit(first.date()), F.lit(last.date())))
+    us = F.unix_micros("event_time")
+    return table.where((us >= F.lit(start_us)) & (us < F.lit(end_us)))
 
 
 def decode_payloads(payload_df: DataFrame, *, dataset: str, schema_conf: Mapping, max_record_bytes: int,
@@ -107,6 +130,11 @@ class HistoryEngine:
         accepted, rejected = split_late_and_duplicates(decoded.valid, history, id_column=id_col, watermark=watermark,
                                                        max_skew_seconds=s.max_event_skew_seconds)
         accepted = accepted.persist(StorageLevel.MEMORY_AND_DISK)
+        if history is None and s.warm_from:     # a new stream: its history starts with the batch table's
+            first_us = accepted.agg(F.min(F.unix_micros("event_time"))).first()[0]
+            if first_us is not None:
+                seeded = warm_rows(spark, s, start_us=first_us - s.history_seconds * 1_000_000, end_us=first_us)
+                history = None if seeded is None else seeded.select(*canonical)
         batch_events = accepted.select(*canonical)
         combined = batch_events if history is None else history.select(*canonical).unionByName(batch_events)
         features = self.transform(combined)
@@ -146,6 +174,8 @@ class IncrementalEngine:
         self.incremental = incremental
         self._state = None
         self._state_batch: int | None = None
+        self._fresh = False                     # no earlier commit: the history may be seeded (warm start)
+        self._warm_until_us: int | None = None  # the seeded history's end (kept in every commit, for a rebuild)
 
     def prepare(self, batch_df: DataFrame, batch_id: int, report: BatchReport, sink: DeltaSink
                 ) -> PreparedBatch:
@@ -189,6 +219,8 @@ class IncrementalEngine:
                                                        "record_source string") \
                 .select("payload", REASON, F.timestamp_micros(F.col("_arrival_us").cast("long")).alias("arrival_time"),
                         "record_source")
+        if self._fresh and len(accepted):
+            self._seed(spark, state, int(accepted["ts"].min()))
         feats = state.features(accepted)
         frame = pd.concat([accepted, feats.reset_index(drop=True)], axis=1)
         report.phase("features", mark)
@@ -212,7 +244,8 @@ class IncrementalEngine:
             features=lambda: inc.to_spark(spark, frame),     # for a Spark scorer only
             pandas=lambda: local_feature_frame(frame, inc),
             save_state=save_state, cleanup=lambda: None, decoded=decoded_left, rejected=rejected,
-            stats=BatchStats(len(accepted), quantiles, newest_time), commit={"max_seen_us": max_seen},
+            stats=BatchStats(len(accepted), quantiles, newest_time),
+            commit={"max_seen_us": max_seen, "warm_until_us": self._warm_until_us},
             dead_reasons={str(k): int(v) for k, v in dead_reasons.items()})
 
     def _decode_on_driver(self, spark: SparkSession, batch_df: DataFrame):
@@ -272,8 +305,10 @@ class IncrementalEngine:
         inc = self.incremental
         state = inc.new_state()
         earlier = sink.commit_before(batch_id)
+        self._fresh = earlier is None
         if earlier is not None:
             state.max_seen_us = earlier.get("max_seen_us")
+            self._warm_until_us = earlier.get("warm_until_us")
             rows = self._sink_rows(sink, batch_id)
             if rows is not None:
                 if state.max_seen_us is None:     # committed by the history engine: no watermark kept
@@ -285,9 +320,24 @@ class IncrementalEngine:
                     rows = rows.where((F.col("date") >= F.lit(cutoff_time.date()))
                                       & (F.unix_micros("event_time") >= F.lit(cutoff)))
                     state.frame = rows.select(*inc.to_state_columns()).toPandas()[list(inc.state_columns)]
+                    if self._warm_until_us is not None and cutoff < self._warm_until_us:
+                        seeded = warm_rows(rows.sparkSession, self.s, start_us=cutoff, end_us=self._warm_until_us)
+                        if seeded is not None:
+                            state.frame = pd.concat([seeded.select(*inc.to_state_columns()).toPandas()[
+                                list(inc.state_columns)], state.frame], ignore_index=True)
                     state.prune()
         self._state, self._state_batch = state, batch_id - 1
         return state
+
+    def _seed(self, spark: SparkSession, state, first_us: int) -> None:
+        """A new stream's history: the batch table's events before its first event, within the window."""
+        self._fresh = False
+        seeded = warm_rows(spark, self.s, start_us=first_us - state.keep_seconds * 1_000_000, end_us=first_us)
+        if seeded is None:
+            return
+        inc = self.incremental
+        state.frame = seeded.select(*inc.to_state_columns()).toPandas()[list(inc.state_columns)]
+        self._warm_until_us = first_us
 
     def _sink_rows(self, sink: DeltaSink, batch_id: int):
         """The sink's rows of batches before ``batch_id`` (None when the table does not exist yet)."""

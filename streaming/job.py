@@ -239,7 +239,8 @@ def run_stream(config: Mapping, options: StreamOptions, *, session: Callable[[Ma
         checkpoint=options.checkpoint, dead_letter=options.dead_letter,
         history_seconds=int(conf["history_seconds"] or lookback_days * 86400),
         allowed_lateness_seconds=int(conf["allowed_lateness_seconds"]), max_record_bytes=int(conf["max_record_bytes"]),
-        max_event_skew_seconds=int(conf["max_event_skew_seconds"]))
+        max_event_skew_seconds=int(conf["max_event_skew_seconds"]),
+        warm_from=config.path("features") if conf["warm_start"] else None, warm_format=config["storage"]["format"])
     factory = scorer_factory(config)
     incremental = incremental_engine(config, options.engine, settings)
     alerter = build_alerter(config, settings) if options.alerts else None

@@ -28,11 +28,12 @@ class ReplayOptions:
     stream_name: str | None     # the Kinesis stream (mode kinesis)
     folder: str                 # the landing folder (mode landing)
     limit: int | None = None
+    last: int | None = None     # only the last N records in order_by order
     shards: int | None = None   # mode kinesis: create the stream with this many shards when it does not exist
 
 
 def read_records(spark: SparkSession, path: str, fmt: str, *, order_by: str, key_column: str | None,
-                 limit: int | None) -> Iterator[tuple[bytes, str | None]]:
+                 limit: int | None, last: int | None = None) -> Iterator[tuple[bytes, str | None]]:
     """Iterator of (JSON bytes, partition key) in order; the whole data set is never collected."""
     from pyspark.sql import functions as F
 
@@ -47,6 +48,10 @@ def read_records(spark: SparkSession, path: str, fmt: str, *, order_by: str, key
         if order_by not in df.columns:
             raise InputError(f"--order-by column {order_by!r} is not in {path}")
         df = df.orderBy(order_by)
+    if last:
+        if not order_by:
+            raise InputError("--last needs an order (--order-by COLUMN): the last records of what?")
+        df = df.orderBy(F.col(f"`{order_by}`").desc()).limit(last).orderBy(order_by)
     if limit:
         df = df.limit(limit)
     # Microseconds kept, so the stream sees exactly the times the batch job reads.
@@ -77,7 +82,7 @@ def run_replay(options: ReplayOptions, replay_conf: Mapping, aws_conf: Mapping, 
     spark = session()
     try:
         records = read_records(spark, options.source, options.fmt, order_by=options.order_by,
-                               key_column=options.key_column, limit=options.limit)
+                               key_column=options.key_column, limit=options.limit, last=options.last)
     except InputError:
         raise
     except Exception as exc:  # AnalysisException: a missing path, a bad file
