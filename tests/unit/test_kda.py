@@ -159,7 +159,8 @@ def test_parameters_are_checked_with_their_kda_names():
 def test_dataframe_helper_gives_the_documented_explanation_per_series(spark, tmp_path):
     X = clusters_then_outliers()
     rows = [(key, i, float(x), float(y)) for key in ("a", "b") for i, (x, y) in enumerate(X)]
-    source_df = spark.createDataFrame(rows, ["series", "ts", "x", "y"]).repartition(2)
+    rows.append(("b", len(X), 1.0, None))  # a null input: a null score, not learned from
+    source_df = spark.createDataFrame(rows, "series string, ts long, x double, y double").repartition(2)
     out_df = random_cut_forest_with_explanation(source_df, 50, 128, 100000, 1, True, orderCol="ts",
                                                 partitionCols=["series"], seed=5)
     assert out_df.columns == ["series", "ts", "x", "y", "ANOMALY_SCORE", "ANOMALY_EXPLANATION"]
@@ -168,6 +169,7 @@ def test_dataframe_helper_gives_the_documented_explanation_per_series(spark, tmp
     for key in ("a", "b"):  # each series has its own forest, fed in ts order
         np.testing.assert_allclose([out[(key, i)].ANOMALY_SCORE for i in range(len(X))],
                                    expected_scores, rtol=0, atol=1e-12)
+    assert out[("b", len(X))].ANOMALY_SCORE is None and out[("b", len(X))].ANOMALY_EXPLANATION is None
     a2 = out[("a", 601)]
     explanation = json.loads(a2.ANOMALY_EXPLANATION)
     assert set(explanation) == {"x", "y"}
