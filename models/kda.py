@@ -328,13 +328,16 @@ class StreamingForest:
 
 
 def explanation_json(names: Sequence[str], high: np.ndarray, low: np.ndarray,
-                     with_directionality: bool) -> str:
+                     with_directionality: bool) -> Optional[str]:
     """KDA's ANOMALY_EXPLANATION of one record: ``{"col": {"DIRECTION", "STRENGTH", "ATTRIBUTION_SCORE"}}``.
 
     Without directionality only ``ATTRIBUTION_SCORE``. A record that was not scored (warm-up,
-    incomplete shingle) has attributions 0 and gives ``{}``.
+    incomplete shingle) has attributions 0 and gives ``{}``; one with a missing input (NaN
+    attributions) gives None.
     """
     out = {}
+    if not (np.all(np.isfinite(high)) and np.all(np.isfinite(low))):
+        return None
     if not np.any(high) and not np.any(low):
         return "{}"
     for name, h, lo in zip(names, high, low, strict=True):
@@ -454,9 +457,8 @@ class RandomCutForestStream(Transformer, HasSeed, DefaultParamsReadable, Default
             scores, high, low = forest.update(X)
             out = pdf.assign(**{SCORE_COL: scores})
             if with_expl:
-                out[EXPLANATION_COL] = [
-                    None if np.isnan(s) else explanation_json(cols, h, lo, directional)
-                    for s, h, lo in zip(scores, high, low, strict=True)]
+                out[EXPLANATION_COL] = [explanation_json(cols, h, lo, directional)
+                                        for h, lo in zip(high, low, strict=True)]
             return out[schema.fieldNames()]  # Arrow turns the NaN scores into nulls
 
         keys = [F.col(c) for c in parts] or [F.lit(0)]

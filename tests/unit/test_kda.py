@@ -93,6 +93,8 @@ def test_non_finite_records_score_nan_and_are_skipped():
     a = StreamingForest(2, number_of_trees=10, sub_sample_size=16, seed=1).update(X)[0]
     b = StreamingForest(2, number_of_trees=10, sub_sample_size=16, seed=1).update(X_bad)[0]
     assert np.isnan(b[50])
+    _, high, low = StreamingForest(2, number_of_trees=10, sub_sample_size=16, seed=1).update(X_bad)
+    assert explanation_json(["x", "y"], high[50], low[50], True) is None
     np.testing.assert_array_equal(np.delete(b, 50), a)
 
 
