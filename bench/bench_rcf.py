@@ -1,4 +1,4 @@
-"""Benchmark our Random Cut Forest against scikit-learn's IsolationForest and the rrcf package.
+"""Benchmark our Random Cut Forest and self-organising map against scikit-learn's IsolationForest and rrcf.
 
 Run: ``python bench/bench_rcf.py [--rows N] [--dim D] [--repeats R] [--no-spark] [--json PATH]``
 
@@ -8,7 +8,11 @@ is fitted on the first half of the rows (100 trees x 256 samples) and scores the
 as rows per CPU second (``time.process_time``; best of ``--repeats`` runs, so other jobs on the
 machine inflate the numbers as little as possible); ours also with attribution for every row
 and, as with ``attributionScope="flagged"``, only for rows above the mean + 3 sigma threshold
-of its training scores. For the Spark path the CPU time is that of
+of its training scores. Our self-organising map (models/som.py, 10 x 10 units, 30 epochs on a
+sample of 50,000 training rows) is scored on the same rows, so RCF / SOM / IsolationForest
+quality and throughput sit side by side in one run. The KDA-compatible streaming forest
+(models/kda.py) streams the first ``--kda-rows`` test rows (no training half: it learns as it
+goes; quality over the rows after its warm-up). For the Spark path the CPU time is that of
 the whole process tree (driver, JVM and Python workers, read from /proc), so it is comparable
 with the single-process numbers. rrcf is scored on a small stratified subset only (it is slow),
 and the other models' quality is also shown on that subset. Prints a table and, as the last
@@ -26,6 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from models.rcf import Forest  # noqa: E402
+from models.som import SomGrid  # noqa: E402
 
 
 def make_telemetry(rows, dim, anomaly_rate, seed):
@@ -131,6 +136,31 @@ def bench_ours(X_train, X_test, seed, repeats):
                                 len(X_test) / max(cpu_f, 1e-9)}
 
 
+def bench_som(X_train, X_test, seed, repeats, max_samples=50000):
+    """Our SOM as the Estimator fits it: a seeded sample of at most ``max_samples`` training rows."""
+    rng = np.random.default_rng(seed)
+    sample = X_train[np.sort(rng.choice(len(X_train), size=min(max_samples, len(X_train)), replace=False))]
+    grid, fit_s, _ = timed(SomGrid.fit, sample, 10, 10, 30, None, 1.0, seed)
+    grid.score(X_test[:64])
+    scores, wall, cpu = best_cpu(grid.score, repeats, X_test)
+    threshold = float(np.quantile(grid.score(sample), 0.95))
+    return grid, scores, {"fit_s": fit_s, "score_s": wall, "score_cpu_s": cpu, "fit_rows": len(sample),
+                          "rows_per_s_core": len(X_test) / max(cpu, 1e-9),
+                          "threshold_q95": threshold, "flagged_fraction": float(np.mean(scores > threshold))}
+
+
+def bench_kda_stream(X, seed):
+    """models/kda.py's streaming forest (KDA's defaults: 100 trees, 256 samples, timeDecay 100000,
+    shingle 1) fed the rows in order, scoring each before adding it; rows/s include the updates."""
+    from models.kda import StreamingForest
+
+    StreamingForest(X.shape[1], number_of_trees=2, sub_sample_size=4, seed=seed).update(X[:16])  # compile
+    forest = StreamingForest(X.shape[1], seed=seed)
+    (scores, _, _), wall, cpu = timed(forest.update, X)
+    return scores, {"score_s": wall, "score_cpu_s": cpu, "rows": len(X), "fit_s": 0.0,
+                    "rows_per_s_core": len(X) / max(cpu, 1e-9), "warm_up_rows": forest.output_after}
+
+
 def bench_iforest(X_train, X_test, seed, repeats):
     from sklearn.ensemble import IsolationForest
 
@@ -229,6 +259,8 @@ def main(argv=None):
     parser.add_argument("--dim", type=int, default=6)
     parser.add_argument("--anomaly-rate", type=float, default=0.01)
     parser.add_argument("--rrcf-rows", type=int, default=200, help="rows rrcf scores (slow)")
+    parser.add_argument("--kda-rows", type=int, default=20000,
+                        help="test rows streamed through the KDA-compatible forest (models/kda.py)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-spark", action="store_true", help="skip the Spark-path timing")
     parser.add_argument("--spark-cores", type=int, default=2)
@@ -259,8 +291,15 @@ def main(argv=None):
     iso["score_cpu_s"] = min(iso["score_cpu_s"], best_iso)
     for info in (ours, iso):
         info["rows_per_s_core"] = len(X_test) / max(info["score_cpu_s"], 1e-9)
+    som_grid, som_scores, som = bench_som(X_train, X_test, args.seed, args.repeats)
     rr_scores, rr = bench_rrcf(X_train, X_test[sub], args.seed)
-    for name, scores, info in (("rcf_numpy", ours_scores, ours), ("iforest", iso_scores, iso)):
+    kda_rows = min(args.kda_rows, len(X_test))
+    kda_scores, kda = bench_kda_stream(X_test[:kda_rows], args.seed)
+    after = slice(kda["warm_up_rows"], kda_rows)  # rows scored after the warm-up
+    kda["auc"], kda["ap"] = metrics(y_test[:kda_rows][after], kda_scores[after])
+    results["kda_stream"] = kda
+    for name, scores, info in (("rcf_numpy", ours_scores, ours), ("iforest", iso_scores, iso),
+                               ("som_numpy", som_scores, som)):
         info["auc"], info["ap"] = metrics(y_test, scores)
         info["auc_subset"], info["ap_subset"] = metrics(y_test[sub], scores[sub])
         results[name] = info
@@ -277,13 +316,15 @@ def main(argv=None):
     results["interleaved_rounds"] = args.rounds
     results["attribution_vs_iforest"] = (ours["rows_per_s_core_with_attribution"]
                                          / iso["rows_per_s_core"])
+    results["som_vs_iforest"] = som["rows_per_s_core"] / iso["rows_per_s_core"]
+    results["som_vs_rcf"] = som["rows_per_s_core"] / ours["rows_per_s_core"]
     results["speedup_vs_rrcf"] = ours["rows_per_s_core"] / rr["rows_per_s_core"]
     results["load_avg_1m"] = os.getloadavg()[0]
 
     print(f"{args.rows} rows x {args.dim} dims, {results['anomalies_test']} test anomalies, "
           f"load average {results['load_avg_1m']:.1f}")
     print(f"{'model':<12}{'AUC':>8}{'AP':>8}{'AUC sub':>9}{'AP sub':>8}{'fit s':>8}{'rows/s/core':>13}")
-    for name in ("rcf_numpy", "iforest", "rrcf", "rcf_spark"):
+    for name in ("rcf_numpy", "som_numpy", "iforest", "rrcf", "rcf_spark", "kda_stream"):
         r = results.get(name)
         if r is None:
             continue
@@ -298,6 +339,8 @@ def main(argv=None):
           f"ours / rrcf: {results['speedup_vs_rrcf']:,.0f}x"
           + (f"; spark path / iforest: {results['spark_vs_iforest']:.2f}x"
              if "spark_vs_iforest" in results else ""))
+    print(f"som / iforest throughput: {results['som_vs_iforest']:.2f}x; som / rcf: {results['som_vs_rcf']:.2f}x; "
+          f"AUC rcf {ours['auc']:.3f} / som {som['auc']:.3f} / iforest {iso['auc']:.3f}")
     line = json.dumps(results, sort_keys=True)
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)

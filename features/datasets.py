@@ -64,6 +64,22 @@ class Dataset:
                              f"(the columns are: {', '.join(columns)})")
         return chosen
 
+    def default_som_columns(self, config: Mapping, columns: list[str]) -> list[str]:
+        """The SOM's inputs when ``train.som.features`` is empty: the entity's aggregate features."""
+        return columns
+
+    def som_feature_columns(self, config: Mapping) -> list[str]:
+        """The SOM's inputs: ``train.som.features``, or the data set's default when that is empty."""
+        columns = self.feature_columns(config)
+        chosen = list(config["train"]["som"]["features"] or [])
+        if not chosen:
+            return self.default_som_columns(config, columns)
+        unknown = [c for c in chosen if c not in columns]
+        if unknown:
+            raise ValueError(f"train.som.features: not feature columns of {self.name}: {', '.join(unknown)} "
+                             f"(the columns are: {', '.join(columns)})")
+        return chosen
+
     def feature_builder(self, config: Mapping,
                         labels_df: DataFrame | None = None) -> tuple[Callable[[DataFrame], DataFrame], int]:
         """(transform of validated rows into feature rows, days of history it needs before a date).
@@ -116,6 +132,14 @@ class _Telemetry(Dataset):
         site = [c for c in columns if c.startswith(("site_cnt_", "dev_share_", "site_volume_"))]
         return [*measures, shortest, *site]
 
+    def default_som_columns(self, config: Mapping, columns: list[str]) -> list[str]:
+        """The session's measures next to the device's profile over the longest window (its session
+        count and the mean of each measure): the map's units learn the usual (session, device) pairs.
+        """
+        measures = list(config["schema"]["telemetry"]["measures"])
+        longest = [c for c in columns if c.startswith("dev_cnt_")][-1].removeprefix("dev_cnt_")
+        return [*measures, f"dev_cnt_{longest}", *(f"{m}_mean_{longest}" for m in measures)]
+
     def feature_builder(self, config: Mapping,
                         labels_df: DataFrame | None = None) -> tuple[Callable[[DataFrame], DataFrame], int]:
         from features.telemetry import build_telemetry_features, lookback_seconds
@@ -149,6 +173,14 @@ class _Transactions(Dataset):
         from features.transactions import transaction_feature_columns
 
         return transaction_feature_columns(config["features"]["transactions"]["windows_days"])
+
+    def default_som_columns(self, config: Mapping, columns: list[str]) -> list[str]:
+        """The amount against the customer's and the terminal's aggregates over each window
+        (customer: transaction counts and log-average amounts; terminal: counts and fraud risk).
+        """
+        prefixes = ("customer_nb_tx_", "customer_log_avg_amount_", "terminal_nb_tx_", "terminal_risk_")
+        head = [c for c in ("log_amount", "amount_vs_customer_avg_30d") if c in columns]
+        return [*head, *(c for c in columns if c.startswith(prefixes))]
 
     def feature_builder(self, config: Mapping,
                         labels_df: DataFrame | None = None) -> tuple[Callable[[DataFrame], DataFrame], int]:

@@ -8,7 +8,7 @@ there), and the Delta versions of the feature (and labels) table it was trained 
 `train --as-of` reads again. --json prints the same as one JSON object: the summary fields (dataset, status,
 extra.champions, ...) plus "root" and "versions": [...] (one object per version).
 
---promote VERSION --model rcf|logistic makes that version the champion (it must exist): the
+--promote VERSION --model rcf|logistic|som makes that version the champion (it must exist): the
 champion pointer (<kind>/champion.json) then records `promoted_by: manual`, the user, the time,
 --reason and the `previous` champion; the next score run uses it. `python -m jobs train
 --promote VERSION --model KIND` does the same.
@@ -25,7 +25,8 @@ from jobs.common import JobResult, job_main
 
 
 def options(parser):
-    parser.add_argument("--model", choices=("rcf", "logistic"), help="only this detector kind (required with --promote)")
+    parser.add_argument("--model", choices=("rcf", "logistic", "som"),
+                        help="only this detector kind (required with --promote)")
     parser.add_argument("--promote", metavar="VERSION", help="make VERSION (e.g. v0003) of --model the champion")
     parser.add_argument("--reason", default="", help="why, recorded in the champion pointer with --promote")
 

@@ -10,6 +10,10 @@ window to retrain: that is the seeds' "incremental learning", done safely.
 The RCF takes train.rcf.features (default: the data set's own subset, features/datasets.py
 rcf_feature_columns), robust-scaled by default (train.rcf.scaling); the logistic model takes
 every feature column. Each version records its own feature list, which scoring reads.
+`--model som` trains the self-organising map (models/som.py) on train.som.features (default: the
+data set's aggregate features, features/datasets.py som_feature_columns); it keeps its
+unsupervised threshold (train.som.threshold_quantile of its training distances) and registers under
+the kind "som" (scoring does not read it yet).
 
 Thresholds (train.threshold): each detector's alert threshold is chosen on the validation window
 (the last train.logistic.validation_days of the training window) by a rule: target (precision
@@ -57,9 +61,10 @@ WINDOWS = ("train_from", "train_to", "test_from", "test_to")
 
 
 def options(parser):
-    parser.add_argument("--model", choices=("rcf", "logistic", "all"), help="which detector(s) (default train.model)")
+    parser.add_argument("--model", choices=("rcf", "logistic", "all", "som"),
+                        help="which detector(s) (default train.model; som: the self-organising map, train.som)")
     parser.add_argument("--promote", metavar="VERSION",
-                        help="train nothing: make VERSION of --model (rcf|logistic) the champion, recorded as manual")
+                        help="train nothing: make VERSION of --model (rcf|logistic|som) the champion, recorded as manual")
     parser.add_argument("--reason", default="", help="why, recorded in the champion pointer with --promote")
     parser.add_argument("--as-of", metavar="VERSION|TIME|vNNNN",
                         help="read the feature table as of this Delta version, time, or registry version's "

@@ -12,6 +12,9 @@ the validation window by the configured rule. The RCF's is chosen by the same ru
 validation window holds labelled positives; without them (unsupervised data) it keeps its own
 unsupervised threshold (``train.rcf.threshold_method``: mean + sigmas x std, or a quantile, of
 its training scores). A rule that cannot be met falls back to the best F-beta and says so.
+The SOM (``--model som``) keeps its unsupervised threshold (``train.som.threshold_quantile`` of its
+training distances); the validation window reports its alerts per day and, with labels, its
+average precision, AUC, precision and recall, which the gates judge.
 
 Printed per detector: the threshold, the rule (and the fallback if used), validation precision /
 recall and the expected alerts per day (validation flags / validation days); with both detectors
@@ -61,7 +64,9 @@ from runtime.progress import RunSummary, log, step
 from models.snapshots import open_training_data
 from runtime.storage import between_dates as between
 
-KINDS = {"rcf": ("rcf",), "logistic": ("logistic",), "all": ("rcf", "logistic")}
+KINDS = {"rcf": ("rcf",), "logistic": ("logistic",), "all": ("rcf", "logistic"), "som": ("som",)}
+# detectors that score an assembled vector of their inputs through their Spark ML transform
+_VECTOR_KINDS = ("rcf", "som")
 _VECTOR = "_score_features"
 
 # What trains elsewhere (the SageMaker backend): called with the prepared windows instead of
@@ -104,6 +109,40 @@ def fit_rcf(train_df: DataFrame, feature_cols, conf: Mapping) -> tuple[Any, dict
     return model, {k: conf[k] for k in conf} | {"threshold": model.threshold}
 
 
+def fit_som(train_df: DataFrame, feature_cols, conf: Mapping) -> tuple[Any, dict]:
+    """The self-organising map (models/som.py) with its unsupervised threshold (``train.som``)."""
+    from models.som import SelfOrganizingMap
+
+    estimator = SelfOrganizingMap(featuresCol=_VECTOR, gridRows=conf["grid_rows"], gridCols=conf["grid_cols"],
+                                  numEpochs=conf["epochs"], maxSamples=conf["max_samples"],
+                                  thresholdQuantile=conf["threshold_quantile"], seed=conf["seed"])
+    model = estimator.fit(_assemble(train_df, feature_cols))
+    return model, {k: conf[k] for k in conf} | {"threshold": model.threshold}
+
+
+def som_validation(model, validation_df: Optional[DataFrame], feature_cols, conf: Mapping, days: int) -> dict:
+    """The SOM's unsupervised threshold judged on the validation window: its flags per day and, where
+    the window has labelled positives, its average precision, AUC and precision/recall there.
+    """
+    choice = {"threshold": model.threshold, "met": True, "fallback": None, "precision": None, "recall": None,
+              "flagged": None, "alerts_per_day": None,
+              "rule": f"unsupervised (quantile {conf['threshold_quantile']:g} of training distances)"}
+    validation = {"threshold_choice": choice, "n_positive": 0}
+    if validation_df is None:
+        return validation
+    scored = model.transform(_assemble(validation_df, feature_cols))
+    score_col = model.getScoreCol()
+    pdf = scored.select(F.col(score_col).alias("s"), label_int("label").cast("double").alias("y")).toPandas()
+    scores, labels = pdf["s"].to_numpy(np.float64), pdf["y"].to_numpy(np.float64)
+    choice.update(flag_metrics(np.nan_to_num(scores, nan=-np.inf) > model.threshold, labels, days))
+    choice["threshold"] = model.threshold
+    table = score_table(scored.where(F.col("label").isNotNull()), score_col, "label")
+    if table.n_pos:
+        validation.update(average_precision=average_precision(table), auc_roc=auc_roc(table),
+                          n=table.n_pos + table.n_neg, n_positive=table.n_pos)
+    return validation
+
+
 def fit_logistic(train_df: DataFrame, feature_cols, conf: Mapping, gap_days: int,
                  rule: Optional[ThresholdRule] = None) -> tuple[Any, dict]:
     from models.logistic import train_logistic
@@ -128,7 +167,7 @@ def fit_logistic(train_df: DataFrame, feature_cols, conf: Mapping, gap_days: int
 
 def candidate_scores(test_df: DataFrame, kind: str, model, feature_cols) -> tuple[DataFrame, str]:
     """``test_df`` plus the candidate's own score, and that column's name."""
-    if kind == "rcf":
+    if kind in _VECTOR_KINDS:
         return model.transform(_assemble(test_df, feature_cols)), model.getScoreCol()
     return model.score_column(test_df, "logistic_score"), "logistic_score"
 
@@ -232,7 +271,7 @@ def validation_scores(validation_df: DataFrame, models: Mapping[str, tuple[Any, 
     frame = validation_df
     columns = [label_int("label").cast("double").alias("label")]
     for kind, (model, cols) in models.items():
-        if kind == "rcf":
+        if kind in _VECTOR_KINDS:
             frame = model.transform(_assemble(frame, cols)).drop(_VECTOR)
             columns.append(F.col(model.getScoreCol()).alias(kind))
         else:
@@ -292,8 +331,10 @@ def train_detectors(spark: SparkSession, config: Mapping, *, source: str, regist
     try:
         feature_cols = dataset.feature_columns(config)
         rcf_cols = dataset.rcf_feature_columns(config)
+        som_cols = dataset.som_feature_columns(config) if "som" in kinds else []
     except ValueError as exc:
         raise InputError(str(exc)) from None
+    inputs = {"rcf": rcf_cols, "som": som_cols}  # each detector's columns (default: feature_cols)
     dates = [r["date"] for r in table.select("date").distinct().collect()]
     train_from, train_to, test_from, test_to = resolve_windows(
         dates, given, test_days=conf["test_days"], train_days=conf["train_days"], gap_days=gap_days)
@@ -309,6 +350,8 @@ def train_detectors(spark: SparkSession, config: Mapping, *, source: str, regist
         test_df = exclude_known_compromised(test_df, between(table, train_from, test_to), card_col=dataset.card_col,
                                             date_col="date", delay_days=gap_days, since=str(train_from))
     if remote is not None:
+        if "som" in kinds:
+            raise InputError("the SOM trains on Spark only: use models.backend: spark for --model som")
         return remote(train_df=train_df, test_df=test_df, feature_cols=feature_cols, kinds=kinds, window=window,
                       registry_root=registry_root)
     rule = threshold_rule(conf["threshold"], conf["logistic"])
@@ -321,9 +364,13 @@ def train_detectors(spark: SparkSession, config: Mapping, *, source: str, regist
     promoted, challengers, validators, thresholds = [], [], {}, {}
     expected = None
     for kind in kinds:
-        cols = rcf_cols if kind == "rcf" else feature_cols
+        cols = inputs.get(kind, feature_cols)
         with step("train", f"training {kind}"):
-            if kind == "rcf" and positives:
+            if kind == "som":
+                fitted, params = fit_som(train_df, cols, conf["som"])
+                params["validation"] = som_validation(fitted, validation_df, cols, conf["som"], days)
+                validators[kind] = fitted
+            elif kind == "rcf" and positives:
                 fitted, params, validators[kind] = fit_rcf_on_validation(
                     train_df, between(table, train_from, split[0]), validation_df, cols, conf["rcf"], rule, days)
             elif kind == "rcf":
@@ -364,7 +411,7 @@ def train_detectors(spark: SparkSession, config: Mapping, *, source: str, regist
                          f"--model {kind} makes it champion)")
     if len(validators) > 1 and validation_df is not None:
         with step("train", "combined risk on the validation window"):
-            scores = validation_scores(validation_df, {k: (validators[k], rcf_cols if k == "rcf" else feature_cols)
+            scores = validation_scores(validation_df, {k: (validators[k], inputs.get(k, feature_cols))
                                                        for k in validators})
             labels = scores.pop("label")
             flags = (combine or any_over_threshold)(scores, thresholds)

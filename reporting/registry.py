@@ -64,8 +64,8 @@ def list_versions(root: str, kind: str | None = None, *, show: bool = True) -> t
 
 def promote_version(root: str, kind: str | None, version: str, *, user: str, reason: str = "") -> RunSummary:
     """Make ``version`` of ``kind`` the champion by hand (recorded in the pointer)."""
-    if kind not in ("rcf", "logistic"):
-        raise InputError("--promote needs --model rcf or --model logistic")
+    if kind not in ("rcf", "logistic", "som"):
+        raise InputError("--promote needs --model rcf, --model logistic or --model som")
     try:
         pointer = registry.promote(root, kind, version, by="manual", user=user, reason=reason)
     except registry.RegistryError as exc:

@@ -538,6 +538,17 @@ class RcfTrainConfig:
 
 
 @dataclass(frozen=True)
+class SomTrainConfig:
+    grid_rows: int = rule(Range(1, 100))
+    grid_cols: int = rule(Range(1, 100))
+    epochs: int = rule(Range(1, 1000))
+    max_samples: int = rule(Range(1, 10_000_000))
+    threshold_quantile: float = rule(FRACTION)
+    seed: int
+    features: tuple[str, ...] = rule(Each(NON_EMPTY, distinct=True))
+
+
+@dataclass(frozen=True)
 class LogisticTrainConfig:
     reg_params: tuple[float, ...] = rule(Each(AT_LEAST_0, min_items=1))
     elastic_net_params: tuple[float, ...] = rule(Each(Range(0, 1), min_items=1))
@@ -582,6 +593,7 @@ class TrainConfig:
     gap_days: Optional[int] = rule(AT_LEAST_0)
     k: int = rule(AT_LEAST_1)
     rcf: RcfTrainConfig
+    som: SomTrainConfig
     logistic: LogisticTrainConfig
     threshold: ThresholdConfig
     gates: GatesConfig
