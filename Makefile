@@ -32,6 +32,7 @@ $(STAMP): setup.py $(VENV_CFG)
 	# into the Ivy cache (~/.ivy2): later sessions, tests and `make run` start offline
 	$(PYTHON) -m runtime.spark
 	@$(MAKE) --no-print-directory chromium
+	@$(MAKE) --no-print-directory iac-install PYTHON=$(PYTHON)
 	@touch $(STAMP)
 
 # Headless Chromium renders the HTML reports in the report tests and `make report-check`: Debian's
@@ -87,9 +88,39 @@ package: $(STAMP) ## build what spark-submit needs: dist/*.whl for --py-files an
 	cp -r conf dist/conf
 	@ls dist
 
-.PHONY: deploy-files
-deploy-files: ## write conf/emr.yaml, deploy/steps/*.json and deploy/iam/*.json from deploy/names.yaml (the one place for AWS names)
-	$(PYTHON) deploy/render.py
+# The AWS stack (deploy/cdk): the CDK CLI from npm into .make/cdk, the CDK library and cfn-lint
+# from PyPI (deploy/cdk/requirements.txt); `make install` fetches both, then synth runs offline.
+CDK_CLI_VERSION ?= 2.1149.0
+CDK_DIR = .make/cdk
+CDK = $(CDK_DIR)/node_modules/.bin/cdk
+IAC_OUT ?= build/cdk.out
+STACK ?= fraud-anomaly
+STACK_CONF ?= build/conf/emr.yaml
+IAC_STAMP = .make/iac-installed
+export CDK_DISABLE_VERSION_CHECK = 1
+export CDK_DISABLE_CLI_TELEMETRY = true
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION = 1
+export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION = 1
+
+$(IAC_STAMP): deploy/cdk/requirements.txt $(VENV_CFG)
+	@mkdir -p $(CDK_DIR)
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20+ (Debian: apt-get install nodejs npm)"; exit 1; }
+	$(PYTHON) -m pip install -q -r deploy/cdk/requirements.txt
+	npm install --silent --no-audit --no-fund --prefix $(CDK_DIR) aws-cdk@$(CDK_CLI_VERSION)
+	@touch $(IAC_STAMP)
+
+.PHONY: iac iac-install stack-conf
+iac-install: $(IAC_STAMP) ## install the CDK CLI (npm, into .make/cdk), aws-cdk-lib, constructs and cfn-lint (PyPI)
+
+iac: $(IAC_STAMP) ## synthesise the AWS stack (deploy/cdk) into build/cdk.out and lint it with cfn-lint
+	rm -rf $(IAC_OUT)
+	$(CDK) synth --quiet --no-notices --no-version-reporting --app "$(PYTHON) deploy/cdk/app.py" \
+	  -c stack=$(STACK) --output $(IAC_OUT)
+	$(PYTHON) -c "import sys; from cfnlint.runner import main; sys.exit(main())" $(IAC_OUT)/$(STACK).template.json
+	@echo "template: $(IAC_OUT)/$(STACK).template.json"
+
+stack-conf: $(STAMP) ## write the job config (STACK_CONF, default build/conf/emr.yaml) and build/steps/*.json from the deployed stack STACK's outputs
+	$(PYTHON) deploy/stack_config.py --stack $(STACK) --out $(STACK_CONF) --steps build/steps $(if $(REGION),--region $(REGION))
 
 clean: ## remove generated data and build output
 	rm -rf lake dist build *.egg-info .make spark-warehouse metastore_db

@@ -74,7 +74,7 @@ class FraudAnomalyStack(cdk.Stack):
         self.template_options.description = (
             "zen-anomaly fraud/anomaly pipeline: lake, stream, alerts, roles, EMR, schedule, scoring API")
         p = self._parameters()
-        region, account, partition = cdk.Aws.REGION, cdk.Aws.ACCOUNT_ID, cdk.Aws.PARTITION
+        region = cdk.Aws.REGION
         project, dataset = p["project"], p["dataset"]
 
         lake, artifacts = self._buckets(p)
@@ -112,7 +112,8 @@ class FraudAnomalyStack(cdk.Stack):
             "LandingUri": (f"s3://{lake.bucket_name}/{project}/landing/{dataset}",
                            "Firehose delivers here, under YYYY/MM/DD/HH/ (stream.landing: this + /*/*/*/*)"),
             "Artifacts": (artifacts.bucket_name, "the artifact bucket"),
-            "ArtifactsUri": (artifacts_uri, "make package output goes to <this>/dist/, the bootstrap script to <this>/bootstrap/"),
+            "ArtifactsUri": (artifacts_uri, "make package output goes to <this>/dist/, "
+                             "the bootstrap script to <this>/bootstrap/"),
             "ConfUri": (conf_uri, "the config the EMR steps read (written by make stack-conf)"),
             "StreamName": (stream.ref, "stream.kinesis.stream_name and stream.replay.stream_name"),
             "StreamArn": (stream_arn, "the Kinesis stream"),
@@ -417,7 +418,7 @@ class FraudAnomalyStack(cdk.Stack):
             code=lambda_.CfnFunction.CodeProperty(s3_bucket=artifacts.bucket_name, s3_key=p["lambda_key"]),
             environment=lambda_.CfnFunction.EnvironmentProperty(variables={
                 "CONF_URI": conf_uri, "DATASET": p["dataset"]}))
-        function.add_dependency(log_group)
+        function.node.add_dependency(log_group)
         fn = lambda_.Function.from_function_attributes(self, "ApiFunctionRef", function_arn=function.attr_arn,
                                                        same_environment=True)
         api = apigw.LambdaRestApi(self, "ScoringApi", handler=fn, proxy=True, rest_api_name=function_name,
