@@ -7,6 +7,7 @@ PYTHON ?= $(VENV)/bin/python
 CONF ?= conf/local.yaml
 JOBS = $(PYTHON) -m jobs
 STAMP = .make/installed
+IAC_STAMP = .make/iac-installed
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-unit test-integration test-cluster lint bench package clean report-check maintain chromium cluster cluster-stop kinesis-local
@@ -54,7 +55,7 @@ install: $(STAMP) ## make .venv and install the project, its test/bench/lint dep
 run: $(STAMP) ## run the whole pipeline on the embedded default (local Spark, files under ./lake), with timings
 	PYTHON=$(PYTHON) CONF=$(CONF) bash scripts/run_pipeline.sh
 
-test: $(STAMP) ## run unit and integration tests (all but the cluster test)
+test: $(STAMP) $(IAC_STAMP) ## run unit and integration tests (all but the cluster test)
 	$(PYTHON) -m pytest
 
 test-cluster: $(STAMP) ## the pipeline as spark-submit applications on a standalone cluster (2 workers) over s3a on moto
@@ -63,7 +64,7 @@ test-cluster: $(STAMP) ## the pipeline as spark-submit applications on a standal
 test-unit: $(STAMP) ## run the unit tests only
 	$(PYTHON) -m pytest tests/unit
 
-test-integration: $(STAMP) ## run the integration tests only
+test-integration: $(STAMP) $(IAC_STAMP) ## run the integration tests only
 	$(PYTHON) -m pytest tests/integration
 
 lint: $(STAMP) ## check style with ruff, and the import graph (no cycles, layers as ARCHITECTURE.md says)
@@ -96,11 +97,12 @@ CDK = $(CDK_DIR)/node_modules/.bin/cdk
 IAC_OUT ?= build/cdk.out
 STACK ?= fraud-anomaly
 STACK_CONF ?= build/conf/emr.yaml
-IAC_STAMP = .make/iac-installed
 export CDK_DISABLE_VERSION_CHECK = 1
 export CDK_DISABLE_CLI_TELEMETRY = true
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION = 1
 export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION = 1
+# Debian's Node.js 20 works with jsii but is past its support date: jsii says so in a banner on every run
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION = 20
 
 $(IAC_STAMP): deploy/cdk/requirements.txt $(VENV_CFG)
 	@mkdir -p $(CDK_DIR)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import fnmatch
 import json
+import os
 import subprocess
 import sys
 import time
@@ -53,8 +54,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 def template(tmp_path_factory):
     out = tmp_path_factory.mktemp("cdk")
     started = time.perf_counter()
+    env = {**os.environ, "JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION": "1",
+           "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1", "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
     done = subprocess.run([sys.executable, str(ROOT / "deploy/cdk/app.py"), "--outdir", str(out)],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, f"synth failed (make install brings aws-cdk-lib):\n{done.stderr[-3000:]}"
     print(f"synth: {time.perf_counter() - started:.1f} s")
     return out / TEMPLATE
@@ -259,7 +262,7 @@ def local_settings(moto: str) -> dict:
                   "delta_package": defaults["spark"]["delta_package"], "conf": {"spark.ui.enabled": "false"}},
         "aws": {"endpoint_url": moto},
         "models": {"backend": "embedded"},
-        "generate": {"partitions": 1, "transactions": {"customers": 40, "terminals": 80, "days": 6}},
+        "generate": {"partitions": 1, "transactions": {"customers": 40, "terminals": 80, "days": 12}},
         "train": {"test_days": 1, "rcf": {"num_trees": 50, "num_samples_per_tree": 64}},
         "stream": {"kinesis": {"connector": "qubole", "max_fetch_records": 1000},
                    "allowed_lateness_seconds": 400 * 86400, "scorer": "test_stream:deterministic_scorer",
