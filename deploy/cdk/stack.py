@@ -129,7 +129,8 @@ class FraudAnomalyStack(cdk.Stack):
         if cluster is not None:
             out = cdk.CfnOutput(self, "ClusterId", value=cluster.ref, description="the EMR cluster (aws emr add-steps)")
             out.condition = cluster.cfn_options.condition
-        out = cdk.CfnOutput(self, "ApiUrl", value=api.url, description="the scoring API (POST <this>v1/score)")
+        out = cdk.CfnOutput(self, "ApiUrl", value=api.url,
+                            description="the scoring API's base URL (stage v1; the Lambda serves every path under it)")
         out.condition = self._api_condition
 
     # ------------------------------------------------------------------ parameters
