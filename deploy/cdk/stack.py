@@ -184,7 +184,6 @@ class FraudAnomalyStack(cdk.Stack):
                                       "true: the scoring API, Lambda + API Gateway (upload LambdaCodeKey first)")
         self._firehose_condition = _switch(self, "WithFirehose", "true",
                                            "true: Firehose copies the stream to the landing prefix")
-        self._subnet = subnet
         return {"project": project.value_as_string, "dataset": dataset.value_as_string,
                 "lake_bucket": lake.value_as_string, "artifact_bucket": artifacts.value_as_string,
                 "shards": shards.value_as_number, "email": email.value_as_string,
@@ -374,7 +373,6 @@ class FraudAnomalyStack(cdk.Stack):
                   cdk.CfnTag(key="project", value=project)])
         for resource in (service_role, cluster):
             resource.cfn_options.condition = self._cluster_condition
-        self._emr_service_role = service_role
         return cluster
 
     def _schedule(self, p: dict, cluster: emr.CfnCluster, artifacts_uri: str) -> None:
