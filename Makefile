@@ -7,6 +7,7 @@ PYTHON ?= $(VENV)/bin/python
 CONF ?= conf/local.yaml
 JOBS = $(PYTHON) -m jobs
 STAMP = .make/installed
+IAC_STAMP = .make/iac-installed
 
 .DEFAULT_GOAL := help
 .PHONY: help install run test test-unit test-integration test-cluster lint bench package clean report-check maintain chromium cluster cluster-stop kinesis-local
@@ -32,6 +33,7 @@ $(STAMP): setup.py $(VENV_CFG)
 	# into the Ivy cache (~/.ivy2): later sessions, tests and `make run` start offline
 	$(PYTHON) -m runtime.spark
 	@$(MAKE) --no-print-directory chromium
+	@$(MAKE) --no-print-directory iac-install PYTHON=$(PYTHON)
 	@touch $(STAMP)
 
 # Headless Chromium renders the HTML reports in the report tests and `make report-check`: Debian's
@@ -53,7 +55,7 @@ install: $(STAMP) ## make .venv and install the project, its test/bench/lint dep
 run: $(STAMP) ## run the whole pipeline on the embedded default (local Spark, files under ./lake), with timings
 	PYTHON=$(PYTHON) CONF=$(CONF) bash scripts/run_pipeline.sh
 
-test: $(STAMP) ## run unit and integration tests (all but the cluster test)
+test: $(STAMP) $(IAC_STAMP) ## run unit and integration tests (all but the cluster test)
 	$(PYTHON) -m pytest
 
 test-cluster: $(STAMP) ## the pipeline as spark-submit applications on a standalone cluster (2 workers) over s3a on moto
@@ -62,7 +64,7 @@ test-cluster: $(STAMP) ## the pipeline as spark-submit applications on a standal
 test-unit: $(STAMP) ## run the unit tests only
 	$(PYTHON) -m pytest tests/unit
 
-test-integration: $(STAMP) ## run the integration tests only
+test-integration: $(STAMP) $(IAC_STAMP) ## run the integration tests only
 	$(PYTHON) -m pytest tests/integration
 
 lint: $(STAMP) ## check style with ruff, and the import graph (no cycles, layers as ARCHITECTURE.md says)
@@ -87,9 +89,40 @@ package: $(STAMP) ## build what spark-submit needs: dist/*.whl for --py-files an
 	cp -r conf dist/conf
 	@ls dist
 
-.PHONY: deploy-files
-deploy-files: ## write conf/emr.yaml, deploy/steps/*.json and deploy/iam/*.json from deploy/names.yaml (the one place for AWS names)
-	$(PYTHON) deploy/render.py
+# The AWS stack (deploy/cdk): the CDK CLI from npm into .make/cdk, the CDK library and cfn-lint
+# from PyPI (deploy/cdk/requirements.txt); `make install` fetches both, then synth runs offline.
+CDK_CLI_VERSION ?= 2.1149.0
+CDK_DIR = .make/cdk
+CDK = $(CDK_DIR)/node_modules/.bin/cdk
+IAC_OUT ?= build/cdk.out
+STACK ?= fraud-anomaly
+STACK_CONF ?= build/conf/emr.yaml
+export CDK_DISABLE_VERSION_CHECK = 1
+export CDK_DISABLE_CLI_TELEMETRY = true
+export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION = 1
+export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION = 1
+# Debian's Node.js 20 works with jsii but is past its support date: jsii says so in a banner on every run
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION = 20
+
+$(IAC_STAMP): deploy/cdk/requirements.txt $(VENV_CFG)
+	@mkdir -p $(CDK_DIR)
+	@command -v npm >/dev/null || { echo "npm is missing: install Node.js 20+ (Debian: apt-get install nodejs npm)"; exit 1; }
+	$(PYTHON) -m pip install -q -r deploy/cdk/requirements.txt
+	npm install --silent --no-audit --no-fund --prefix $(CDK_DIR) aws-cdk@$(CDK_CLI_VERSION)
+	@touch $(IAC_STAMP)
+
+.PHONY: iac iac-install stack-conf
+iac-install: $(IAC_STAMP) ## install the CDK CLI (npm, into .make/cdk), aws-cdk-lib, constructs and cfn-lint (PyPI)
+
+iac: $(IAC_STAMP) ## synthesise the AWS stack (deploy/cdk) into build/cdk.out and lint it with cfn-lint
+	rm -rf $(IAC_OUT)
+	$(CDK) synth --quiet --no-notices --no-version-reporting --app "$(PYTHON) deploy/cdk/app.py" \
+	  -c stack=$(STACK) --output $(IAC_OUT)
+	$(PYTHON) -c "import sys; from cfnlint.runner import main; sys.exit(main())" $(IAC_OUT)/$(STACK).template.json
+	@echo "template: $(IAC_OUT)/$(STACK).template.json"
+
+stack-conf: $(STAMP) ## write the job config (STACK_CONF, default build/conf/emr.yaml) and build/steps/*.json from the deployed stack STACK's outputs
+	$(PYTHON) deploy/stack_config.py --stack $(STACK) --out $(STACK_CONF) --steps build/steps $(if $(REGION),--region $(REGION))
 
 clean: ## remove generated data and build output
 	rm -rf lake dist build *.egg-info .make spark-warehouse metastore_db

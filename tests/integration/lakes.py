@@ -52,12 +52,14 @@ for argv in json.loads(sys.argv[1]):
 """
 
 
-def run_jobs_in_one_process(argv: list[list[str]], cwd, timeout: float) -> str:
+def run_jobs_in_one_process(argv: list[list[str]], cwd, timeout: float, pythonpath=()) -> str:
     """Run the jobs ``argv`` (argument lists of ``python -m jobs``) one after the other in one new
     Python process (one JVM) in ``cwd``, with dummy AWS credentials and this interpreter for the
-    Python workers; fails the test on the first job that fails. Its stdout.
+    Python workers; fails the test on the first job that fails. Its stdout. ``pythonpath``: more
+    folders to import from (e.g. a test scorer's), after the project's root.
     """
-    env = {**os.environ, **DUMMY_ENV, "PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, **DUMMY_ENV, "PYSPARK_PYTHON": sys.executable,
+           "PYTHONPATH": os.pathsep.join([str(ROOT), *pythonpath])}
     done = subprocess.run([sys.executable, "-c", _RUNNER, json.dumps(argv)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{done.stdout[-3000:]}\n{done.stderr[-5000:]}"

@@ -3,15 +3,10 @@ Kinesis source and the stream's command line promise each other, checked without
 """
 from __future__ import annotations
 
-import copy
-import fnmatch
 import json
 import os
-import re
-import shlex
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,7 +14,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "deploy"))
-import render  # noqa: E402  (deploy/render.py, a script beside the files it writes)
+import emr_steps  # noqa: E402  (deploy/emr_steps.py: the EMR steps)
+import stack_config  # noqa: E402  (deploy/stack_config.py: the config from the stack's outputs)
 
 from runtime.aws import endpoint_for  # noqa: E402
 from runtime.config import load_config  # noqa: E402
@@ -102,116 +98,56 @@ def test_stream_with_kinesis_and_available_now_exits_2_naming_the_trigger(trigge
 
 
 # --------------------------------------------------------------------------- one source of names
+# The names come from the stack's outputs (deploy/stack_config.py); tests/integration/test_stack.py
+# deploys the stack into moto and checks that the deployed policies allow every name the written
+# config uses. Here: the writer replaces exactly the names, and the steps call the wrapper.
+
+OUTPUTS = {  # what a deployed stack's outputs look like (deploy/cdk/stack.py)
+    "Region": "eu-west-1", "DatasetName": "transactions", "LakeUri": "s3a://acme-lake/fa",
+    "LandingUri": "s3://acme-lake/fa/landing/transactions", "ArtifactsUri": "s3://acme-artifacts/fa",
+    "ConfUri": "s3://acme-artifacts/fa/dist/conf/emr.yaml", "StreamName": "fa-transactions",
+    "AlertsTopicArn": "arn:aws:sns:eu-west-1:210987654321:fa-alerts",
+    "SageMakerRoleArn": "arn:aws:iam::210987654321:role/fa-sagemaker-execution",
+    "SageMakerS3Prefix": "s3://acme-lake/fa/sagemaker", "SageMakerNames": "acme",
+}
 
 
-def _policy(name: str) -> dict:
-    return json.loads((ROOT / "deploy/iam" / name).read_text())
-
-
-def _resources(policy: dict, sid: str) -> list[str]:
-    (statement,) = [s for s in policy["Statement"] if s["Sid"] == sid]
-    resource = statement["Resource"]
-    return [resource] if isinstance(resource, str) else resource
-
-
-def _allowed(arn: str, patterns: list[str]) -> bool:
-    return any(fnmatch.fnmatchcase(arn, pattern) for pattern in patterns)
-
-
-def _s3_object(uri: str, leaf: str = "part-0000.parquet") -> str:
-    return "arn:aws:s3:::" + re.sub(r"^s3a?://", "", uri).rstrip("/") + "/" + leaf
-
-
-def _step_args() -> dict[str, list[str]]:
+def _flat(tree: dict, prefix: str = "") -> dict:
     out = {}
-    for path in sorted((ROOT / "deploy/steps").glob("*.json")):
-        (step,) = json.loads(path.read_text())
-        out[path.name] = step["Args"]
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {prefix + key: value})
     return out
 
 
-def disagreements(conf: dict, steps: dict[str, list[str]], emr_policy: dict, sm_policy: dict,
-                  readme: str) -> list[str]:
-    """What the config, steps, IAM policies and README's create-cluster disagree on (empty: none)."""
-    problems = []
-    with tempfile.TemporaryDirectory() as folder:
-        conf_file = Path(folder) / "emr.yaml"
-        conf_file.write_text(yaml.safe_dump(conf))
-        config = load_config(conf_file)
-    region = config["aws"]["region"]
-    sm = config["models"]["sagemaker"]
-    account = sm["role_arn"].split(":")[4]
-    stream = config["stream"]
-    lake_rw = _resources(emr_policy, "LakeReadWrite")
-    checks = [
-        (f"arn:aws:kinesis:{region}:{account}:stream/{stream['kinesis']['stream_name']}",
-         _resources(emr_policy, "StreamRead"), "stream.kinesis.stream_name vs StreamRead"),
-        (f"arn:aws:kinesis:{region}:{account}:stream/{stream['replay']['stream_name']}",
-         _resources(emr_policy, "ReplayWrite"), "stream.replay.stream_name vs ReplayWrite"),
-        (stream["alerts"]["topic_arn"], _resources(emr_policy, "Alerts"), "stream.alerts.topic_arn vs Alerts"),
-        (sm["role_arn"], _resources(emr_policy, "PassOnlyTheExecutionRole"), "role_arn vs PassRole"),
-        (_s3_object(sm["s3_prefix"]), lake_rw, "s3_prefix vs LakeReadWrite"),
-        (_s3_object(sm["s3_prefix"]), _resources(sm_policy, "TrainingDataAndArtifacts"),
-         "s3_prefix vs the SageMaker execution role"),
-        (f"arn:aws:sagemaker:{region}:{account}:training-job/{sm['name_prefix']}-rcf-20260131-120000-abcdef",
-         _resources(emr_policy, "SageMakerTrainingAndHosting"), "name_prefix vs training-job patterns"),
-        (f"arn:aws:sagemaker:{region}:{account}:endpoint/{sm['name_prefix']}-rcf-transactions-v0001",
-         _resources(emr_policy, "SageMakerTrainingAndHosting"), "name_prefix vs endpoint patterns"),
-    ]
-    for key in ("stream.output", "stream.checkpoint", "stream.dead_letter", "features", "scores", "models"):
-        checks.append((_s3_object(config.path(key, "transactions")), lake_rw, f"{key} vs LakeReadWrite"))
-    for name, args in steps.items():
-        conf_uri = args[2]
-        checks.append((_s3_object(conf_uri, ""), _resources(emr_policy, "ArtifactsRead"),
-                       f"{name}'s config {conf_uri} vs ArtifactsRead"))
-    cluster = re.search(r"aws emr create-cluster(?:.*\\\n)*.*", readme)
-    if not cluster:
-        problems.append("README: no `aws emr create-cluster` command")
-    else:
-        words = shlex.split(cluster.group(0).replace("\\\n", " "))
-        log_uri = words[words.index("--log-uri") + 1]
-        checks.append((_s3_object(log_uri, "j-ABC/node/i-1/applications/spark.gz"),
-                       _resources(emr_policy, "EmrLogsWrite"), f"README --log-uri {log_uri} vs EmrLogsWrite"))
-        bootstrap = re.search(r"Path=(s3://[^,]+)", cluster.group(0)).group(1)
-        checks.append((_s3_object(bootstrap, ""), _resources(emr_policy, "ArtifactsRead"),
-                       f"README bootstrap {bootstrap} vs ArtifactsRead"))
-        for required in ("--configurations", "file://deploy/emr-configurations.json",
-                         "for-use-with-amazon-emr-managed-policies=true"):
-            if required not in words:
-                problems.append(f"README create-cluster lacks {required}")
-    for arn, patterns, what in checks:
-        if not _allowed(arn.rstrip("/"), patterns):
-            problems.append(f"{what}: {arn} not in {patterns}")
-    return problems
+def test_the_config_writer_replaces_exactly_the_names_with_the_stack_outputs(tmp_path):
+    written = tmp_path / "emr.yaml"
+    stack_config.write(OUTPUTS, written, "fa", steps_dir=tmp_path / "steps")
+    base, new = _flat(yaml.safe_load((ROOT / "conf/emr.yaml").read_text())), _flat(yaml.safe_load(written.read_text()))
+    changed = {key: new[key] for key in new if base.get(key) != new[key]}
+    assert changed == {
+        "aws.region": "eu-west-1", "dataset": "transactions", "storage.lake": "s3a://acme-lake/fa",
+        "models.sagemaker.role_arn": "arn:aws:iam::210987654321:role/fa-sagemaker-execution",
+        "models.sagemaker.s3_prefix": "s3://acme-lake/fa/sagemaker", "models.sagemaker.name_prefix": "acme",
+        "stream.kinesis.stream_name": "fa-transactions", "stream.replay.stream_name": "fa-transactions",
+        "stream.alerts.topic_arn": "arn:aws:sns:eu-west-1:210987654321:fa-alerts",
+        "stream.landing": "s3a://acme-lake/fa/landing/transactions/*/*/*/*"}
+    assert set(base) <= set(new)
+    config = load_config(written)   # a valid config
+    assert config["stream"]["alerts"]["topic_arn"].endswith(":fa-alerts")
+    (step,) = json.loads((tmp_path / "steps" / "score-nightly.json").read_text())
+    assert step["Args"][2] == OUTPUTS["ConfUri"]
 
 
-def _shipped():
-    return (yaml.safe_load((ROOT / "conf/emr.yaml").read_text()), _step_args(), _policy("emr-role-policy.json"),
-            _policy("sagemaker-execution-role-policy.json"), (ROOT / "README.md").read_text())
+def test_the_config_writer_names_a_missing_output(tmp_path):
+    outputs = {k: v for k, v in OUTPUTS.items() if k != "AlertsTopicArn"}
+    with pytest.raises(stack_config.StackOutputsError, match="AlertsTopicArn"):
+        stack_config.write(outputs, tmp_path / "emr.yaml", "fa")
+    assert not (tmp_path / "emr.yaml").exists()
 
 
-def test_generated_deploy_files_match_deploy_names_yaml():
-    assert render.stale() == [], "run `make deploy-files` after editing deploy/names.yaml"
-
-
-def test_config_steps_iam_and_readme_agree_on_every_name():
-    assert disagreements(*_shipped()) == []
-
-
-def test_the_agreement_check_catches_the_old_zen_anomaly_names():
-    conf, steps, emr_policy, sm_policy, readme = _shipped()
-    old = copy.deepcopy(conf)
-    old["stream"]["kinesis"]["stream_name"] = "zen-anomaly-events"
-    old["stream"]["alerts"]["topic_arn"] = "arn:aws:sns:us-east-1:123456789012:zen-anomaly-alerts"
-    old["storage"]["lake"] = "s3a://my-bucket/zen-anomaly"
-    found = "\n".join(disagreements(old, steps, emr_policy, sm_policy, readme))
-    assert "stream.kinesis.stream_name vs StreamRead" in found
-    assert "stream.alerts.topic_arn vs Alerts" in found
-    assert "stream.checkpoint vs LakeReadWrite" in found
-    no_logs = copy.deepcopy(emr_policy)
-    no_logs["Statement"] = [s for s in no_logs["Statement"] if s["Sid"] != "EmrLogsWrite"] + [
-        {"Sid": "EmrLogsWrite", "Effect": "Allow", "Action": ["s3:PutObject"], "Resource": []}]
-    assert any("--log-uri" in p for p in disagreements(conf, steps, no_logs, sm_policy, readme))
+def _step_args() -> dict[str, list[str]]:
+    return {name: step["HadoopJarStep"]["Args"]
+            for name, step in emr_steps.steps(OUTPUTS["ArtifactsUri"], "transactions").items()}
 
 
 def test_the_stream_step_uses_a_processing_time_trigger_and_ends():
@@ -223,8 +159,10 @@ def test_the_stream_step_uses_a_processing_time_trigger_and_ends():
     assert float(args[args.index("--run-seconds") + 1]) > 0
 
 
-def test_every_step_runs_the_wrapper_with_the_generated_config():
-    for name, args in _step_args().items():
+def test_every_step_runs_the_wrapper_with_the_uploaded_config():
+    steps = _step_args()
+    assert set(steps) == {"features.json", "train.json", "score-nightly.json", "stream.json"}
+    for name, args in steps.items():
         assert args[0] == "/usr/lib/fraud-anomaly/bin/fraud-submit", name
-        assert args[2].endswith("/dist/conf/emr.yaml"), name
+        assert args[2] == OUTPUTS["ConfUri"], name
         assert (ROOT / "jobs" / f"{args[1]}.py").exists(), f"{name}: no jobs/{args[1]}.py"
