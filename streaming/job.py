@@ -173,7 +173,8 @@ def _source(spark: SparkSession, config: Mapping, options: StreamOptions):
     """(The payload frame of the run's source, a description of it)."""
     conf = config["stream"]
     if options.source == "landing":
-        if not fs.exists(options.input):
+        # a glob (Firehose's YYYY/MM/DD/HH/ layout: <prefix>/*/*/*/*) may match nothing yet: Spark lists it every trigger
+        if not any(c in options.input for c in "*?[{") and not fs.exists(options.input):
             raise InputError(f"landing path {options.input} does not exist")
         return payloads_from_text(landing_source(spark, options.input,
                                                  max_files_per_trigger=conf["max_files_per_trigger"])), "landing"

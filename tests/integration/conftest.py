@@ -2,6 +2,7 @@
 import pytest
 from cluster_fixture import cluster_moto, spark_cluster  # noqa: F401 (fixtures of test_cluster.py)
 from lakes import small_lake
+from stack_fixture import stack, stack_moto, stack_pipeline, stack_template  # noqa: F401 (the S3 end-to-end fixture)
 
 
 @pytest.fixture(scope="session")

@@ -1,66 +1,53 @@
 """The AWS stack (deploy/cdk) synthesised, linted, scanned and deployed into moto's CloudFormation,
 then the pipeline run against what it created with every name read from the stack's outputs.
 
-The template is synthesised once for the module (``python deploy/cdk/app.py``, what ``make iac``
-runs through the CDK CLI). moto's CloudFormation cannot create Firehose delivery streams,
-EventBridge Scheduler schedules, API Gateway stages or SNS subscriptions, so the deployment uses
-the stack's own switches (WithFirehose, WithNightlySchedule, WithApi false; no AlertEmail) instead
-of faking them; the EMR cluster is created (WithCluster true).
-
-The pipeline: the config is written by deploy/stack_config.py from the stack's outputs (the code
-of ``make stack-conf``); a second file adds only local settings (local Spark, moto's endpoint,
-small sizes, a deterministic stream scorer) and the test checks they name no resource. Then, in
-one process (one JVM): generate -> features -> train -> nightly score on the stack's lake bucket,
-replay of a small JSON file into the stack's stream, and the stream job on it, alerting to the
-stack's topic; an SQS queue subscribed to that topic receives the alerts.
+The stack, its deployment and the pipeline run are the shared S3 end-to-end fixture
+(stack_fixture.py; test_s3a_lake.py checks what the jobs wrote on S3). Here: the template
+(cfn-lint, the "*" scan, what moto cannot create), the deployed resources, the config written from
+the outputs against the deployed policies, the nightly score in the stack's lake, and replay ->
+stream -> alerts on the stack's stream and topic.
 """
 from __future__ import annotations
 
 import ast
 import fnmatch
 import json
-import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import boto3
 import pytest
-import yaml
-from aws_local import REGION, moto_server_process
-from lakes import run_jobs_in_one_process
-from test_stream import drain, make_transactions
+from aws_local import REGION
+from stack_fixture import ROOT, STACK, STREAM_EVENTS, stack_config
+from test_stream import drain
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "deploy"))
-import stack_config  # noqa: E402  (deploy/stack_config.py, the config writer of make stack-conf)
-
-STACK = "fraud-anomaly"
-TEMPLATE = f"{STACK}.template.json"
-# The switches a local CloudFormation needs (module docstring); the names are left to the stack.
-MOTO_PARAMETERS = {"WithFirehose": "false", "WithNightlySchedule": "false", "WithApi": "false",
-                   "WithCluster": "true", "ShardCount": "1"}
 # Resource types of the template moto's CloudFormation cannot create (README "Deploying to AWS").
 MOTO_CANNOT_CREATE = {"AWS::KinesisFirehose::DeliveryStream", "AWS::Scheduler::Schedule",
                       "AWS::ApiGateway::Stage", "AWS::SNS::Subscription"}
-STREAM_EVENTS = 150
 CFN_LINT = "import sys; from cfnlint.runner import main; sys.exit(main())"   # the cfn-lint command
 
-pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(1500)]
 
 
-@pytest.fixture(scope="module")
-def template(tmp_path_factory):
-    out = tmp_path_factory.mktemp("cdk")
-    started = time.perf_counter()
-    env = {**os.environ, "JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION": "1",
-           "JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION": "1", "JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION": "20"}
-    done = subprocess.run([sys.executable, str(ROOT / "deploy/cdk/app.py"), "--outdir", str(out)],
-                          capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, f"synth failed (make install brings aws-cdk-lib):\n{done.stderr[-3000:]}"
-    print(f"synth: {time.perf_counter() - started:.1f} s")
-    return out / TEMPLATE
+@pytest.fixture
+def template(stack_template):
+    return stack_template
+
+
+@pytest.fixture
+def moto(stack_moto):
+    return stack_moto
+
+
+@pytest.fixture
+def deployed(stack):
+    return stack
+
+
+@pytest.fixture
+def pipeline(stack_pipeline):
+    return stack_pipeline
 
 
 def _statements(template: dict):
@@ -155,25 +142,6 @@ def test_the_types_moto_cannot_create_are_behind_the_switches(template):
 # --------------------------------------------------------------------------- moto deployment
 
 
-@pytest.fixture(scope="module")
-def moto():
-    with moto_server_process() as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def deployed(template, moto):
-    cloudformation = boto3.client("cloudformation", region_name=REGION, endpoint_url=moto)
-    started = time.perf_counter()
-    cloudformation.create_stack(StackName=STACK, TemplateBody=template.read_text(),
-                                Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in MOTO_PARAMETERS.items()],
-                                Capabilities=["CAPABILITY_NAMED_IAM"])
-    (stack,) = cloudformation.describe_stacks(StackName=STACK)["Stacks"]
-    assert stack["StackStatus"] == "CREATE_COMPLETE", stack.get("StackStatusReason")
-    print(f"moto create_stack: {time.perf_counter() - started:.1f} s")
-    return stack_config.stack_outputs(STACK, REGION, moto)
-
-
 def _policy(moto, role: str) -> dict:
     iam = boto3.client("iam", region_name=REGION, endpoint_url=moto)
     (name,) = iam.list_role_policies(RoleName=role)["PolicyNames"]
@@ -240,80 +208,6 @@ def test_the_config_from_the_outputs_is_what_the_deployed_policies_allow(deploye
     assert not _allowed(emr, "kinesis:GetRecords", stream_arn + "-other")
 
 
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) and key != "conf" else value
-    return out
-
-
-def _dotted(tree: dict, prefix: str = "") -> set[str]:
-    keys = set()
-    for key, value in tree.items():
-        keys |= _dotted(value, f"{prefix}{key}.") if isinstance(value, dict) and key != "conf" else {prefix + key}
-    return keys
-
-
-def local_settings(moto: str) -> dict:
-    """What running on this machine changes: no resource names (the test checks)."""
-    defaults = yaml.safe_load((ROOT / "runtime/defaults.yaml").read_text())
-    return {
-        "spark": {"master": "local[2]", "shuffle_partitions": 2, "driver_memory": "2g", "extra_jars": "auto",
-                  "delta_package": defaults["spark"]["delta_package"], "conf": {"spark.ui.enabled": "false"}},
-        "aws": {"endpoint_url": moto},
-        "models": {"backend": "embedded"},
-        "generate": {"partitions": 1, "transactions": {"customers": 40, "terminals": 80, "days": 12}},
-        "train": {"test_days": 1, "rcf": {"num_trees": 50, "num_samples_per_tree": 64}},
-        "stream": {"kinesis": {"connector": "qubole", "max_fetch_records": 1000},
-                   "allowed_lateness_seconds": 400 * 86400, "scorer": "test_stream:deterministic_scorer",
-                   "alerts": {"rate_per_second": 1000}},
-    }
-
-
-@pytest.fixture(scope="module")
-def pipeline(deployed, moto, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("stack_pipeline")
-    written = tmp / "emr.yaml"
-    stack_config.write(deployed, written, STACK)
-    local = local_settings(moto)
-    overlap = {k for k in _dotted(local) if k in stack_config.NAME_KEYS or k == "stream.landing"}
-    assert overlap == set(), f"local settings must not name resources: {overlap}"
-    conf = tmp / "local.yaml"
-    conf.write_text(yaml.safe_dump(_merge(yaml.safe_load(written.read_text()), local)))
-    # the alerts: an SQS queue subscribed to the stack's topic (raw delivery: the message attributes)
-    sqs = boto3.client("sqs", region_name=REGION, endpoint_url=moto)
-    queue_url = sqs.create_queue(QueueName="stack-alerts")["QueueUrl"]
-    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    boto3.client("sns", region_name=REGION, endpoint_url=moto).subscribe(
-        TopicArn=deployed["AlertsTopicArn"], Protocol="sqs", Endpoint=queue_arn,
-        Attributes={"RawMessageDelivery": "true"})
-    events = make_transactions(STREAM_EVENTS, seed=21)
-    (tmp / "events.json").write_text("\n".join(json.dumps(e) for e in events) + "\n")
-    common = ["--conf", str(conf), "--json"]
-    started = time.perf_counter()
-    with pytest.MonkeyPatch.context() as env:
-        # moto answers JSON, not CBOR: the stream job turns CBOR off for a local endpoint when it
-        # starts the JVM, but here the JVM is the batch jobs' (runtime.sources.kinesis_session_settings)
-        env.setenv("AWS_CBOR_DISABLE", "true")
-        stdout = run_jobs_in_one_process([
-            ["generate", *common], ["features", *common], ["train", *common, "--model", "rcf"],
-            ["score", *common, "--last-days", "1"],
-            ["replay", *common, "--mode", "kinesis", "--input", str(tmp / "events.json"), "--format", "json",
-             "--rate", "0"],
-            ["stream", *common, "--source", "kinesis", "--trigger", "3 seconds", "--alerts", "--stop-when-idle", "8",
-             "--run-seconds", "300"],
-        ], tmp, timeout=840, pythonpath=[str(Path(__file__).parent)])
-    print(f"pipeline on the stack: {time.perf_counter() - started:.1f} s")
-    print("\n".join(line for line in stdout.splitlines() if line.startswith(("@@", "{"))))
-    summaries, last = {}, None
-    for line in stdout.splitlines():
-        if line.startswith("{"):
-            last = json.loads(line)
-        elif line.startswith("@@ "):
-            summaries[line.split()[1]] = last
-    return {"summaries": summaries, "events": events, "sqs": sqs, "queue_url": queue_url, "stdout": stdout}
-
-
 def _keys(s3, bucket, prefix):
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
@@ -329,9 +223,9 @@ def test_the_nightly_score_wrote_the_scores_table_in_the_stacks_lake(pipeline, d
 
 
 def test_replay_stream_and_alerts_ran_on_the_stacks_stream_and_topic(pipeline, deployed, moto):
-    done = pipeline["summaries"]
+    assert pipeline["jobs"][-2:] == ["replay", "stream"]
     assert f"records sent {STREAM_EVENTS:,}, failed 0" in pipeline["stdout"]
-    stream = done["stream"]
+    stream = pipeline["kinesis_stream"]
     assert stream["status"] == "done" and stream["rows_out"] == STREAM_EVENTS, stream
     s3 = boto3.client("s3", region_name=REGION, endpoint_url=moto)
     project, dataset = deployed["ProjectName"], deployed["DatasetName"]
