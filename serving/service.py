@@ -1,0 +1,317 @@
+"""The one scoring function behind the HTTP app and the AWS Lambda handler: request body in,
+status and JSON answer out.
+
+A request body is one event (a JSON object) or a list of them, each the data set's canonical JSON
+record (the stream's records: ``schema.<dataset>.columns`` names its fields). The steps:
+
+1. parse (bad JSON, a body that is neither an object nor a list, no events, more than
+   ``serve.max_events``: 400 with the reason);
+2. judge each record as the stream does: clean records are decoded by the stream's fast path
+   (ingest/fastdecode.py); every other record goes through the stream's Spark decoder and the
+   batch validator (ingest/decode.py ``decode_records`` with the data set's
+   ``ingest.validation`` rules), so its reason is the one a dead letter or the quarantine gets
+   (``bad JSON``, ``missing customer_id``, ``negative amount``, ``wrong type amount (expected a
+   number)``, ...). Fields the record schema does not know are refused here (``unknown field
+   x``; the stream ignores them, an API caller wants to hear about a typo). Then the stream's
+   checks against what was seen: ``duplicate transaction_id`` (twice in the request),
+   ``duplicate transaction_id (already processed)`` (in the history), ``late (...)`` (before the
+   history is complete, so its features could not equal the batch job's). One bad record
+   refuses the request: 400 with every record's reason, nothing scored or remembered;
+3. features from the per-entity history (serving/history.py), the same numbers the batch
+   feature job gives;
+4. scores through the scoring core (scoring/local.py ``score_pandas``) with the current
+   champions (serving/models.py).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import numpy as np
+import orjson
+import pandas as pd
+
+from features.datasets import dataset as dataset_named
+from features.incremental import STATE_COLUMNS
+from ingest.fastdecode import decode_clean_transactions
+from scoring.local import score_pandas
+from scoring.plan import scoring_options
+from scoring.risk import logistic_risk_array, rcf_risk_array
+
+#: The reason a record the fast decoder leaves over gets where no Spark decoder is at hand (Lambda).
+NO_SPARK_REASON = ("not in the strict form decoded without Spark (see README, Scoring API): "
+                   "the stream's validator gives the exact reason")
+
+
+@dataclass
+class Reply:
+    """An HTTP answer: status and a JSON-able body."""
+
+    status: int
+    body: Any
+    headers: dict = field(default_factory=dict)
+
+    def json(self) -> bytes:
+        return orjson.dumps(self.body, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def refusal(status: int, error: str, rejected: Sequence[Mapping] = ()) -> Reply:
+    body = {"error": error}
+    if rejected:
+        body["rejected"] = list(rejected)
+    return Reply(status, body)
+
+
+# --------------------------------------------------------------------------- the Spark judge
+
+
+class SparkJudge:
+    """Judges records with the stream's Spark decoder (ingest/decode.py ``decode_records`` and the
+    data set's batch validator): ``judge(payloads)`` -> per payload ``(reason, state row)``, the
+    reason None and the row a dict of :data:`features.incremental.STATE_COLUMNS` for a good one.
+
+    The session is the active one, or one started with the config's settings on first need.
+    """
+
+    def __init__(self, config: Mapping, session: Optional[Callable[[], Any]] = None):
+        self.config = config
+        self._session = session
+
+    def session(self):
+        if self._session is None:
+            from pyspark.sql import SparkSession
+
+            active = SparkSession.getActiveSession()
+            if active is None:
+                from runtime.spark import build_session
+
+                active = build_session(self.config)
+            self._session = lambda: active
+        return self._session()
+
+    def __call__(self, payloads: Sequence[str]) -> list[tuple[Optional[str], Optional[dict]]]:
+        from pyspark.sql import functions as F
+
+        from features.incremental import TransactionStreamFeatures
+        from ingest.decode import PAYLOAD_COLUMNS, RecordSchema, decode_records
+        from ingest.validation import REASON
+
+        spark = self.session()
+        described = dataset_named(self.config["dataset"])
+        schema_conf = self.config["schema"][described.name]
+        fields, numeric = described.record_fields(schema_conf)
+        pdf = pd.DataFrame({"payload": pd.Series(list(payloads), dtype=object),
+                            "payload_bytes": [len(p.encode("utf-8")) for p in payloads],
+                            "record_source": [str(i) for i in range(len(payloads))]})
+        df = (spark.createDataFrame(pdf, "payload string, payload_bytes int, record_source string")
+              .withColumn("arrival_time", F.current_timestamp()).select(*PAYLOAD_COLUMNS))
+        decoded = decode_records(df, schema=RecordSchema(fields, numeric, described.event_id),
+                                 validate=lambda records: described.validate(records, schema_conf, dedupe=False),
+                                 max_record_bytes=int(self.config["stream"]["max_record_bytes"]))
+        rows = decoded.records.select(F.col("record_source").cast("int").alias("_i"), F.col(REASON),
+                                      *TransactionStreamFeatures.to_state_columns()).toPandas()
+        out: list[tuple[Optional[str], Optional[dict]]] = [(None, None)] * len(payloads)
+        for row in rows.to_dict("records"):
+            reason = row.pop(REASON)
+            i = int(row.pop("_i"))
+            if isinstance(reason, str):
+                out[i] = (reason, None)
+            else:
+                row["label"] = np.nan if row["label"] is None or row["label"] != row["label"] else float(row["label"])
+                out[i] = (None, row)
+        return out
+
+
+def no_spark_judge(payloads: Sequence[str]) -> list[tuple[Optional[str], Optional[dict]]]:
+    return [(NO_SPARK_REASON, None) for _ in payloads]
+
+
+# --------------------------------------------------------------------------- the service
+
+
+def _iso(us: int) -> str:
+    return (dt.datetime(1970, 1, 1) + dt.timedelta(microseconds=int(us))).isoformat() + "Z"
+
+
+def _num(value: Any) -> Any:
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return None if math.isnan(value) else value
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+class ScoringService:
+    """Scores request bodies (module docstring); the HTTP app and the Lambda handler call it.
+
+    ``config``: the whole config (its ``dataset``, ``schema``, ``stream.max_record_bytes``,
+    ``scoring`` and ``serve`` sections). ``champions``: a source with ``current()``
+    (serving/models.py). ``history``: the per-entity history (serving/history.py). ``judge``:
+    how records the fast decoder leaves over are judged (:class:`SparkJudge`, or
+    :func:`no_spark_judge`).
+    """
+
+    def __init__(self, config: Mapping, champions, history, judge: Callable = no_spark_judge):
+        described = dataset_named(config["dataset"])
+        if not described.incremental:
+            raise ValueError(f"the scoring API computes single-event features for data sets with a per-entity "
+                             f"incremental twin of the batch features; {described.name} has none yet")
+        self.dataset = described
+        self.schema_conf = config["schema"][described.name]
+        fields, _ = described.record_fields(self.schema_conf)
+        self.fields = frozenset(fields)
+        self.max_record_bytes = int(config["stream"]["max_record_bytes"])
+        self.options = scoring_options(config["scoring"])
+        serve = config["serve"]
+        self.max_events = int(serve["max_events"])
+        self.max_body_bytes = int(serve["max_body_bytes"])
+        self.learn = bool(serve["learn"])
+        self.champions, self.history, self.judge = champions, history, judge
+        self.id_column = described.event_id
+        self.scored = 0
+
+    # -- the endpoints' bodies ---------------------------------------------------------------
+    def models(self) -> Reply:
+        champions = self.champions.current()
+        info = {}
+        for kind in ("rcf", "logistic"):
+            model = getattr(champions, kind)
+            if model is not None:
+                info[kind] = {"version": getattr(champions, f"{kind}_version"), "threshold": float(model.threshold)}
+        return Reply(200, {"dataset": self.dataset.name, "models": info, "feature_columns": champions.feature_cols,
+                           "reloads": self.champions.reloads, "options": self.options})
+
+    def health(self) -> Reply:
+        champions = self.champions.current()
+        newest = self.history.newest_us
+        body = {"status": "ok", "dataset": self.dataset.name,
+                "model_versions": {"rcf": champions.rcf_version, "logistic": champions.logistic_version},
+                "history_rows": len(self.history), "history_newest": _iso(newest) if newest is not None else None,
+                "scored": self.scored}
+        if self.champions.last_error:
+            body["warning"] = self.champions.last_error
+        return Reply(200, body)
+
+    def score(self, body: bytes) -> Reply:
+        """Score a request body (module docstring); never raises for what a client sends."""
+        if len(body) > self.max_body_bytes:
+            return refusal(413, f"body too large ({len(body)} bytes > {self.max_body_bytes})")
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return refusal(400, "bad JSON", [{"index": None, "reason": "bad JSON"}])
+        records = [parsed] if isinstance(parsed, dict) else parsed
+        if not isinstance(records, list):
+            return refusal(400, "expected one event (a JSON object) or a list of events")
+        if not records:
+            return refusal(400, "no events")
+        if len(records) > self.max_events:
+            return refusal(400, f"too many events ({len(records)} > {self.max_events} per request)")
+        events, rejected = self.decode(records)
+        if rejected:
+            return refusal(400, f"{len(rejected)} of {len(records)} event(s) rejected", rejected)
+        return Reply(200, self.score_events(events))
+
+    # -- steps -------------------------------------------------------------------------------
+    def decode(self, records: list) -> tuple[pd.DataFrame, list[dict]]:
+        """(state rows of the records in order, [] ) or (_, the rejected records' index and reason)."""
+        reasons: list[Optional[str]] = [None] * len(records)
+        for i, record in enumerate(records):
+            if isinstance(record, dict):
+                unknown = sorted(k for k in record if k not in self.fields)
+                if unknown:
+                    reasons[i] = f"unknown field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}"
+        payloads = [orjson.dumps(r).decode("utf-8") for r in records]
+        clean_rows, clean = decode_clean_transactions(payloads, schema_conf=self.schema_conf,
+                                                      max_record_bytes=self.max_record_bytes)
+        rows: list[Optional[dict]] = [None] * len(records)
+        for i, row in zip(np.flatnonzero(clean), clean_rows.to_dict("records"), strict=True):
+            rows[i] = row
+        left = [i for i in range(len(records)) if not clean[i] and reasons[i] is None]
+        if left:
+            for i, (reason, row) in zip(left, self.judge([payloads[i] for i in left]), strict=True):
+                reasons[i], rows[i] = reason, row
+        good = [i for i in range(len(records)) if reasons[i] is None]
+        frame = pd.DataFrame([rows[i] for i in good], columns=list(STATE_COLUMNS))
+        if len(frame):
+            ids = frame[self.id_column].tolist()
+            seen: set = set()
+            # the earliest event of an id keeps it (first in the request on equal times), as in the stream
+            order = np.lexsort((np.arange(len(frame)), frame["ts"].to_numpy(np.int64)))
+            for k in order:
+                if ids[k] in seen:
+                    reasons[good[k]] = f"duplicate {self.id_column}"
+                seen.add(ids[k])
+            known = self.history.known(ids)
+            complete = self.history.complete_from_us
+            for k, i in enumerate(good):
+                if reasons[i] is not None:
+                    continue
+                if known[k]:
+                    reasons[i] = f"duplicate {self.id_column} (already processed)"
+                elif complete is not None and int(frame["ts"].iloc[k]) < complete:
+                    reasons[i] = f"late (event_time before the watermark {_iso(complete)[:-1]})"
+        rejected = [{"index": i, "reason": r} for i, r in enumerate(reasons) if r is not None]
+        return frame, rejected
+
+    def score_events(self, events: pd.DataFrame) -> dict:
+        """Features from the history, then the scoring core; the answer's body."""
+        champions = self.champions.current()
+        for c in ("ts",):
+            events[c] = events[c].astype(np.int64)
+        for c in ("amount", "label"):
+            events[c] = events[c].astype(np.float64)
+        feats = self.history.features(events)
+        frame = pd.concat([events.reset_index(drop=True), feats.reset_index(drop=True)], axis=1)
+        scored = score_pandas(frame, champions, **self.options)
+        if self.learn:
+            self.history.add(events)
+        self.scored += len(events)
+        return {"results": self.results(scored, champions), "dataset": self.dataset.name}
+
+    def results(self, scored: pd.DataFrame, champions) -> list[dict]:
+        names = list(champions.feature_cols)
+        detectors = [c[: -len("_score")] for c in scored.columns if c.endswith("_score")]
+        versions = {d: getattr(champions, f"{d}_version", None) for d in detectors}
+        components = {}
+        if champions.rcf is not None:
+            components["rcf"] = rcf_risk_array(scored["rcf_score"].to_numpy(np.float64), champions.rcf.threshold)
+        if champions.logistic is not None:
+            components["logistic"] = logistic_risk_array(scored["logistic_score"].to_numpy(np.float64),
+                                                         champions.logistic.threshold)
+        feature_values = {c: scored[c].to_numpy() for c in names}
+        out = []
+        for k in range(len(scored)):
+            out.append({
+                self.id_column: scored[self.id_column].iloc[k],
+                "event_time": _iso(scored["ts"].iloc[k]),
+                "risk": _num(scored["risk"].iloc[k]),
+                "is_anomaly": bool(scored["is_anomaly"].iloc[k]),
+                "reasons": list(scored["reasons"].iloc[k]),
+                "scores": {d: _num(scored[f"{d}_score"].iloc[k]) for d in detectors},
+                "risk_components": {d: _num(v[k]) for d, v in components.items()},
+                "model_versions": versions,
+                "features": {c: _num(feature_values[c][k]) for c in names},
+            })
+        return out
+
+    def sample_event(self) -> dict:
+        """A plausible new event for the demo form: a known customer and terminal, one minute after
+        the newest event seen, a large amount (so the models have something to say).
+        """
+        frame = self.history.frame()
+        if not len(frame):
+            return {"transaction_id": "demo-1", "event_time": "2024-01-01T12:00:00Z", "customer_id": "c1",
+                    "terminal_id": "t1", "amount": 120.0}
+        last = frame.iloc[int(np.argmax(frame["ts"].to_numpy()))]
+        customer = frame[frame["customer_id"] == last["customer_id"]]
+        amount = round(float(customer["amount"].max()) * 3 + 100.0, 2)
+        when = _iso(int(last["ts"]) + 60_000_000)
+        return {"transaction_id": f"demo-{self.scored + 1}-{int(last['ts']) % 100000}",
+                "event_time": when[:19] + "Z", "customer_id": str(last["customer_id"]),
+                "terminal_id": str(last["terminal_id"]), "amount": amount}
