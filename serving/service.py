@@ -19,8 +19,8 @@ record (the stream's records: ``schema.<dataset>.columns`` names its fields). Th
    refuses the request: 400 with every record's reason, nothing scored or remembered;
 3. features from the per-entity history (serving/history.py), the same numbers the batch
    feature job gives;
-4. scores through the scoring core (scoring/local.py ``score_pandas``) with the current
-   champions (serving/models.py).
+4. scores through the scoring core (scoring/plan.py ``score_batch``, which scoring/local.py's
+   ``score_pandas`` also runs) with the current champions (serving/models.py).
 """
 from __future__ import annotations
 
@@ -36,8 +36,7 @@ import pandas as pd
 from features.datasets import dataset as dataset_named
 from features.incremental import STATE_COLUMNS
 from ingest.fastdecode import decode_clean_transactions
-from scoring.local import score_pandas
-from scoring.plan import scoring_options
+from scoring.plan import Columns, Scored, ScoringPlan, check_columns, score_batch, scoring_options
 from scoring.risk import logistic_risk_array, rcf_risk_array
 
 #: The reason a record the fast decoder leaves over gets where no Spark decoder is at hand (Lambda).
@@ -174,6 +173,7 @@ class ScoringService:
         self.champions, self.history, self.judge = champions, history, judge
         self.id_column = described.event_id
         self.scored = 0
+        self._plan: Optional[tuple] = None
 
     # -- the endpoints' bodies ---------------------------------------------------------------
     def models(self) -> Reply:
@@ -259,44 +259,55 @@ class ScoringService:
         rejected = [{"index": i, "reason": r} for i, r in enumerate(reasons) if r is not None]
         return frame, rejected
 
+    def plan(self, champions) -> tuple[ScoringPlan, Any]:
+        """(the scoring plan, the RCF forest or None) of ``champions``, made once per champions set."""
+        if self._plan is None or self._plan[0] is not champions:
+            plan = ScoringPlan.of(champions, **self.options)
+            forest = champions.rcf.forest if champions.rcf is not None else None
+            self._plan = (champions, plan, forest)
+        return self._plan[1], self._plan[2]
+
     def score_events(self, events: pd.DataFrame) -> dict:
-        """Features from the history, then the scoring core; the answer's body."""
+        """Features from the history, then the scoring core (scoring/plan.py ``score_batch``, as
+        scoring/local.py runs it on a frame); the answer's body.
+        """
         champions = self.champions.current()
-        for c in ("ts",):
-            events[c] = events[c].astype(np.int64)
-        for c in ("amount", "label"):
-            events[c] = events[c].astype(np.float64)
+        plan, forest = self.plan(champions)
+        events = events.astype({"ts": np.int64, "amount": np.float64, "label": np.float64})
         feats = self.history.features(events)
-        frame = pd.concat([events.reset_index(drop=True), feats.reset_index(drop=True)], axis=1)
-        scored = score_pandas(frame, champions, **self.options)
+        columns = {c: feats[c].to_numpy() for c in feats.columns}
+        columns.update({c: events[c].to_numpy() for c in events.columns})
+        check_columns(list(columns), plan.inputs)
+        n = len(events)
+        scored = score_batch(plan, forest, Columns(columns.__getitem__, n))
         if self.learn:
             self.history.add(events)
-        self.scored += len(events)
-        return {"results": self.results(scored, champions), "dataset": self.dataset.name}
+        self.scored += n
+        return {"results": self.results(columns, scored, champions, plan), "dataset": self.dataset.name}
 
-    def results(self, scored: pd.DataFrame, champions) -> list[dict]:
-        names = list(champions.feature_cols)
-        detectors = [c[: -len("_score")] for c in scored.columns if c.endswith("_score")]
+    def results(self, columns: Mapping[str, np.ndarray], scored: Scored, champions, plan: ScoringPlan) -> list[dict]:
+        detectors = {name[: -len("_score")]: value for name, value in scored._asdict().items()
+                     if name.endswith("_score") and value is not None}
         versions = {d: getattr(champions, f"{d}_version", None) for d in detectors}
         components = {}
-        if champions.rcf is not None:
-            components["rcf"] = rcf_risk_array(scored["rcf_score"].to_numpy(np.float64), champions.rcf.threshold)
-        if champions.logistic is not None:
-            components["logistic"] = logistic_risk_array(scored["logistic_score"].to_numpy(np.float64),
-                                                         champions.logistic.threshold)
-        feature_values = {c: scored[c].to_numpy() for c in names}
+        if scored.rcf_score is not None:
+            components["rcf"] = rcf_risk_array(scored.rcf_score, plan.rcf_threshold)
+        if scored.logistic_score is not None:
+            components["logistic"] = logistic_risk_array(scored.logistic_score, plan.logistic_threshold)
+        names = list(champions.feature_cols)
+        ids, ts = columns[self.id_column], columns["ts"]
         out = []
-        for k in range(len(scored)):
+        for k in range(len(ids)):
             out.append({
-                self.id_column: scored[self.id_column].iloc[k],
-                "event_time": _iso(scored["ts"].iloc[k]),
-                "risk": _num(scored["risk"].iloc[k]),
-                "is_anomaly": bool(scored["is_anomaly"].iloc[k]),
-                "reasons": list(scored["reasons"].iloc[k]),
-                "scores": {d: _num(scored[f"{d}_score"].iloc[k]) for d in detectors},
+                self.id_column: ids[k],
+                "event_time": _iso(ts[k]),
+                "risk": _num(scored.risk[k]),
+                "is_anomaly": bool(scored.is_anomaly[k]),
+                "reasons": list(scored.reasons[k]),
+                "scores": {d: _num(v[k]) for d, v in detectors.items()},
                 "risk_components": {d: _num(v[k]) for d, v in components.items()},
                 "model_versions": versions,
-                "features": {c: _num(feature_values[c][k]) for c in names},
+                "features": {c: _num(columns[c][k]) for c in names},
             })
         return out
 
