@@ -3,7 +3,7 @@
 The features of one event need the customer's last 30 days and the terminal's delayed windows
 (features/transactions.py). :class:`TransactionHistory` keeps those rows in memory, indexed by
 customer and by terminal, and computes a request's features with the stream's incremental twin
-(features/incremental.py ``compute_features``) over *only* the rows of the request's customers
+(features/incremental.py ``feature_arrays``, what ``compute_features`` runs) over *only* the rows of the request's customers
 and terminals: a customer's windows see only that customer's rows and a terminal's only that
 terminal's, so the numbers are those of the whole history, at the cost of a few hundred rows.
 
@@ -15,14 +15,17 @@ sees it (as the stream's state does). Labels are those the feature table held at
 from __future__ import annotations
 
 import datetime as dt
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from features.incremental import STATE_COLUMNS, US_PER_DAY, compute_features, empty_state
+from features.incremental import STATE_COLUMNS, US_PER_DAY, empty_state, feature_arrays
 from features.transactions import lookback_days
 
+_ENTITIES = ("customer_id", "terminal_id")
+_DTYPES = {"transaction_id": object, "ts": np.int64, "customer_id": object, "terminal_id": object,
+           "amount": np.float64, "label": np.float64}
 _CANONICAL = ("transaction_id", "event_time", "customer_id", "terminal_id", "amount", "label")
 
 
@@ -31,7 +34,7 @@ class TransactionHistory:
 
     ``frame``: rows of :data:`features.incremental.STATE_COLUMNS`. ``complete_from_us``: the
     earliest event time whose features the history can give exactly (its oldest row + the
-    lookback); an event before it is late.
+    lookback); an event before it is late. A batch is a mapping of those columns to numpy arrays.
     """
 
     id_column = "transaction_id"
@@ -42,19 +45,16 @@ class TransactionHistory:
         self.delay_days = int(delay_days)
         self.lookback_us = lookback_days(self.windows_days, self.delay_days) * US_PER_DAY
         frame = empty_state() if frame is None else frame[list(STATE_COLUMNS)].reset_index(drop=True)
-        self._cols = {c: frame[c].to_numpy() for c in STATE_COLUMNS}
-        self._cols["ts"] = self._cols["ts"].astype(np.int64)
-        self._cols["amount"] = self._cols["amount"].astype(np.float64)
-        self._cols["label"] = self._cols["label"].astype(np.float64)
-        self._ids = set(self._cols["transaction_id"].tolist())
-        self._by: dict[str, dict[str, list[int]]] = {"customer_id": {}, "terminal_id": {}}
-        for key, index in self._by.items():
-            for i, value in enumerate(self._cols[key].tolist()):
-                index.setdefault(value, []).append(i)
-        self.newest_us = int(self._cols["ts"].max()) if len(frame) else None
-        if complete_from_us is None and len(frame):
-            complete_from_us = int(self._cols["ts"].min()) + self.lookback_us
+        self._cols = {c: np.empty(0, _DTYPES[c]) for c in STATE_COLUMNS}
+        self._codes: dict[str, np.ndarray] = {key: np.empty(0, np.int64) for key in _ENTITIES}
+        self._code_of: dict[str, dict] = {key: {} for key in _ENTITIES}
+        self._rows_of: dict[str, list[list[int]]] = {key: [] for key in _ENTITIES}
+        self._ids: set = set()
+        self.newest_us: Optional[int] = None
         self.complete_from_us = complete_from_us
+        self.add({c: frame[c].to_numpy() for c in STATE_COLUMNS})
+        if complete_from_us is None and len(self):
+            self.complete_from_us = int(self._cols["ts"].min()) + self.lookback_us
 
     def __len__(self) -> int:
         return len(self._cols["ts"])
@@ -63,41 +63,68 @@ class TransactionHistory:
         """Mask of ``ids`` already in the history."""
         return np.fromiter((i in self._ids for i in ids), bool, len(ids))
 
-    def rows_of(self, customers: Sequence[str], terminals: Sequence[str]) -> pd.DataFrame:
-        """The history rows of these customers and terminals (the only rows their windows see)."""
-        picked: set[int] = set()
-        for key, values in (("customer_id", customers), ("terminal_id", terminals)):
-            index = self._by[key]
-            for value in set(values):
-                picked.update(index.get(value, ()))
-        rows = np.fromiter(sorted(picked), np.int64, len(picked))
-        return pd.DataFrame({c: self._cols[c][rows] for c in STATE_COLUMNS})
+    def _codes_for(self, key: str, values: Sequence) -> np.ndarray:
+        """The codes of ``values`` (a value not in the history gets a new code, not remembered)."""
+        known, fresh = self._code_of[key], {}
+        out = np.empty(len(values), np.int64)
+        for i, value in enumerate(values):
+            code = known.get(value)
+            if code is None:
+                code = fresh.setdefault(value, len(known) + len(fresh))
+            out[i] = code
+        return out
 
-    def features(self, batch: pd.DataFrame) -> pd.DataFrame:
+    def rows_of(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Positions of the history rows of the batch's customers and terminals (the only rows
+        their windows see), sorted.
+        """
+        parts = []
+        for key in _ENTITIES:
+            codes, lists = self._code_of[key], self._rows_of[key]
+            for value in set(batch[key].tolist()):
+                code = codes.get(value)
+                if code is not None:
+                    parts.append(lists[code])
+        if not parts:
+            return np.empty(0, np.int64)
+        return np.unique(np.fromiter((i for part in parts for i in part), np.int64))
+
+    def features(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The batch's feature columns (and ``unix_day``), as the batch job computes them."""
-        history = self.rows_of(batch["customer_id"].tolist(), batch["terminal_id"].tolist())
-        return compute_features(history, batch, windows_days=self.windows_days, delay_days=self.delay_days)
+        rows = self.rows_of(batch)
+        n = len(rows)
+        both = {c: np.concatenate([self._cols[c][rows], np.asarray(batch[c], _DTYPES[c])])
+                for c in ("ts", "amount", "label")}
+        codes = {key: np.concatenate([self._codes[key][rows], self._codes_for(key, batch[key].tolist())])
+                 for key in _ENTITIES}
+        return feature_arrays(both["ts"], both["amount"], both["label"], codes["customer_id"], codes["terminal_id"],
+                              np.arange(n, n + len(batch["ts"])), windows_days=self.windows_days,
+                              delay_days=self.delay_days)
 
-    def add(self, batch: pd.DataFrame) -> None:
-        """Fold accepted events (``STATE_COLUMNS``) in."""
-        if not len(batch):
+    def add(self, batch: Mapping[str, np.ndarray]) -> None:
+        """Fold accepted events (a mapping of ``STATE_COLUMNS`` to arrays) in."""
+        size = len(batch["ts"])
+        if not size:
             return
         start = len(self)
         for c in STATE_COLUMNS:
-            values = batch[c].to_numpy()
-            if c == "ts":
-                values = values.astype(np.int64)
-            elif c in ("amount", "label"):
-                values = values.astype(np.float64)
-            self._cols[c] = np.concatenate([self._cols[c], values])
-        for key, index in self._by.items():
-            for i, value in enumerate(batch[key].tolist()):
-                index.setdefault(value, []).append(start + i)
-        self._ids.update(batch["transaction_id"].tolist())
-        newest = int(batch["ts"].max())
+            self._cols[c] = np.concatenate([self._cols[c], np.asarray(batch[c], _DTYPES[c])])
+        for key in _ENTITIES:
+            codes, lists = self._code_of[key], self._rows_of[key]
+            new = np.empty(size, np.int64)
+            for i, value in enumerate(np.asarray(batch[key]).tolist()):
+                code = codes.get(value)
+                if code is None:
+                    code = codes[value] = len(lists)
+                    lists.append([])
+                lists[code].append(start + i)
+                new[i] = code
+            self._codes[key] = np.concatenate([self._codes[key], new])
+        self._ids.update(np.asarray(batch["transaction_id"]).tolist())
+        newest = int(np.max(batch["ts"]))
         self.newest_us = newest if self.newest_us is None else max(self.newest_us, newest)
         if self.complete_from_us is None:
-            self.complete_from_us = int(batch["ts"].min())
+            self.complete_from_us = int(np.min(batch["ts"]))
 
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame({c: self._cols[c] for c in STATE_COLUMNS})

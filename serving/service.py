@@ -40,6 +40,8 @@ from scoring.plan import Columns, Scored, ScoringPlan, check_columns, score_batc
 from scoring.risk import logistic_risk_array, rcf_risk_array
 
 #: The reason a record the fast decoder leaves over gets where no Spark decoder is at hand (Lambda).
+_DTYPES = {"transaction_id": object, "ts": np.int64, "customer_id": object, "terminal_id": object,
+           "amount": np.float64, "label": np.float64}
 NO_SPARK_REASON = ("not in the strict form decoded without Spark (see README, Scoring API): "
                    "the stream's validator gives the exact reason")
 
@@ -218,8 +220,10 @@ class ScoringService:
         return Reply(200, self.score_events(events))
 
     # -- steps -------------------------------------------------------------------------------
-    def decode(self, records: list) -> tuple[pd.DataFrame, list[dict]]:
-        """(state rows of the records in order, [] ) or (_, the rejected records' index and reason)."""
+    def decode(self, records: list) -> tuple[dict[str, np.ndarray], list[dict]]:
+        """(the good records' state columns as arrays, in request order; the rejected records'
+        index and reason): the request is scored only when the second is empty.
+        """
         reasons: list[Optional[str]] = [None] * len(records)
         for i, record in enumerate(records):
             if isinstance(record, dict):
@@ -229,21 +233,23 @@ class ScoringService:
         payloads = [orjson.dumps(r).decode("utf-8") for r in records]
         clean_rows, clean = decode_clean_transactions(payloads, schema_conf=self.schema_conf,
                                                       max_record_bytes=self.max_record_bytes)
-        rows: list[Optional[dict]] = [None] * len(records)
-        for i, row in zip(np.flatnonzero(clean), clean_rows.to_dict("records"), strict=True):
-            rows[i] = row
+        values = {c: clean_rows[c].to_numpy() for c in STATE_COLUMNS}
+        where = {int(i): k for k, i in enumerate(np.flatnonzero(clean))}
+        judged: dict[int, dict] = {}
         left = [i for i in range(len(records)) if not clean[i] and reasons[i] is None]
         if left:
             for i, (reason, row) in zip(left, self.judge([payloads[i] for i in left]), strict=True):
-                reasons[i], rows[i] = reason, row
+                reasons[i] = reason
+                if row is not None:
+                    judged[i] = row
         good = [i for i in range(len(records)) if reasons[i] is None]
-        frame = pd.DataFrame([rows[i] for i in good], columns=list(STATE_COLUMNS))
-        if len(frame):
-            ids = frame[self.id_column].tolist()
+        events = {c: np.array([values[c][where[i]] if i in where else judged[i][c] for i in good], dtype=_DTYPES[c])
+                  for c in STATE_COLUMNS}
+        if good:
+            ids = events[self.id_column].tolist()
             seen: set = set()
             # the earliest event of an id keeps it (first in the request on equal times), as in the stream
-            order = np.lexsort((np.arange(len(frame)), frame["ts"].to_numpy(np.int64)))
-            for k in order:
+            for k in np.lexsort((np.arange(len(good)), events["ts"])):
                 if ids[k] in seen:
                     reasons[good[k]] = f"duplicate {self.id_column}"
                 seen.add(ids[k])
@@ -254,10 +260,10 @@ class ScoringService:
                     continue
                 if known[k]:
                     reasons[i] = f"duplicate {self.id_column} (already processed)"
-                elif complete is not None and int(frame["ts"].iloc[k]) < complete:
+                elif complete is not None and int(events["ts"][k]) < complete:
                     reasons[i] = f"late (event_time before the watermark {_iso(complete)[:-1]})"
         rejected = [{"index": i, "reason": r} for i, r in enumerate(reasons) if r is not None]
-        return frame, rejected
+        return events, rejected
 
     def plan(self, champions) -> tuple[ScoringPlan, Any]:
         """(the scoring plan, the RCF forest or None) of ``champions``, made once per champions set."""
@@ -267,18 +273,16 @@ class ScoringService:
             self._plan = (champions, plan, forest)
         return self._plan[1], self._plan[2]
 
-    def score_events(self, events: pd.DataFrame) -> dict:
+    def score_events(self, events: Mapping[str, np.ndarray]) -> dict:
         """Features from the history, then the scoring core (scoring/plan.py ``score_batch``, as
-        scoring/local.py runs it on a frame); the answer's body.
+        scoring/local.py runs it on a frame); the answer's body. ``events``: state columns as arrays.
         """
         champions = self.champions.current()
         plan, forest = self.plan(champions)
-        events = events.astype({"ts": np.int64, "amount": np.float64, "label": np.float64})
-        feats = self.history.features(events)
-        columns = {c: feats[c].to_numpy() for c in feats.columns}
-        columns.update({c: events[c].to_numpy() for c in events.columns})
+        columns = dict(self.history.features(events))
+        columns.update(events)
         check_columns(list(columns), plan.inputs)
-        n = len(events)
+        n = len(events["ts"])
         scored = score_batch(plan, forest, Columns(columns.__getitem__, n))
         if self.learn:
             self.history.add(events)
