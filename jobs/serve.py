@@ -20,7 +20,9 @@ Submitted as `python -m jobs serve --conf FILE --dataset transactions [--host H]
 if __package__ in (None, ""):
     import _bootstrap  # noqa: F401  (spark-submit runs this file as a script)
 
+from features.datasets import dataset as dataset_named
 from jobs.common import job_main, log
+from runtime.errors import InputError
 from runtime.progress import RunSummary
 from runtime.spark import build_session
 
@@ -39,6 +41,10 @@ def run(args, config):
 
     from serving.app import create_app
     from serving.bundle import history_from_features, service_from_lake, write_bundle
+
+    if not dataset_named(config["dataset"]).incremental:
+        raise InputError(f"the scoring API computes single-event features for transactions only: "
+                         f"{config['dataset']} has no per-entity incremental twin of its features yet")
 
     build_session(config)   # the registry's model loaders, and the Spark judge of odd records
     history = None
