@@ -16,7 +16,8 @@ sends.
 The model and the history are loaded once per container, at the first invocation, from the
 bundle ``make lambda-package`` builds (serving/bundle.py): the folder named by the
 ``SERVING_BUNDLE`` environment variable, ``bundle/`` beside the code by default, or an
-``s3://bucket/prefix`` whose files are copied to ``/tmp`` first. No Spark runs in Lambda: records
+``s3://bucket/prefix`` whose files are copied to ``/tmp/serving-bundle`` first
+(``SERVING_BUNDLE_CACHE`` names another folder). No Spark runs in Lambda: records
 the fast decoder leaves over get :data:`serving.service.NO_SPARK_REASON`.
 """
 from __future__ import annotations
@@ -40,7 +41,7 @@ def bundle_folder() -> str:
     import boto3
 
     bucket, _, prefix = where[len("s3://"):].partition("/")
-    local = Path("/tmp/serving-bundle")
+    local = Path(os.environ.get("SERVING_BUNDLE_CACHE") or "/tmp/serving-bundle")
     local.mkdir(parents=True, exist_ok=True)
     client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL_S3") or None)
     pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/")

@@ -287,3 +287,31 @@ def test_the_lambda_handler_answers_rest_and_http_api_events(bundle, lake, table
         assert odd["statusCode"] == 400 and json.loads(odd["body"])["error"] == "bad JSON"
         assert lambda_handler.handler(make("GET", "/v1/score"), None)["statusCode"] == 405
         assert lambda_handler.handler(make("GET", "/admin"), None)["statusCode"] == 404
+
+
+def test_the_lambda_handler_loads_its_bundle_from_s3_once(bundle, tmp_path, monkeypatch):
+    import boto3
+    from moto import mock_aws
+
+    from serving import lambda_handler
+
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "eu-west-1"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="eu-west-1")
+        s3.create_bucket(Bucket="models", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+        for path in bundle.rglob("*"):
+            if path.is_file():
+                s3.upload_file(str(path), "models", f"serving/transactions/{path.relative_to(bundle)}")
+        monkeypatch.setenv("SERVING_BUNDLE", "s3://models/serving/transactions")
+        monkeypatch.setenv("SERVING_BUNDLE_CACHE", str(tmp_path / "cache"))
+        monkeypatch.setattr(lambda_handler, "_SERVICE", None)
+        first = lambda_handler.handler(http_api_event("GET", "/v1/models"), None)
+        loaded = lambda_handler._SERVICE
+        second = lambda_handler.handler(http_api_event("GET", "/health"), None)
+    assert first["statusCode"] == 200 and second["statusCode"] == 200
+    assert set(json.loads(first["body"])["models"]) == {"rcf", "logistic"}
+    assert lambda_handler._SERVICE is loaded
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == sorted(p.name for p in bundle.iterdir())
