@@ -11,7 +11,8 @@ a per-entity history seeded from the feature table (``--input``, default paths.f
 with ``serve.learn``, every accepted event (serving/history.py). Transactions only: telemetry
 has no per-entity incremental twin of its features yet.
 
-Runs until SIGINT/SIGTERM (uvicorn, one process). ``--port 0`` takes a free port; the line
+Runs until SIGINT/SIGTERM (uvicorn, one process), then prints its summary line (rows_out: events
+scored) and exits 0. ``--port 0`` takes a free port; the line
 ``[serve] listening on http://HOST:PORT`` tells which. ``--write-bundle DIR`` writes the AWS
 Lambda bundle (serving/bundle.py: the champions' snapshot, the history, the config) and exits.
 
@@ -70,9 +71,32 @@ def run(args, config):
     log("serve", f"history: {len(service.history):,} events up to {service.health().body['history_newest']}; "
                  f"models {service.health().body['model_versions']}")
     log("serve", f"listening on http://{host}:{bound}")
-    server = uvicorn.Server(uvicorn.Config(create_app(service), log_level="warning", access_log=False))
+    server = _server_class()(uvicorn.Config(create_app(service), log_level="warning", access_log=False))
     server.run(sockets=[sock])
     return RunSummary("serve", rows_out=service.scored)
+
+
+def _server_class():
+    import contextlib
+    import signal
+
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, but SIGINT/SIGTERM end it like a finished job (summary line, exit 0):
+        uvicorn re-raises the signal after its shutdown, which would kill the process first.
+        """
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
+    return Server
 
 
 main = job_main("serve", __doc__, run, options,
