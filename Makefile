@@ -10,7 +10,7 @@ STAMP = .make/installed
 IAC_STAMP = .make/iac-installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-unit test-integration test-cluster lint bench package clean report-check maintain chromium cluster cluster-stop kinesis-local
+.PHONY: help install run test test-unit test-integration test-cluster lint bench package clean report-check maintain chromium cluster cluster-stop kinesis-local serve lambda-package
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -77,12 +77,13 @@ maintain: $(STAMP) ## OPTIMIZE and VACUUM the lake's Delta tables (both data set
 
 BENCH_ROWS ?= 10000000
 
-bench: $(STAMP) ## benchmarks (numbers, not pass/fail; JSON in bench/results/): features vs DuckDB, RCF vs peers, Handbook protocol, scoring, streaming
+bench: $(STAMP) ## benchmarks (numbers, not pass/fail; JSON in bench/results/): features vs DuckDB, RCF vs peers, Handbook protocol, scoring, streaming, scoring API
 	$(PYTHON) bench/bench_features.py --rows $(BENCH_ROWS)
 	$(PYTHON) bench/bench_scoring.py --rows $(BENCH_ROWS)
 	$(PYTHON) bench/bench_rcf.py
 	$(PYTHON) bench/bench_handbook.py
 	$(PYTHON) bench/bench_stream.py
+	$(PYTHON) bench/bench_serve.py --lake-conf $(CONF)
 
 package: $(STAMP) ## build what spark-submit needs: dist/*.whl for --py-files and the conf files
 	rm -rf dist && $(PYTHON) -m pip wheel -q --no-deps -w dist .
@@ -123,6 +124,14 @@ iac: $(IAC_STAMP) ## synthesise the AWS stack (deploy/cdk) into build/cdk.out an
 
 stack-conf: $(STAMP) ## write the job config (STACK_CONF, default build/conf/emr.yaml) and build/steps/*.json from the deployed stack STACK's outputs
 	$(PYTHON) deploy/stack_config.py --stack $(STACK) --out $(STACK_CONF) --steps build/steps $(if $(REGION),--region $(REGION))
+
+SERVE_ARGS ?=
+
+serve: $(STAMP) ## the HTTP scoring API and demo page on the lake's transactions (serve.host/port; SERVE_ARGS="--port 0" for a free port)
+	$(JOBS) serve --conf $(CONF) --dataset transactions $(SERVE_ARGS)
+
+lambda-package: $(STAMP) ## the AWS Lambda zip of the scoring API (code, dependencies, champions + history of the lake) in build/; checks it, prints its size
+	$(PYTHON) scripts/lambda_package.py --conf $(CONF) --dataset transactions --out build/lambda.zip --python $(PYTHON)
 
 clean: ## remove generated data and build output
 	rm -rf lake dist build *.egg-info .make spark-warehouse metastore_db

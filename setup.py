@@ -3,7 +3,7 @@ from setuptools import find_packages, setup
 
 # The project's packages, by layer (ARCHITECTURE.md "Target layout"; scripts/check_imports.py).
 PACKAGES = ["runtime", "ingest", "synthetic", "features", "models", "scoring", "streaming", "sagemaker_backend",
-            "reporting", "jobs"]
+            "serving", "reporting", "jobs"]
 
 setup(
     name="zen-anomaly",
@@ -11,7 +11,7 @@ setup(
     description=__doc__,
     python_requires=">=3.11",
     packages=find_packages(include=[f"{p}{s}" for p in PACKAGES for s in ("", ".*")]),
-    package_data={"runtime": ["defaults.yaml", "log4j2.properties"]},
+    package_data={"runtime": ["defaults.yaml", "log4j2.properties"], "serving": ["demo.html"]},
     install_requires=[
         # Spark 3.5 / Scala 2.12: what EMR 7.x runs and what sagemaker-pyspark 1.4.5 loads (not Spark 4).
         "pyspark>=3.5.0,<3.6",
@@ -32,10 +32,15 @@ setup(
         # delta-rs: commits files written outside Spark's writer (the score job's Python workers, the
         # stream's driver-side batches) to a local Delta table in one transaction.
         "deltalake>=1.0,<2",
+        # The scoring API (python -m jobs serve): an ASGI app on Starlette, served by uvicorn (README, Scoring API).
+        "starlette>=0.37,<2",
+        "uvicorn>=0.29,<1",
     ],
     extras_require={
         # sagemaker_pyspark==1.4.5 pins pyspark==3.3.0, so the Makefile installs it with --no-deps.
-        "test": ["pytest>=8,<10", "pytest-timeout>=2.3", "moto[server]>=5.0,<6", "scikit-learn>=1.4,<2"],
+        "test": ["pytest>=8,<10", "pytest-timeout>=2.3", "moto[server]>=5.0,<6", "scikit-learn>=1.4,<2",
+                 # the demo-page test drives headless Chromium through the DevTools protocol
+                 "websocket-client>=1.7,<2"],
         "bench": ["duckdb>=1.0,<3", "scikit-learn>=1.4,<2", "rrcf>=0.4,<0.5", "psutil>=5.9"],
         "lint": ["ruff>=0.5"],
     },

@@ -105,9 +105,11 @@ def _terminal_kernel(ts, label, query_ts, g0, g1, windows_us, delay_us):
     return counts, labelled, frauds
 
 
-def _grouped(keys: pd.Series, ts: np.ndarray, query_rows: np.ndarray):
-    """(order, ts sorted by (key, ts), query positions, group start, group end) for the query rows."""
-    codes = pd.factorize(keys)[0].astype(np.int64)
+def _grouped(codes: np.ndarray, ts: np.ndarray, query_rows: np.ndarray):
+    """(order, ts sorted by (key, ts), query positions, group start, group end) for the query rows.
+
+    ``codes``: the rows' entity as integers (equal entity, equal code).
+    """
     order = np.lexsort((ts, codes))
     sorted_codes = codes[order]
     n = len(order)
@@ -141,11 +143,27 @@ def compute_features(history: pd.DataFrame, batch: pd.DataFrame, *,
     windows = _check_parameters(windows_days, delay_days)
     nb = len(batch)
     both = pd.concat([history[list(STATE_COLUMNS)], batch[list(STATE_COLUMNS)]], ignore_index=True)
-    ts = both["ts"].to_numpy(np.int64)
-    amount = both["amount"].to_numpy(np.float64)
-    label_f = both["label"].to_numpy(np.float64)
+    out = feature_arrays(both["ts"].to_numpy(np.int64), both["amount"].to_numpy(np.float64),
+                         both["label"].to_numpy(np.float64),
+                         pd.factorize(both["customer_id"])[0].astype(np.int64),
+                         pd.factorize(both["terminal_id"])[0].astype(np.int64),
+                         np.arange(len(history), len(both)), windows_days=windows, delay_days=delay_days)
+    return pd.DataFrame(out, index=batch.index[:nb])
+
+
+def feature_arrays(ts: np.ndarray, amount: np.ndarray, label_f: np.ndarray, customer: np.ndarray,
+                   terminal: np.ndarray, batch_rows: np.ndarray, *,
+                   windows_days: Sequence[int] = DEFAULT_WINDOWS_DAYS,
+                   delay_days: int = DEFAULT_DELAY_DAYS) -> dict[str, np.ndarray]:
+    """:func:`compute_features` on arrays: the rows (history and batch together) as event time
+    (epoch microseconds, int64), amount, label (float, NaN = unknown) and customer / terminal
+    codes (int64, equal entity equal code); the features of the rows at ``batch_rows``, by name
+    (``unix_day`` first, then the feature columns but ``amount``), as numpy arrays.
+
+    The scoring API calls it directly (no frames: a request is one or a few events).
+    """
+    windows = _check_parameters(windows_days, delay_days)
     label = np.where(np.isnan(label_f), -1, label_f).astype(np.int64)
-    batch_rows = np.arange(len(history), len(both))
     windows_us = np.array([w * US_PER_DAY for w in windows], np.int64)
     out: dict[str, np.ndarray] = {}
 
@@ -156,7 +174,7 @@ def compute_features(history: pd.DataFrame, batch: pd.DataFrame, *,
     out["is_weekend"] = (np.mod(unix_day + 3, 7) >= 5).astype(np.int32)
     out["is_night"] = (np.floor_divide(np.mod(seconds, 86400), 3600) <= NIGHT_LAST_HOUR).astype(np.int32)
 
-    order, ts_c, pos, g0, g1 = _grouped(both["customer_id"], ts, batch_rows)
+    order, ts_c, pos, g0, g1 = _grouped(customer, ts, batch_rows)
     counts, sums, h_count, h_sum, previous = _customer_kernel(
         ts_c, amount[order], pos, g0, g1, windows_us, np.int64(AMOUNT_HISTORY_DAYS * US_PER_DAY),
         np.int64(MAX_SECONDS_SINCE_PREV_TX * US_PER_SECOND))
@@ -164,7 +182,7 @@ def compute_features(history: pd.DataFrame, batch: pd.DataFrame, *,
         out[f"customer_nb_tx_{w}d"] = counts[:, j].astype(np.int32)
         out[f"customer_avg_amount_{w}d"] = sums[:, j] / counts[:, j]
 
-    order, ts_t, pos, g0, g1 = _grouped(both["terminal_id"], ts, batch_rows)
+    order, ts_t, pos, g0, g1 = _grouped(terminal, ts, batch_rows)
     t_counts, t_labelled, t_frauds = _terminal_kernel(
         ts_t, label[order], b_ts, g0, g1, windows_us, np.int64(int(delay_days) * US_PER_DAY))
     for j, w in enumerate(windows):
@@ -185,7 +203,7 @@ def compute_features(history: pd.DataFrame, batch: pd.DataFrame, *,
     for w in windows:
         out[f"customer_log_avg_amount_{w}d"] = np.log1p(out[f"customer_avg_amount_{w}d"])
     names = ["unix_day"] + [c for c in transaction_feature_columns(windows) if c != "amount"]
-    return pd.DataFrame({name: out[name] for name in names}, index=batch.index[:nb])
+    return {name: out[name] for name in names}
 
 
 class TransactionState:

@@ -17,6 +17,7 @@ JOBS = {
     "summary": ("jobs.summary", "daily summary, QuickSight export and manifest, HTML report"),
     "models": ("jobs.models", "list the model registry's versions and decisions, or promote a version by hand"),
     "replay": ("jobs.replay", "send a data set into a Kinesis stream (or landing folder) at a given rate"),
+    "serve": ("jobs.serve", "HTTP scoring API for single events (and the demo page); --write-bundle: the Lambda bundle"),
     "maintain": ("jobs.maintain", "OPTIMIZE and VACUUM the Delta tables, keeping the registry's training snapshots"),
 }
 

@@ -650,6 +650,18 @@ class ModelsConfig:
                     _fail(f"{prefix}sagemaker.{key}", "set when models.backend is sagemaker", "")
 
 
+@dataclass(frozen=True)
+class ServeConfig:
+    host: str
+    port: int = rule(Range(0, 65535))
+    max_body_bytes: int = rule(AT_LEAST_1)
+    max_events: int = rule(AT_LEAST_1)
+    history_days: Optional[int] = rule(AT_LEAST_1)
+    learn: bool
+    reload_seconds: float = rule(AT_LEAST_0)
+    spark_reasons: bool
+
+
 # --------------------------------------------------------------------------- building a section
 
 
@@ -740,7 +752,7 @@ DATASETS = ("telemetry", "transactions")
 SECTIONS = {"spark": SparkConfig, "aws": AwsConfig, "storage": StorageConfig, "paths": PathsConfig,
             "generate": GenerateConfig, "schema": SchemaConfig, "features": FeaturesConfig,
             "summary": SummaryConfig, "stream": StreamConfig, "scoring": ScoringConfig, "train": TrainConfig,
-            "maintain": MaintainConfig, "models": ModelsConfig}
+            "maintain": MaintainConfig, "models": ModelsConfig, "serve": ServeConfig}
 
 
 def _template_keys(cls: type, prefix: str) -> list[str]:
@@ -775,6 +787,7 @@ class Config(dict):
     train = _Section(TrainConfig)
     maintain = _Section(MaintainConfig)
     models = _Section(ModelsConfig)
+    serve = _Section(ServeConfig)
 
     @property
     def dataset(self) -> str:

@@ -4,6 +4,7 @@
 # warning names the count of those without one when storage.format is delta) and where the
 # reports are. Used by `make run`.
 #   SMALL=1   smaller data sets (200 devices; 500 customers over 40 days), for a quick check
+#   SERVE=0   skip the scoring API stage
 #   STREAM=0  skip the streaming stage; STREAM_SOURCE=landing streams from a landing folder, not Kinesis
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,6 +55,10 @@ step "transactions: train"    job train $X --model all
 step "transactions: evaluate" job evaluate $X
 step "transactions: score"    job score $X --last-days 3
 step "transactions: summary"  job summary $X
+# The scoring API: the server started on a free port, a few events scored, stopped (SERVE=0 skips it).
+if [[ "${SERVE:-1}" != 0 ]]; then
+  step "transactions: serve (HTTP scoring API)" env PYTHON="$PYTHON" CONF="$CONF" bash scripts/serve_demo.sh
+fi
 
 # Streaming: about a minute of transactions replayed into a local Kinesis stream (moto) and scored
 # as they arrive, alerts to a local SNS; STREAM_SOURCE=landing replays into a landing folder instead.

@@ -144,6 +144,10 @@ def test_an_enum_violation_names_the_key_the_allowed_values_and_the_value(key, v
     ("features.transactions.windows_days=[7, 0]", "'features.transactions.windows_days[1]' must be >= 1, got 0"),
     ("models.sagemaker.logistic_threshold=0", "'models.sagemaker.logistic_threshold' must be in (0, 1), got 0.0"),
     ("summary.top=0", "'summary.top' must be >= 1, got 0"),
+    ("serve.port=70000", "'serve.port' must be in [0, 65535], got 70000"),
+    ("serve.max_body_bytes=0", "'serve.max_body_bytes' must be >= 1, got 0"),
+    ("serve.max_events=0", "'serve.max_events' must be >= 1, got 0"),
+    ("serve.reload_seconds=-1", "'serve.reload_seconds' must be >= 0, got -1.0"),
 ])
 def test_a_range_violation_names_the_key_the_range_and_the_value(override, message):
     with pytest.raises(ConfigError) as info:
