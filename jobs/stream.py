@@ -4,12 +4,15 @@ Reads a landing prefix of JSON-lines files (--source landing: what Kinesis Data 
 S3, or the replay job's local folder) or a Kinesis stream (--source kinesis: the `aws-kinesis`
 connector bundled in EMR 7.1+, or the Maven Central one elsewhere: stream.kinesis.connector),
 decodes every record (bad JSON, missing fields, wrong types, oversized,
-invalid values, late or duplicate events go to the dead letters with a reason), computes the SAME
-features as the batch `features` job over a bounded per-entity history kept in the checkpoint,
-scores them with the current champion models (re-read every micro-batch), appends the scored events
-to a Delta table partitioned by date/hour (one idempotent Delta commit per micro-batch), and publishes SNS alerts
-for anomalies with a sent-keys ledger, so a restart never duplicates a row or an alert. Prints per
-micro-batch: records, events scored, alerts raised, dead letters and event-to-sink latency.
+invalid values, late, future-dated or duplicate events go to the dead letters with a reason),
+computes the SAME features as the batch `features` job over a bounded per-entity history kept in
+the checkpoint (a new stream seeds it from the batch feature table: stream.warm_start), scores them
+with the current champion models (re-read every micro-batch), appends the scored events to a Delta
+table partitioned by date/hour (one idempotent Delta commit per micro-batch), and publishes SNS
+alerts for anomalies with a ledger, so a restart never duplicates a row or an alert; an alert SNS
+does not take is retried by later micro-batches or written to the alert dead letters with the SNS
+error (README "Alerts: what is guaranteed"). Prints per micro-batch: records, events scored,
+alerts raised (and any not delivered), dead letters and event-to-sink latency.
 
 Submitted as `python -m jobs stream --conf FILE` or `spark-submit jobs/stream.py --conf FILE`.
 """
