@@ -40,7 +40,20 @@ same model again. A Parquet table has no versions: --as-of is then an error.
 
 Windows (dates, inclusive): --train-from/--train-to/--test-from/--test-to; by default the test
 window is the last train.test_days dates, after a gap of train.gap_days (the label delay), and
-training takes the dates before the gap.
+training takes the dates before the gap. The validation window (where regularisation, class
+weight, thresholds and the stacked risk are chosen) is by default the last
+train.logistic.validation_days of the training window, judged by a model fitted on the training
+days before it less the gap. --validation-from/--validation-to name it instead (it may lie before
+the training window): the model judged there is then fitted on as many days as the training
+window has, ending the gap before it, and the chosen settings are refitted on the training
+window. The Fraud Detection Handbook's protocol (select on earlier weeks, train 7 days, 7-day
+delay, test 7 days) is one command:
+
+    python -m jobs train --conf conf/local.yaml --dataset transactions \
+        --validation-from 2018-07-25 --validation-to 2018-07-31 \
+        --train-from 2018-07-25 --train-to 2018-07-31 --test-from 2018-08-08 --test-to 2018-08-14
+
+(fit 07-11..17, delay, validate 07-25..31; refit on 07-25..31; test 08-08..14).
 
 Submitted as `python -m jobs train --conf FILE` or `spark-submit jobs/train.py --conf FILE`.
 """
@@ -53,7 +66,7 @@ from functools import partial
 from jobs.common import job_main, parse_date
 from runtime.spark import build_session
 
-WINDOWS = ("train_from", "train_to", "test_from", "test_to")
+WINDOWS = ("train_from", "train_to", "test_from", "test_to", "validation_from", "validation_to")
 
 
 def options(parser):
@@ -66,7 +79,10 @@ def options(parser):
                              "recorded snapshot (default: its latest version)")
     for name in WINDOWS:
         option = name.replace("_", "-")
-        parser.add_argument(f"--{option}", metavar="YYYY-MM-DD", help=f"{option.replace('-', ' ')} date, inclusive")
+        parser.add_argument(f"--{option}", metavar="YYYY-MM-DD", help=f"{option.replace('-', ' ')} date, inclusive"
+                            + (" (see Windows below)" if name.startswith("validation") else ""))
+    parser.add_argument("--registry", metavar="PATH",
+                        help="model registry root (default paths.models; the same as --output here)")
 
 
 def combiner(scoring):
@@ -96,7 +112,7 @@ def run(args, config):
     if args.promote:
         from reporting.registry import open_registry, promote_version
 
-        root = open_registry(config, args.output or config.path("models"))
+        root = open_registry(config, args.registry or args.output or config.path("models"))
         return promote_version(root, args.model, args.promote, user=getpass.getuser(), reason=args.reason)
 
     given = {name: parse_date(getattr(args, name) or config["train"][name], "--" + name.replace("_", "-"))
@@ -108,7 +124,7 @@ def run(args, config):
 
         remote = partial(train_on_sagemaker, spark, config)
     return train_detectors(spark, config, source=args.input or config.path("features"), model=args.model,
-                           registry_root=registry_root(args.output or config.path("models"), config["dataset"]),
+                           registry_root=registry_root(args.registry or args.output or config.path("models"), config["dataset"]),
                            given=given, remote=remote, combine=combiner(config["scoring"]), as_of=args.as_of,
                            labels=labels_path(config))
 

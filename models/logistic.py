@@ -194,6 +194,20 @@ def time_split(df: DataFrame, time_col: str, validation_days: int,
     return df.where(day <= F.lit(train_end)), df.where(day >= F.lit(valid_start)), window
 
 
+def _window_of(fit_part: DataFrame, valid_part: DataFrame, time_col: str) -> dict[str, Any]:
+    """The dates of explicit selection windows (an empty one is an error naming it)."""
+    out: dict[str, Any] = {}
+    for name, part in (("train", fit_part), ("validation", valid_part)):
+        first, last = part.agg(F.min(F.to_date(F.col(time_col))), F.max(F.to_date(F.col(time_col)))).first()
+        if last is None:
+            raise LogisticError(f"the {'selection fit' if name == 'train' else 'validation'} window has no labelled "
+                                "rows in the feature table")
+        out[f"{name}_from"], out[f"{name}_to"] = str(first), str(last)
+    out["validation_days"] = (_dt.date.fromisoformat(out["validation_to"])
+                              - _dt.date.fromisoformat(out["validation_from"])).days + 1
+    return out
+
+
 @dataclass(frozen=True)
 class LinearTerms:
     """A fitted pipeline as plain numbers, one entry per feature (see the module docstring).
@@ -371,12 +385,16 @@ def train_logistic(train_df: DataFrame, *, feature_cols: Sequence[str], label_co
                    class_weight: str | float | Sequence[str | float | None] | None = "balanced", max_iter: int = 100,
                    refit: bool = True, refit_days: int | None = None,
                    choose: Callable[[evaluation.ScoreTable, int], dict[str, Any]] | None = None,
+                   fit_df: DataFrame | None = None, validation_df: DataFrame | None = None,
                    log=None) -> LogisticDetector:
     """Choose regularisation and threshold on a time-based validation window, then fit (see the
     module docstring). ``target`` is ``{"precision": p}`` or ``{"recall": r}`` (default precision
     0.8); ``choose(validation score table, validation days)`` replaces it when given and returns
     at least ``threshold``, ``precision``, ``recall`` (and ``message``, which is logged). ``log``
-    is an optional ``print``-like callable for progress.
+    is an optional ``print``-like callable for progress. ``fit_df`` and ``validation_df`` (both or
+    neither) name the selection windows explicitly instead of step 1's split of ``train_df``
+    (the train job passes them: models/training.py ``validation_window``); the refit is then on
+    the whole ``train_df`` (or its last ``refit_days`` days).
     """
     target = dict(target or {"precision": 0.8})
     feature_cols = list(feature_cols)
@@ -385,7 +403,15 @@ def train_logistic(train_df: DataFrame, *, feature_cols: Sequence[str], label_co
     data = _prepare(train_df, feature_cols, label_col, time_col).persist()
     fit_vec = valid_vec = None
     try:
-        fit_part, valid_part, window = time_split(data, time_col, validation_days, delay_days)
+        if (fit_df is None) != (validation_df is None):
+            raise ValueError("fit_df and validation_df go together")
+        if fit_df is None:
+            fit_part, valid_part, window = time_split(data, time_col, validation_days, delay_days)
+        else:
+            fit_part = _prepare(fit_df, feature_cols, label_col, time_col)
+            valid_part = _prepare(validation_df, feature_cols, label_col, time_col)
+            window = _window_of(fit_part, valid_part, time_col)
+            validation_days = int(window.pop("validation_days"))
         # the preprocessing does not depend on the grid: fit it once, cache the vectors
         prep = fit_preprocessing(fit_part, feature_cols)
         fit_vec = _vectorize(prep, fit_part, feature_cols, label_col).persist()

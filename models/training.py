@@ -43,7 +43,7 @@ protocol).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import numpy as np
 from pyspark.ml.feature import VectorAssembler
@@ -104,25 +104,51 @@ def fit_rcf(train_df: DataFrame, feature_cols, conf: Mapping) -> tuple[Any, dict
     return model, {k: conf[k] for k in conf} | {"threshold": model.threshold}
 
 
-def fit_logistic(train_df: DataFrame, feature_cols, conf: Mapping, gap_days: int,
-                 rule: Optional[ThresholdRule] = None) -> tuple[Any, dict]:
-    from models.logistic import train_logistic
+def class_weight_grid(conf: Mapping) -> list:
+    """The class weights searched with the regularisation: ``class_weights`` ("balanced", "none" or
+    a positive-class weight as a number), or ``class_weight`` alone when that list is empty.
+    """
+    grid = []
+    for value in conf.get("class_weights") or [conf["class_weight"]]:
+        if value in (None, "none"):
+            grid.append(None)
+        elif value == "balanced":
+            grid.append("balanced")
+        else:
+            grid.append(float(value))
+    return grid
 
-    labeled = train_df.where(F.col("label").isNotNull())
-    if conf["reproducible"]:
+
+def fit_logistic(train_df: DataFrame, feature_cols, conf: Mapping, gap_days: int,
+                 rule: Optional[ThresholdRule] = None, *, fit_df: Optional[DataFrame] = None,
+                 validation_df: Optional[DataFrame] = None) -> tuple[Any, dict]:
+    """The logistic detector: chosen on ``validation_df`` fitted on ``fit_df`` (both or neither;
+    neither: the last ``validation_days`` of ``train_df``), refitted on ``train_df``.
+    """
+    from models.logistic import LogisticError, train_logistic
+
+    def labelled(df):
+        df = df.where(F.col("label").isNotNull())
         # Spark ML adds the partitions' partial sums in the order their tasks finish: on one
         # partition the sums, hence the coefficients, are the same on every run of the same rows.
-        labeled = labeled.coalesce(1)
+        return df.coalesce(1) if conf["reproducible"] else df
+
+    labeled = labelled(train_df)
     if labeled.limit(1).count() == 0:
         raise InputError("the training window has no labels: the logistic model needs them "
                          "(use --model rcf for unlabeled data)")
-    detector = train_logistic(
-        labeled, feature_cols=feature_cols,
-        reg_params=conf["reg_params"], elastic_net_params=conf["elastic_net_params"],
-        validation_days=conf["validation_days"], delay_days=gap_days,
-        target={conf["target_metric"]: conf["target_value"]}, class_weight=conf["class_weight"],
-        max_iter=conf["max_iter"], log=lambda msg: log("train", f"  logistic: {msg}"),
-        choose=None if rule is None else lambda table, days: choose_threshold(table, rule, days).as_dict())
+    try:
+        detector = train_logistic(
+            labeled, feature_cols=feature_cols,
+            reg_params=conf["reg_params"], elastic_net_params=conf["elastic_net_params"],
+            validation_days=conf["validation_days"], delay_days=gap_days,
+            target={conf["target_metric"]: conf["target_value"]}, class_weight=class_weight_grid(conf),
+            max_iter=conf["max_iter"], log=lambda msg: log("train", f"  logistic: {msg}"),
+            fit_df=None if fit_df is None else labelled(fit_df),
+            validation_df=None if validation_df is None else labelled(validation_df),
+            choose=None if rule is None else lambda table, days: choose_threshold(table, rule, days).as_dict())
+    except LogisticError as exc:
+        raise InputError(f"logistic model: {exc}") from None
     return detector, {**detector.params, "threshold": detector.threshold, "validation": detector.validation}
 
 
@@ -141,14 +167,50 @@ def evaluate_candidate(test_df: DataFrame, dataset: Dataset, kind: str, model, f
                            threshold=model.threshold, k=k, **card)
 
 
-def validation_window(train_from: dt.date, train_to: dt.date, validation_days: int,
-                      gap_days: int) -> Optional[tuple[dt.date, dt.date, dt.date]]:
-    """(fit_to, validation_from, validation_to): the last ``validation_days`` of the training
-    window, fitted on the days up to ``gap_days`` before it; None when nothing is left to fit on.
+class Split(NamedTuple):
+    """The selection windows (dates, inclusive): the model judged on validation is fitted on
+    ``fit_from..fit_to``, then refitted on the training window keeping what validation chose.
     """
-    validation_from = train_to - dt.timedelta(days=validation_days - 1)
+
+    fit_from: dt.date
+    fit_to: dt.date
+    validation_from: dt.date
+    validation_to: dt.date
+
+    @property
+    def days(self) -> int:
+        return (self.validation_to - self.validation_from).days + 1
+
+    def as_dict(self) -> dict[str, str]:
+        return {name: str(value) for name, value in self._asdict().items()}
+
+
+def validation_window(train_from: dt.date, train_to: dt.date, validation_days: int, gap_days: int, *,
+                      validation_from: Optional[dt.date] = None,
+                      validation_to: Optional[dt.date] = None) -> Optional[Split]:
+    """The selection windows, or None when nothing is left to fit on.
+
+    Default: validation is the last ``validation_days`` of the training window, fitted on the
+    days of the training window up to ``gap_days`` before it. Given ``validation_from`` (and
+    ``validation_to``, default ``train_to``): that window, fitted on as many days as the training
+    window has, ending ``gap_days`` before it: the training protocol shifted back (the Fraud
+    Detection Handbook's model selection: fit 7 days, 7-day delay, validate 7 days, earlier than
+    the final training window).
+    """
+    if validation_from is None and validation_to is None:
+        validation_from = train_to - dt.timedelta(days=validation_days - 1)
+        fit_to = validation_from - dt.timedelta(days=gap_days + 1)
+        return None if fit_to < train_from else Split(train_from, fit_to, validation_from, train_to)
+    validation_to = validation_to or train_to
+    if validation_from is None:
+        raise InputError("--validation-to needs --validation-from")
+    if validation_to < validation_from:
+        raise InputError(f"--validation-to {validation_to} is before --validation-from {validation_from}")
+    if validation_to > train_to:
+        raise InputError(f"the validation window {validation_from}..{validation_to} must end by the training "
+                         f"window's last date {train_to} (its labels must be known when the model is trained)")
     fit_to = validation_from - dt.timedelta(days=gap_days + 1)
-    return None if fit_to < train_from else (fit_to, validation_from, train_to)
+    return Split(fit_to - (train_to - train_from), fit_to, validation_from, validation_to)
 
 
 def label_counts(df: DataFrame) -> tuple[int, int]:
@@ -312,9 +374,15 @@ def train_detectors(spark: SparkSession, config: Mapping, *, source: str, regist
         return remote(train_df=train_df, test_df=test_df, feature_cols=feature_cols, kinds=kinds, window=window,
                       registry_root=registry_root)
     rule = threshold_rule(conf["threshold"], conf["logistic"])
-    days = conf["logistic"]["validation_days"]
-    split = validation_window(train_from, train_to, days, gap_days)
-    validation_df = between(table, split[1], split[2]) if split else None
+    split = validation_window(train_from, train_to, conf["logistic"]["validation_days"], gap_days,
+                              validation_from=given.get("validation_from"), validation_to=given.get("validation_to"))
+    days = split.days if split else conf["logistic"]["validation_days"]
+    validation_df = between(table, split.validation_from, split.validation_to) if split else None
+    fit_df = between(table, split.fit_from, split.fit_to) if split else None
+    if split:
+        window.update(split.as_dict())
+        log("train", f"selection: fit {split.fit_from}..{split.fit_to}, validation {split.validation_from}.."
+                     f"{split.validation_to}; refit on {train_from}..{train_to}")
     labelled, positives = label_counts(validation_df) if validation_df is not None else (0, 0)
     min_recall = conf["gates"]["min_recall"] if conf["gates"]["min_recall"] is not None else rule.min_recall
     summary = RunSummary(job="train", dataset=dataset.name, dates=[str(train_from), str(test_to)])
@@ -325,14 +393,15 @@ def train_detectors(spark: SparkSession, config: Mapping, *, source: str, regist
         with step("train", f"training {kind}"):
             if kind == "rcf" and positives:
                 fitted, params, validators[kind] = fit_rcf_on_validation(
-                    train_df, between(table, train_from, split[0]), validation_df, cols, conf["rcf"], rule, days)
+                    train_df, fit_df, validation_df, cols, conf["rcf"], rule, days)
             elif kind == "rcf":
                 fitted, params = fit_rcf(train_df, cols, conf["rcf"])
                 params["validation"] = {"threshold_choice": unsupervised_choice(
                     fitted, validation_df, cols, conf["rcf"], days), "n_positive": positives}
                 validators[kind] = fitted
             else:
-                fitted, params = fit_logistic(train_df, cols, conf["logistic"], gap_days, rule)
+                fitted, params = fit_logistic(train_df, cols, conf["logistic"], gap_days, rule,
+                                              fit_df=fit_df, validation_df=validation_df)
                 validators[kind] = _validation_detector(fitted)
         thresholds[kind] = fitted.threshold
         with step("train", f"evaluating {kind} on {test_from}..{test_to}"):
