@@ -87,17 +87,54 @@ def options(parser):
 
 def combiner(scoring):
     """The combined flag of validation rows exactly as scoring computes it (scoring/plan.py): the
-    risk of ``scoring.risk_method`` reaching ``scoring.anomaly_risk`` (models/ may not import scoring/).
+    risk of ``scoring.risk_method`` reaching ``scoring.anomaly_risk``, or with a stacker (its
+    ``stacker`` argument) its own threshold (models/ may not import scoring/).
     """
     from scoring.plan import ScoringPlan, score_detector_arrays
 
-    def combine(scores, thresholds):
+    def combine(scores, thresholds, stacker=None):
         plan = ScoringPlan.of_thresholds(rcf=thresholds.get("rcf"), logistic=thresholds.get("logistic"),
                                          risk_method=scoring["risk_method"], anomaly_risk=scoring["anomaly_risk"],
-                                         reasons=0)
+                                         reasons=0, stacker=stacker)
         return score_detector_arrays(plan, scores.get("rcf"), scores.get("logistic"))[1]
 
     return combine
+
+
+def stacker_fitter(scoring):
+    """``fit(scores, labels, thresholds, choose) -> (stacker, info, risk_of)`` when ``scoring.risk_method`` is
+    ``stacked`` (else None): the calibrated stacker of scoring/risk.py fitted on the validation
+    window's detector scores, its threshold chosen by ``choose(score table)``. When one detector
+    alone ranks the validation window better (average precision) than the stacker, the stacker
+    keeps that detector only, so the combined risk never ranks worse on validation than its best
+    detector.
+    """
+    if scoring["risk_method"] != "stacked":
+        return None
+    import dataclasses
+
+    from models.evaluation import array_table, average_precision
+    from scoring.risk import fit_stacker, risk_components
+
+    def fit(scores, labels, thresholds, choose):
+        components = risk_components(scores, thresholds)
+        single = {k: average_precision(array_table(v, labels)) for k, v in components.items()}
+        stacker = fit_stacker(components, labels)
+        ap = average_precision(array_table(stacker.risk(components), labels))
+        best = max(single, key=single.get)
+        if single[best] > ap:
+            stacker = fit_stacker({best: components[best]}, labels)
+            ap = single[best]
+        table = array_table(stacker.risk(components), labels)
+        choice = choose(table)
+        stacker = dataclasses.replace(stacker, threshold=float(choice["threshold"]))
+        return stacker, {"average_precision": ap, "detectors_average_precision": single, "threshold_choice": choice,
+                         "n_positive": table.n_pos, "n": table.n_pos + table.n_neg}, risk_of
+
+    def risk_of(stacker, scores, thresholds):
+        return stacker.risk(risk_components(scores, thresholds))
+
+    return fit
 
 
 def labels_path(config) -> "str | None":
@@ -126,6 +163,7 @@ def run(args, config):
     return train_detectors(spark, config, source=args.input or config.path("features"), model=args.model,
                            registry_root=registry_root(args.registry or args.output or config.path("models"), config["dataset"]),
                            given=given, remote=remote, combine=combiner(config["scoring"]), as_of=args.as_of,
+                           stack=stacker_fitter(config["scoring"]),
                            labels=labels_path(config))
 
 

@@ -43,6 +43,7 @@ protocol).
 from __future__ import annotations
 
 import datetime as dt
+import json
 from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import numpy as np
@@ -53,22 +54,28 @@ from pyspark.sql import functions as F
 from features.datasets import Dataset
 from features.datasets import dataset as dataset_named
 from models import registry
-from models.evaluation import auc_roc, average_precision, evaluate_scores, exclude_known_compromised, label_int, \
-    score_table
+from models.evaluation import array_table, auc_roc, average_precision, evaluate_scores, exclude_known_compromised, \
+    label_int, score_table, table_threshold_metrics
 from models.thresholds import ThresholdRule, choose_threshold, flag_metrics, threshold_rule
 from runtime.errors import InputError
+from runtime.fs import join, write_text
 from runtime.progress import RunSummary, log, step
 from models.snapshots import open_training_data
 from runtime.storage import between_dates as between
 
+STACKER_FILE = "stacker.json"
 KINDS = {"rcf": ("rcf",), "logistic": ("logistic",), "all": ("rcf", "logistic")}
 _VECTOR = "_score_features"
 
 # What trains elsewhere (the SageMaker backend): called with the prepared windows instead of
 # fitting here; it returns the job's exit code.
 RemoteTrainer = Callable[..., int]
-# The combined flag of validation rows: (scores per kind, threshold per kind) -> booleans.
-Combiner = Callable[[Mapping[str, np.ndarray], Mapping[str, float]], np.ndarray]
+# The combined flag of validation rows: (scores per kind, threshold per kind[, stacker]) -> booleans.
+Combiner = Callable[..., np.ndarray]
+# The stacked risk: (scores per kind, labels, thresholds, choose(table) -> choice) -> (stacker, info,
+# risk_of(stacker, scores, thresholds) -> stacked risk).
+StackerFitter = Callable[..., tuple[Any, dict]]
+STACKER = "stacker"
 
 
 def resolve_windows(dates, given: Mapping[str, Optional[dt.date]], *, test_days: int, train_days: Optional[int],
@@ -304,6 +311,41 @@ def validation_scores(validation_df: DataFrame, models: Mapping[str, tuple[Any, 
     return {name: pdf[name].to_numpy(dtype=np.float64) for name in pdf.columns}
 
 
+def register_stacker(registry_root: str, stacker, stacked: Mapping[str, Any], risk_of, *, test_df: DataFrame, dataset: Dataset,
+                     models: Mapping[str, tuple[Any, list]], versions: Mapping[str, str], window: Mapping[str, Any],
+                     conf: Mapping, snapshots: Mapping[str, Any], promoted: list, challengers: list) -> str:
+    """Register the stacked risk (kind ``stacker``: its weights, threshold and the detector versions
+    it combines), judged on the test window like a detector; its version. ``risk_of(stacker, scores,
+    thresholds)``: the stacked risk of detector scores, as scoring computes it.
+    """
+    import dataclasses
+
+    stacker = dataclasses.replace(stacker, versions=tuple(sorted((k, versions[k]) for k in models)))
+    scores = validation_scores(test_df.where(F.col("label").isNotNull()), models)
+    labels = scores.pop("label")
+    risk = risk_of(stacker, scores, {k: models[k][0].threshold for k in scores})
+    table = array_table(risk, labels)
+    metrics = {"auc_roc": auc_roc(table), "average_precision": average_precision(table),
+               **table_threshold_metrics(table, stacker.threshold)}
+    choice = stacked["threshold_choice"]
+    info = registry.register(
+        registry_root, STACKER, stacker, metrics=metrics, params={**stacker.as_dict(), "validation": stacked},
+        data_window=window, metric=conf["registry"]["metric"], tolerance=conf["registry"]["tolerance"],
+        extra={"dataset": dataset.name, "event_id": dataset.event_id}, snapshots=snapshots,
+        save=lambda model, path: write_text(join(path, STACKER_FILE), json.dumps(model.as_dict(), indent=2)))
+    weights = ", ".join(f"{k} {w:+.3f}" for k, w in zip(stacker.detectors, stacker.weights, strict=True))
+    log("train", f"stacker {info['version']}: weights {weights}, intercept {stacker.intercept:+.3f}; "
+                 f"{describe_choice(choice)}; validation AP {stacked['average_precision']:.3f} (detectors: "
+                 + ", ".join(f"{k} {v:.3f}" for k, v in stacked["detectors_average_precision"].items())
+                 + f"); test AUC {metrics['auc_roc']:.3f}, AP {metrics['average_precision']:.3f}, precision at "
+                   f"its threshold {_num(metrics['precision'])}")
+    if info["promoted"]:
+        promoted.append(f"{STACKER}={info['version']}")
+    else:
+        challengers.append(f"{STACKER}={info['version']} ({' / '.join(info['reasons'])})")
+    return info["version"]
+
+
 def _validation_detector(detector):
     """The logistic model whose validation scores chose the threshold (before the refit)."""
     if detector.validation_pipeline is None:
@@ -331,7 +373,7 @@ def train_detectors(spark: SparkSession, config: Mapping, *, source: str, regist
                     model: Optional[str] = None, given: Mapping[str, Optional[dt.date]],
                     remote: Optional[RemoteTrainer] = None,
                     combine: Optional[Combiner] = None, as_of: Optional[str] = None,
-                    labels: Optional[str] = None) -> RunSummary | int:
+                    labels: Optional[str] = None, stack: Optional[StackerFitter] = None) -> RunSummary | int:
     """Train, evaluate and register the detectors of ``config["dataset"]``; what the run did.
 
     ``config`` is the whole config because the data set's feature columns depend on its
@@ -341,7 +383,9 @@ def train_detectors(spark: SparkSession, config: Mapping, *, source: str, regist
     ``combine``: the combined flag of the validation rows (module docstring; default
     :func:`any_over_threshold`). ``as_of``: which snapshot of the feature table ``source`` to
     read (models/snapshots.py; None: its latest version); ``labels``: the labels table's path,
-    whose version is recorded when it is a Delta table. Returns a RunSummary with status ``challenger`` when a version
+    whose version is recorded when it is a Delta table. ``stack``: fits the stacked risk on the
+    validation window (jobs/train.py ``stacker_fitter``; None: no stacker), registered as kind
+    ``stacker`` with the detector versions it combines. Returns a RunSummary with status ``challenger`` when a version
     was not promoted (``extra``: promoted and challenger versions, with the reasons).
     """
     dataset = dataset_named(config["dataset"])
@@ -386,7 +430,7 @@ def train_detectors(spark: SparkSession, config: Mapping, *, source: str, regist
     labelled, positives = label_counts(validation_df) if validation_df is not None else (0, 0)
     min_recall = conf["gates"]["min_recall"] if conf["gates"]["min_recall"] is not None else rule.min_recall
     summary = RunSummary(job="train", dataset=dataset.name, dates=[str(train_from), str(test_to)])
-    promoted, challengers, validators, thresholds = [], [], {}, {}
+    promoted, challengers, validators, thresholds, fitted_models = [], [], {}, {}, {}
     expected = None
     for kind in kinds:
         cols = rcf_cols if kind == "rcf" else feature_cols
@@ -404,6 +448,7 @@ def train_detectors(spark: SparkSession, config: Mapping, *, source: str, regist
                                               fit_df=fit_df, validation_df=validation_df)
                 validators[kind] = _validation_detector(fitted)
         thresholds[kind] = fitted.threshold
+        fitted_models[kind] = fitted
         with step("train", f"evaluating {kind} on {test_from}..{test_to}"):
             metrics = evaluate_candidate(test_df, dataset, kind, fitted, cols, conf["k"])
         choice = params["validation"]["threshold_choice"]
@@ -432,15 +477,25 @@ def train_detectors(spark: SparkSession, config: Mapping, *, source: str, regist
                          f"{'; '.join(info['reasons'])} (python -m jobs models --promote {info['version']} "
                          f"--model {kind} makes it champion)")
     if len(validators) > 1 and validation_df is not None:
+        columns_of = {k: rcf_cols if k == "rcf" else feature_cols for k in validators}
         with step("train", "combined risk on the validation window"):
-            scores = validation_scores(validation_df, {k: (validators[k], rcf_cols if k == "rcf" else feature_cols)
-                                                       for k in validators})
+            scores = validation_scores(validation_df, {k: (validators[k], columns_of[k]) for k in validators})
             labels = scores.pop("label")
-            flags = (combine or any_over_threshold)(scores, thresholds)
+            stacker = stacked = None
+            if stack is not None and positives:
+                stacker, stacked, risk_of = stack(scores, labels, thresholds,
+                                         lambda table: choose_threshold(table, rule, days).as_dict())
+            flags = (combine(scores, thresholds, stacker) if combine and stacker is not None
+                     else (combine or any_over_threshold)(scores, thresholds))
             combined = flag_metrics(flags, labels if positives else np.full(len(labels), np.nan), days)
         combined.update(threshold=None, rule="this run's detectors at their thresholds")
         log("train", f"combined: {describe_choice(combined).split('; ', 1)[1]}")
         expected = f"{combined['alerts_per_day']:.1f}"
+        if stacker is not None:
+            summary.versions[STACKER] = register_stacker(
+                registry_root, stacker, stacked, risk_of, test_df=test_df, dataset=dataset,
+                models={k: (fitted_models[k], columns_of[k]) for k in validators}, versions=dict(summary.versions),
+                window=window, conf=conf, snapshots=data.snapshots, promoted=promoted, challengers=challengers)
     train_df.unpersist()
     test_df.unpersist()
     summary.status = "challenger" if challengers else "done"

@@ -509,7 +509,7 @@ class StreamConfig:
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    risk_method: str = rule(OneOf(("max", "noisy_or")))
+    risk_method: str = rule(OneOf(("stacked", "max", "noisy_or")))
     anomaly_risk: float = rule(FRACTION)
     reasons: int = rule(AT_LEAST_0)
     reader: str = rule(OneOf(("auto", "arrow", "spark")))

@@ -35,7 +35,9 @@ import numpy as np
 
 from models.logistic import LinearTerms, probability_array, standardized_values
 from scoring.risk import (
-    combine_risk_array,
+    RISK_METHODS,
+    Stacker,
+    combine_risks,
     detector_reasons,
     logistic_probability_at_risk,
     logistic_risk_array,
@@ -83,6 +85,12 @@ class ScoringPlan:
     anomaly_risk: float = 0.5
     reasons: int = 3
     rcf_attribution: str = "flagged"
+    stacker: Optional[Stacker] = None   # risk_method "stacked": the registry's stacker (scoring/risk.py)
+
+    @property
+    def alert_risk(self) -> float:
+        """The risk at which a row is flagged: the stacker's threshold when stacked, else ``anomaly_risk``."""
+        return self.stacker.threshold if self.risk_method == "stacked" else self.anomaly_risk
 
     @property
     def inputs(self) -> list[str]:
@@ -92,13 +100,13 @@ class ScoringPlan:
 
     @classmethod
     def of_thresholds(cls, *, rcf: Optional[float] = None, logistic: Optional[float] = None, risk_method: str = "max",
-                      anomaly_risk: float = 0.5, reasons: int = 3) -> ScoringPlan:
+                      anomaly_risk: float = 0.5, reasons: int = 3, stacker: Optional[Stacker] = None) -> ScoringPlan:
         """A plan for detectors known only by their scores and thresholds (a None threshold: no
         such detector), for :func:`score_detector_arrays`.
         """
         return cls(rcf_threshold=rcf, rcf_features=(), logistic_threshold=logistic, logistic_terms=None,
-                   logistic_cut=float("inf"), risk_method=risk_method, anomaly_risk=float(anomaly_risk),
-                   reasons=int(reasons))
+                   logistic_cut=float("inf"), risk_method=_method(risk_method, stacker),
+                   anomaly_risk=float(anomaly_risk), reasons=int(reasons), stacker=stacker)
 
     @classmethod
     def of(cls, champions: Any, *, risk_method: str = "max", anomaly_risk: float = 0.5, reasons: int = 3,
@@ -106,8 +114,9 @@ class ScoringPlan:
         """The plan of ``champions`` (scoring/champions.py ``Champions``) and the scoring options."""
         if rcf_attribution not in ("flagged", "all"):
             raise ValueError(f"rcf_attribution must be 'flagged' or 'all', got {rcf_attribution!r}")
-        if risk_method not in ("max", "noisy_or"):
-            raise ValueError(f"risk_method must be 'max' or 'noisy_or', got {risk_method!r}")
+        if risk_method not in RISK_METHODS:
+            raise ValueError(f"risk_method must be one of {', '.join(RISK_METHODS)}, got {risk_method!r}")
+        stacker = getattr(champions, "stacker", None)
         rcf, logistic = champions.rcf, champions.logistic
         if rcf is None and logistic is None:
             raise ScoringError("no model to score with: the champions hold neither an RCF nor a logistic model")
@@ -118,8 +127,15 @@ class ScoringPlan:
             logistic_terms=logistic.terms if logistic is not None else None,
             logistic_cut=(logistic_probability_at_risk(logistic.threshold, float(anomaly_risk))
                           if logistic is not None else float("inf")),
-            risk_method=risk_method, anomaly_risk=float(anomaly_risk), reasons=int(reasons),
-            rcf_attribution=rcf_attribution)
+            risk_method=_method(risk_method, stacker), anomaly_risk=float(anomaly_risk), reasons=int(reasons),
+            rcf_attribution=rcf_attribution, stacker=stacker)
+
+
+def _method(risk_method: str, stacker: Optional[Stacker]) -> str:
+    """``stacked`` where a stacker is at hand; ``max`` in its place where the registry has none
+    (models trained one detector at a time, or before stacking existed).
+    """
+    return "max" if risk_method == "stacked" and stacker is None else risk_method
 
 
 def score_arrays(plan: ScoringPlan, rcf_score: Optional[np.ndarray], logistic_score: Optional[np.ndarray], *,
@@ -173,8 +189,8 @@ def _risk(plan: ScoringPlan, rcf_score: Optional[np.ndarray], logistic_score: Op
     """``(rcf component, logistic component, risk, is_anomaly)``; a component is None without its detector."""
     risk_rcf = rcf_risk_array(rcf_score, plan.rcf_threshold) if rcf_score is not None else None
     risk_log = logistic_risk_array(logistic_score, plan.logistic_threshold) if logistic_score is not None else None
-    risk = combine_risk_array(risk_rcf, risk_log, method=plan.risk_method)
-    return risk_rcf, risk_log, risk, risk >= plan.anomaly_risk
+    risk = combine_risks({"rcf": risk_rcf, "logistic": risk_log}, method=plan.risk_method, stacker=plan.stacker)
+    return risk_rcf, risk_log, risk, risk >= plan.alert_risk
 
 
 def score_detector_arrays(plan: ScoringPlan, rcf_score: Optional[np.ndarray],
