@@ -152,6 +152,7 @@ def fit_logistic(train_df: DataFrame, feature_cols, conf: Mapping, gap_days: int
             target={conf["target_metric"]: conf["target_value"]}, class_weight=class_weight_grid(conf),
             max_iter=conf["max_iter"], log=lambda msg: log("train", f"  logistic: {msg}"),
             fit_df=None if fit_df is None else labelled(fit_df),
+            binned_features=conf["binned_features"], bins=conf["bins"],
             validation_df=None if validation_df is None else labelled(validation_df),
             choose=None if rule is None else lambda table, days: choose_threshold(table, rule, days).as_dict())
     except LogisticError as exc:
@@ -351,7 +352,7 @@ def _validation_detector(detector):
     if detector.validation_pipeline is None:
         return detector
     return type(detector)(detector.validation_pipeline, detector.feature_cols, detector.threshold,
-                          detector.label_col, detector.time_col)
+                          detector.label_col, detector.time_col, steps=list(detector.validation_steps))
 
 
 def _num(value, fmt: str = ".3f") -> str:

@@ -543,6 +543,8 @@ class LogisticTrainConfig:
     target_value: float = rule(Range(0, 1, lo_open=True))
     class_weight: str = rule(OneOf(("balanced",)))   # a str key: a number cannot be given today
     class_weights: tuple[str, ...] = rule(Each(CLASS_WEIGHT, distinct=True))
+    binned_features: tuple[str, ...] = rule(Each(NON_EMPTY, distinct=True))
+    bins: tuple[int, ...] = rule(Each(Range(0, 64), min_items=1, distinct=True))
     max_iter: int = rule(AT_LEAST_1)
     reproducible: bool
 

@@ -33,7 +33,7 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from models.logistic import LinearTerms, probability_array, standardized_values
+from models.logistic import LinearTerms, feature_contributions, probability_array
 from scoring.risk import (
     RISK_METHODS,
     Stacker,
@@ -171,8 +171,7 @@ def score_arrays(plan: ScoringPlan, rcf_score: Optional[np.ndarray], logistic_sc
         terms = plan.logistic_terms
         contributions = np.full((len(flagged), len(terms.features)), np.nan)
         if log_own.any():
-            contributions[log_own] = np.asarray(terms.weights) * standardized_values(
-                terms, logistic_inputs_of(flagged[log_own]))
+            contributions[log_own] = feature_contributions(terms, logistic_inputs_of(flagged[log_own]))
     ranked = reason_codes_array(
         n=plan.reasons,
         rcf_attribution=attribution, rcf_features=plan.rcf_features,
