@@ -124,6 +124,8 @@ def stacker_fitter(scoring):
         best = max(single, key=single.get)
         if single[best] > ap:
             stacker = fit_stacker({best: components[best]}, labels)
+            if not stacker.weights[0] > 0:  # a monotone map of the best detector, whatever the fit says
+                stacker = dataclasses.replace(stacker, weights=(1.0,), intercept=0.0)
             ap = single[best]
         table = array_table(stacker.risk(components), labels)
         choice = choose(table)

@@ -48,7 +48,8 @@ RISK_METHODS = ("max", "noisy_or", "stacked")
 
 
 def _sigmoid_np(x):
-    return 1.0 / (1.0 + np.exp(-x))
+    with np.errstate(over="ignore"):  # exp overflows to inf for margins below -709: the sigmoid is 0 there
+        return 1.0 / (1.0 + np.exp(-x))
 
 
 def _logit_np(p):
@@ -205,13 +206,27 @@ def fit_stacker(components: Mapping[str, np.ndarray], labels: np.ndarray, *, l2:
     beta[0] = math.log(y.mean() / (1.0 - y.mean()))
     penalty = np.full(X.shape[1], l2 * len(y))
     penalty[0] = 0.0
+    def loss(b):
+        m = X @ b
+        return float(np.sum(np.logaddexp(0.0, m) - y * m) + 0.5 * np.sum(penalty * b * b))
+
+    current = loss(beta)
     for _ in range(iterations):
         p = _sigmoid_np(X @ beta)
         gradient = X.T @ (p - y) + penalty * beta
         hessian = (X * (p * (1.0 - p))[:, None]).T @ X + np.diag(penalty) + 1e-9 * np.eye(X.shape[1])
         step = np.linalg.solve(hessian, gradient)
-        beta = beta - step
-        if np.max(np.abs(step)) < 1e-10:
+        scale = 1.0
+        while scale > 1e-6:  # damped Newton: a full step can overshoot where scores saturate
+            candidate = beta - scale * step
+            value = loss(candidate)
+            if value <= current:
+                break
+            scale /= 2.0
+        else:
+            break
+        beta, improvement, current = candidate, current - value, value
+        if np.max(np.abs(scale * step)) < 1e-10 or improvement < 1e-12 * max(1.0, abs(current)):
             break
     return Stacker(detectors=names, weights=tuple(float(b) for b in beta[1:]), intercept=float(beta[0]))
 
