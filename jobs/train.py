@@ -17,7 +17,10 @@ train.logistic.target_value at recall >= train.threshold.min_recall), budget (al
 or fbeta; a rule that cannot be met falls back to the best F-beta and says so. The RCF keeps its
 unsupervised threshold (train.rcf.threshold_method) when that window has no labelled positives.
 Printed per detector and for the combined risk: threshold, rule, validation precision / recall,
-expected alerts per day.
+expected alerts per day. With scoring.risk_method stacked (the default) and both detectors, the
+stacked risk (a small logistic model on the detectors' risks, scoring/risk.py) is fitted on the
+validation window and registered as kind "stacker" beside them (its weights, threshold,
+validation and test numbers are printed); scoring uses it with the champions.
 
 Promotion (train.gates, train.registry): a new version becomes champion only if its validation
 average precision and recall at the threshold pass the gates, the validation window holds at

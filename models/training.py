@@ -20,6 +20,12 @@ import: the caller passes ``combine`` (jobs/train.py builds it from scoring/plan
 numbers are exactly scoring's); without it a row is flagged when any detector reaches its
 threshold (``scoring.risk_method: max`` at ``anomaly_risk`` 0.5).
 
+The stacked risk (``scoring.risk_method: stacked``): with more than one detector and labelled
+positives in the validation window, the caller's ``stack`` fits a calibrated stacker on the
+validation models' scores there (jobs/train.py ``stacker_fitter``, scoring/risk.py), chooses its
+threshold by the same rule, and it is registered as kind ``stacker`` (:func:`register_stacker`)
+with the detector versions it combines and its test metrics, under the same champion rule.
+
 Promotion gates (``train.gates``, :func:`check_gates`) are judged on the validation window:
 average precision, recall at the threshold and enough labelled positives to judge. A version
 failing one, or worse than the champion on ``train.registry.metric`` (test window) by more than
