@@ -72,8 +72,11 @@ class ScoringPlan:
     """What the Python side needs to score, as plain values (it travels to the executors).
 
     ``logistic_cut``: the probability at which the logistic model alone reaches ``anomaly_risk``
-    (scoring/risk.py ``logistic_probability_at_risk``); the JVM sends a row's logistic inputs
-    exactly where ``logistic_score >= logistic_cut``, and the reasons use them there.
+    (scoring/risk.py ``logistic_probability_at_risk``), or when stacked, at which it alone brings
+    the stacker to its threshold (``Stacker.alone_at``); the JVM sends a row's logistic inputs
+    exactly where ``logistic_score >= logistic_cut``, and the reasons use them there. So a stacked
+    flag is explained by the detectors that drive it (whose term alone would flag), the RCF where
+    none does.
     """
 
     rcf_threshold: Optional[float]
@@ -91,6 +94,12 @@ class ScoringPlan:
     def alert_risk(self) -> float:
         """The risk at which a row is flagged: the stacker's threshold when stacked, else ``anomaly_risk``."""
         return self.stacker.threshold if self.risk_method == "stacked" else self.anomaly_risk
+
+    def own_risk(self, name: str) -> float:
+        """The risk component at which detector ``name`` flags a row on its own and explains it:
+        ``anomaly_risk``, or when stacked the component at which it alone reaches the stacker's threshold.
+        """
+        return self.stacker.alone_at(name) if self.risk_method == "stacked" else self.anomaly_risk
 
     @property
     def inputs(self) -> list[str]:
@@ -125,8 +134,9 @@ class ScoringPlan:
             rcf_features=tuple(champions.rcf_feature_cols or champions.feature_cols) if rcf is not None else (),
             logistic_threshold=logistic.threshold if logistic is not None else None,
             logistic_terms=logistic.terms if logistic is not None else None,
-            logistic_cut=(logistic_probability_at_risk(logistic.threshold, float(anomaly_risk))
-                          if logistic is not None else float("inf")),
+            logistic_cut=(logistic_probability_at_risk(
+                logistic.threshold, float(anomaly_risk) if _method(risk_method, stacker) != "stacked"
+                else stacker.alone_at("logistic")) if logistic is not None else float("inf")),
             risk_method=_method(risk_method, stacker), anomaly_risk=float(anomaly_risk), reasons=int(reasons),
             rcf_attribution=rcf_attribution, stacker=stacker)
 
@@ -158,7 +168,8 @@ def score_arrays(plan: ScoringPlan, rcf_score: Optional[np.ndarray], logistic_sc
     if plan.reasons <= 0 or not len(flagged):
         return risk, is_anomaly, codes
     with np.errstate(invalid="ignore"):  # a missing score (NaN) flags nothing
-        rcf_own = risk_rcf[flagged] >= plan.anomaly_risk if risk_rcf is not None else np.zeros(len(flagged), bool)
+        rcf_own = (risk_rcf[flagged] >= plan.own_risk("rcf") if risk_rcf is not None
+                   else np.zeros(len(flagged), bool))
         log_own = (logistic_score[flagged] >= plan.logistic_cut if risk_log is not None
                    else np.zeros(len(flagged), bool))
     attribution = contributions = None

@@ -174,6 +174,19 @@ class Stacker:
     def risk(self, components: Mapping[str, np.ndarray]) -> np.ndarray:
         return _sigmoid_np(self.margin(components))
 
+    def alone_at(self, name: str) -> float:
+        """The risk component at which detector ``name`` alone (the others at their thresholds,
+        logit 0) brings the stacked risk to ``threshold``: where that detector drives a flag and
+        explains it. ``inf`` for a detector the stacker does not weigh positively.
+        """
+        if name not in self.detectors:
+            return math.inf
+        weight = self.weights[self.detectors.index(name)]
+        if not weight > 0:
+            return math.inf
+        t = min(max(self.threshold, _EPS), 1.0 - _EPS)
+        return 1.0 / (1.0 + math.exp(-(math.log(t / (1.0 - t)) - self.intercept) / weight))
+
     def as_dict(self) -> dict[str, Any]:
         return {"detectors": list(self.detectors), "weights": list(self.weights), "intercept": self.intercept,
                 "threshold": self.threshold, "versions": dict(self.versions)}

@@ -130,3 +130,28 @@ def test_array_table_counts_ties_and_ignores_rows_without_a_label():
     table = array_table(np.array([0.9, 0.5, 0.5, 0.1, 0.7]), np.array([1, 0, 1, 0, np.nan]))
     assert table.scores.tolist() == [0.9, 0.5, 0.1]
     assert table.pos.tolist() == [1, 1, 0] and table.neg.tolist() == [0, 1, 1]
+
+
+def test_a_stacked_flag_is_explained_by_the_detector_that_drives_it():
+    from types import SimpleNamespace
+
+    from models.logistic import LinearTerms
+    from scoring.plan import score_arrays
+
+    terms = LinearTerms(features=("amount", "terminal_risk_7d"), surrogates=(0.0, 0.0), missing_value=float("nan"),
+                        means=(0.0, 0.0), scales=(1.0, 1.0), weights=(1.0, 2.0), intercept=-3.0)
+    champions = SimpleNamespace(rcf=None, logistic=SimpleNamespace(threshold=0.4, terms=terms),
+                                stacker=Stacker(detectors=("logistic",), weights=(2.0,), intercept=-1.0, threshold=0.3))
+    plan = ScoringPlan.of(champions, risk_method="stacked")
+    # the stacker alone flags where 2 logit(r) - 1 >= logit(0.3); r = sigmoid(logit(p) - logit(0.4))
+    r_star = 1 / (1 + math.exp(-(math.log(0.3 / 0.7) + 1.0) / 2.0))
+    expected_cut = 1 / (1 + math.exp(-(math.log(r_star / (1 - r_star)) + math.log(0.4 / 0.6))))
+    assert plan.logistic_cut == pytest.approx(expected_cut, rel=1e-12)
+    values = np.array([[3.0, 0.1], [1.0, 0.2], [0.5, 1.5], [-2.0, 0.0]])
+    p = 1 / (1 + np.exp(-(-3.0 + values[:, 0] + 2.0 * values[:, 1])))
+    risk, flagged, reasons = score_arrays(plan, None, p, rcf_attribution_of=None,
+                                          logistic_inputs_of=lambda rows: values[rows])
+    assert flagged.tolist() == (p >= expected_cut).tolist() and flagged.any() and not flagged.all()
+    for row in np.flatnonzero(flagged):  # every flag has the logistic model's features as reasons
+        assert reasons[row] and all(name.startswith("logistic:") for name in reasons[row])
+    assert all(reasons[row] == [] for row in np.flatnonzero(~flagged))
