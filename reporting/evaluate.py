@@ -100,8 +100,8 @@ def run_evaluation(spark: SparkSession, scoring: ScoringConfig, *, dataset: Data
     scored.unpersist()
     result = {key: metrics["risk"].get(key) for key in HEADLINE if key in metrics["risk"]}
     result.update({"dataset": dataset.name, "test_from": str(first), "test_to": str(last), "k": k, "report": output,
-                   "models": {"rcf": champions.rcf_version, "logistic": champions.logistic_version,
-                              **({"stacker": champions.stacker_version} if stacked else {})},
+                   "models": {"rcf": champions.rcf_version, "logistic": champions.logistic_version},
+                   "stacker": champions.stacker_version if stacked else None,
                    "risk_method": "stacked" if stacked else ("max" if scoring.risk_method == "stacked"
                                                              else scoring.risk_method),
                    "risk_threshold": thresholds["risk"],
