@@ -75,6 +75,19 @@ def base_parser(prog: str, description: str, *, input_help: str = "what the job 
     return parser
 
 
+REGISTRY_HELP = "model registry root (default paths.models)"
+
+
+def add_registry_option(parser: argparse.ArgumentParser, help: str = REGISTRY_HELP) -> None:
+    """``--registry PATH``: the model registry root, spelled the same in every job that reads or
+    writes it (``args.registry``). ``--models PATH`` is kept as a deprecated alias of the same
+    option: abbreviations are refused (``allow_abbrev=False``), so ``--model KIND`` can never be
+    taken for it.
+    """
+    parser.add_argument("--registry", "--models", dest="registry", metavar="PATH",
+                        help=help + " (--models PATH: deprecated spelling of the same option)")
+
+
 def load(args: argparse.Namespace) -> Config:
     """The validated config for parsed ``args`` (``--dataset`` is applied as an override)."""
     overrides = list(args.overrides)

@@ -19,7 +19,7 @@ if __package__ in (None, ""):
     import _bootstrap  # noqa: F401  (spark-submit runs this file as a script)
 
 from features.datasets import dataset
-from jobs.common import JobResult, job_main, log
+from jobs.common import add_registry_option, JobResult, job_main, log
 from runtime import fs
 from runtime.progress import RunSummary
 from runtime.spark import build_session
@@ -28,7 +28,7 @@ from runtime.spark import build_session
 def options(parser):
     parser.add_argument("--test-from", metavar="YYYY-MM-DD", help="first test date (default: the champion's)")
     parser.add_argument("--test-to", metavar="YYYY-MM-DD", help="last test date, inclusive (default: the champion's)")
-    parser.add_argument("--models", metavar="PATH", help="model registry root (default paths.models)")
+    add_registry_option(parser)
     parser.add_argument("--k", type=int, help="k of precision@k and card precision@k (default train.k)")
     parser.add_argument("--as-of", metavar="VERSION|TIME|vNNNN|champion",
                         help="read the feature table as of this Delta version, time, registry version's recorded "
@@ -43,7 +43,7 @@ def run(args, config):
     output = args.output or fs.join(config.path("reports"), f"evaluation-{ds.name}.html")
     result = run_evaluation(
         build_session(config), config.scoring, dataset=ds, features=args.input or config.path("features"),
-        models=args.models or config.path("models"), storage_format=config.storage.format,
+        models=args.registry or config.path("models"), storage_format=config.storage.format,
         k=args.k or config.train.k, output=output, label_delay_days=ds.label_delay_days(config),
         test_from=args.test_from, test_to=args.test_to, quiet=args.json, as_of=args.as_of,
         labels=labels_path(config))

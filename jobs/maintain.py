@@ -20,7 +20,7 @@ jobs/maintain.py --conf FILE`; `make maintain` runs it for both data sets.
 if __package__ in (None, ""):
     import _bootstrap  # noqa: F401  (spark-submit runs this file as a script)
 
-from jobs.common import job_main
+from jobs.common import add_registry_option, job_main
 from jobs.train import labels_path
 from runtime.spark import build_session
 
@@ -33,7 +33,7 @@ def options(parser):
     parser.add_argument("--keep", choices=("all", "champions"),
                         help="whose training snapshots stay readable: every registry version or the champions "
                              "(default maintain.keep)")
-    parser.add_argument("--models", metavar="PATH", help="model registry root (default paths.models)")
+    add_registry_option(parser)
 
 
 def run(args, config):
@@ -47,7 +47,7 @@ def run(args, config):
     if args.input:
         locations = {"input": args.input}
     summary = maintain_tables(
-        build_session(config), locations, registry_root=registry_root(args.models or config.path("models"),
+        build_session(config), locations, registry_root=registry_root(args.registry or config.path("models"),
                                                                       config.dataset),
         keep=args.keep or conf.keep, minimum_hours=conf.retention_hours, margin_hours=conf.margin_hours,
         listing_tasks=config.spark.shuffle_partitions)

@@ -41,7 +41,7 @@ if __package__ in (None, ""):
     import _bootstrap  # noqa: F401  (spark-submit runs this file as a script)
 
 from features.datasets import dataset as dataset_named
-from jobs.common import job_main, parse_date
+from jobs.common import add_registry_option, job_main, parse_date
 from runtime.aws import client as aws_client
 from runtime.locks import writer_lock
 from runtime.spark import build_session
@@ -54,7 +54,7 @@ def options(parser):
     parser.add_argument("--to", dest="to_date", metavar="YYYY-MM-DD", help="last date of a range, inclusive")
     parser.add_argument("--last-days", type=int, metavar="N",
                         help="score the last N dates of the feature table (instead of --date/--from/--to)")
-    parser.add_argument("--models", metavar="PATH", help="model registry root (default paths.models)")
+    add_registry_option(parser)
 
 
 def run(args, config):
@@ -62,7 +62,7 @@ def run(args, config):
 
     dataset = dataset_named(config["dataset"])
     output = args.output or config.path("scores")
-    models_root = args.models or config.path("models")
+    models_root = args.registry or config.path("models")
     fmt = config["storage"]["format"]
     asked = dict(date=parse_date(args.date, "--date"), first=parse_date(args.from_date, "--from"),
                  last=parse_date(args.to_date, "--to"), last_days=args.last_days)

@@ -129,6 +129,22 @@ def score_table(df: DataFrame, score_col: str, label_col: str = "label",
                       neg=pdf["neg"].to_numpy(dtype=np.int64), binned=binned)
 
 
+def array_table(scores: np.ndarray, labels: np.ndarray) -> ScoreTable:
+    """The :class:`ScoreTable` of numpy ``scores`` and 0/1 ``labels`` (rows where either is NaN are
+    ignored), for scores computed on the driver (the stacked risk of the train job).
+    """
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels, np.float64)
+    keep = ~(np.isnan(scores) | np.isnan(labels))
+    if not keep.any():
+        raise EvaluationError("no rows with both a score and a label")
+    values, inverse = np.unique(scores[keep], return_inverse=True)
+    pos = np.bincount(inverse, weights=(labels[keep] > 0).astype(np.float64), minlength=len(values))
+    total = np.bincount(inverse, minlength=len(values))
+    order = np.arange(len(values))[::-1]
+    return ScoreTable(scores=values[order], pos=pos[order].astype(np.int64),
+                      neg=(total - pos)[order].astype(np.int64))
+
+
 def auc_roc(table: ScoreTable) -> float:
     """Area under the ROC curve, ties counted half (equal to sklearn's ``roc_auc_score``)."""
     n_pos, n_neg = table.n_pos, table.n_neg

@@ -23,6 +23,12 @@ import: the caller passes ``combine`` (jobs/train.py builds it from scoring/plan
 numbers are exactly scoring's); without it a row is flagged when any detector reaches its
 threshold (``scoring.risk_method: max`` at ``anomaly_risk`` 0.5).
 
+The stacked risk (``scoring.risk_method: stacked``): with more than one detector and labelled
+positives in the validation window, the caller's ``stack`` fits a calibrated stacker on the
+validation models' scores there (jobs/train.py ``stacker_fitter``, scoring/risk.py), chooses its
+threshold by the same rule, and it is registered as kind ``stacker`` (:func:`register_stacker`)
+with the detector versions it combines and its test metrics, under the same champion rule.
+
 Promotion gates (``train.gates``, :func:`check_gates`) are judged on the validation window:
 average precision, recall at the threshold and enough labelled positives to judge. A version
 failing one, or worse than the champion on ``train.registry.metric`` (test window) by more than
@@ -46,7 +52,8 @@ protocol).
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Callable, Mapping, Optional
+import json
+from typing import Any, Callable, Mapping, NamedTuple, Optional
 
 import numpy as np
 from pyspark.ml.feature import VectorAssembler
@@ -56,14 +63,16 @@ from pyspark.sql import functions as F
 from features.datasets import Dataset
 from features.datasets import dataset as dataset_named
 from models import registry
-from models.evaluation import auc_roc, average_precision, evaluate_scores, exclude_known_compromised, label_int, \
-    score_table
+from models.evaluation import array_table, auc_roc, average_precision, evaluate_scores, exclude_known_compromised, \
+    label_int, score_table, table_threshold_metrics
 from models.thresholds import ThresholdRule, choose_threshold, flag_metrics, threshold_rule
 from runtime.errors import InputError
+from runtime.fs import join, write_text
 from runtime.progress import RunSummary, log, step
 from models.snapshots import open_training_data
 from runtime.storage import between_dates as between
 
+STACKER_FILE = "stacker.json"
 KINDS = {"rcf": ("rcf",), "logistic": ("logistic",), "all": ("rcf", "logistic"), "som": ("som",)}
 # detectors that score an assembled vector of their inputs through their Spark ML transform
 _VECTOR_KINDS = ("rcf", "som")
@@ -72,8 +81,12 @@ _VECTOR = "_score_features"
 # What trains elsewhere (the SageMaker backend): called with the prepared windows instead of
 # fitting here; it returns the job's exit code.
 RemoteTrainer = Callable[..., int]
-# The combined flag of validation rows: (scores per kind, threshold per kind) -> booleans.
-Combiner = Callable[[Mapping[str, np.ndarray], Mapping[str, float]], np.ndarray]
+# The combined flag of validation rows: (scores per kind, threshold per kind[, stacker]) -> booleans.
+Combiner = Callable[..., np.ndarray]
+# The stacked risk: (scores per kind, labels, thresholds, choose(table) -> choice) -> (stacker, info,
+# risk_of(stacker, scores, thresholds) -> stacked risk).
+StackerFitter = Callable[..., tuple[Any, dict]]
+STACKER = "stacker"
 
 
 def resolve_windows(dates, given: Mapping[str, Optional[dt.date]], *, test_days: int, train_days: Optional[int],
@@ -143,25 +156,52 @@ def som_validation(model, validation_df: Optional[DataFrame], feature_cols, conf
     return validation
 
 
-def fit_logistic(train_df: DataFrame, feature_cols, conf: Mapping, gap_days: int,
-                 rule: Optional[ThresholdRule] = None) -> tuple[Any, dict]:
-    from models.logistic import train_logistic
+def class_weight_grid(conf: Mapping) -> list:
+    """The class weights searched with the regularisation: ``class_weights`` ("balanced", "none" or
+    a positive-class weight as a number), or ``class_weight`` alone when that list is empty.
+    """
+    grid = []
+    for value in conf.get("class_weights") or [conf["class_weight"]]:
+        if value in (None, "none"):
+            grid.append(None)
+        elif value == "balanced":
+            grid.append("balanced")
+        else:
+            grid.append(float(value))
+    return grid
 
-    labeled = train_df.where(F.col("label").isNotNull())
-    if conf["reproducible"]:
+
+def fit_logistic(train_df: DataFrame, feature_cols, conf: Mapping, gap_days: int,
+                 rule: Optional[ThresholdRule] = None, *, fit_df: Optional[DataFrame] = None,
+                 validation_df: Optional[DataFrame] = None) -> tuple[Any, dict]:
+    """The logistic detector: chosen on ``validation_df`` fitted on ``fit_df`` (both or neither;
+    neither: the last ``validation_days`` of ``train_df``), refitted on ``train_df``.
+    """
+    from models.logistic import LogisticError, train_logistic
+
+    def labelled(df):
+        df = df.where(F.col("label").isNotNull())
         # Spark ML adds the partitions' partial sums in the order their tasks finish: on one
         # partition the sums, hence the coefficients, are the same on every run of the same rows.
-        labeled = labeled.coalesce(1)
+        return df.coalesce(1) if conf["reproducible"] else df
+
+    labeled = labelled(train_df)
     if labeled.limit(1).count() == 0:
         raise InputError("the training window has no labels: the logistic model needs them "
                          "(use --model rcf for unlabeled data)")
-    detector = train_logistic(
-        labeled, feature_cols=feature_cols,
-        reg_params=conf["reg_params"], elastic_net_params=conf["elastic_net_params"],
-        validation_days=conf["validation_days"], delay_days=gap_days,
-        target={conf["target_metric"]: conf["target_value"]}, class_weight=conf["class_weight"],
-        max_iter=conf["max_iter"], log=lambda msg: log("train", f"  logistic: {msg}"),
-        choose=None if rule is None else lambda table, days: choose_threshold(table, rule, days).as_dict())
+    try:
+        detector = train_logistic(
+            labeled, feature_cols=feature_cols,
+            reg_params=conf["reg_params"], elastic_net_params=conf["elastic_net_params"],
+            validation_days=conf["validation_days"], delay_days=gap_days,
+            target={conf["target_metric"]: conf["target_value"]}, class_weight=class_weight_grid(conf),
+            max_iter=conf["max_iter"], log=lambda msg: log("train", f"  logistic: {msg}"),
+            fit_df=None if fit_df is None else labelled(fit_df),
+            binned_features=conf["binned_features"], bins=conf["bins"],
+            validation_df=None if validation_df is None else labelled(validation_df),
+            choose=None if rule is None else lambda table, days: choose_threshold(table, rule, days).as_dict())
+    except LogisticError as exc:
+        raise InputError(f"logistic model: {exc}") from None
     return detector, {**detector.params, "threshold": detector.threshold, "validation": detector.validation}
 
 
@@ -180,14 +220,50 @@ def evaluate_candidate(test_df: DataFrame, dataset: Dataset, kind: str, model, f
                            threshold=model.threshold, k=k, **card)
 
 
-def validation_window(train_from: dt.date, train_to: dt.date, validation_days: int,
-                      gap_days: int) -> Optional[tuple[dt.date, dt.date, dt.date]]:
-    """(fit_to, validation_from, validation_to): the last ``validation_days`` of the training
-    window, fitted on the days up to ``gap_days`` before it; None when nothing is left to fit on.
+class Split(NamedTuple):
+    """The selection windows (dates, inclusive): the model judged on validation is fitted on
+    ``fit_from..fit_to``, then refitted on the training window keeping what validation chose.
     """
-    validation_from = train_to - dt.timedelta(days=validation_days - 1)
+
+    fit_from: dt.date
+    fit_to: dt.date
+    validation_from: dt.date
+    validation_to: dt.date
+
+    @property
+    def days(self) -> int:
+        return (self.validation_to - self.validation_from).days + 1
+
+    def as_dict(self) -> dict[str, str]:
+        return {name: str(value) for name, value in self._asdict().items()}
+
+
+def validation_window(train_from: dt.date, train_to: dt.date, validation_days: int, gap_days: int, *,
+                      validation_from: Optional[dt.date] = None,
+                      validation_to: Optional[dt.date] = None) -> Optional[Split]:
+    """The selection windows, or None when nothing is left to fit on.
+
+    Default: validation is the last ``validation_days`` of the training window, fitted on the
+    days of the training window up to ``gap_days`` before it. Given ``validation_from`` (and
+    ``validation_to``, default ``train_to``): that window, fitted on as many days as the training
+    window has, ending ``gap_days`` before it: the training protocol shifted back (the Fraud
+    Detection Handbook's model selection: fit 7 days, 7-day delay, validate 7 days, earlier than
+    the final training window).
+    """
+    if validation_from is None and validation_to is None:
+        validation_from = train_to - dt.timedelta(days=validation_days - 1)
+        fit_to = validation_from - dt.timedelta(days=gap_days + 1)
+        return None if fit_to < train_from else Split(train_from, fit_to, validation_from, train_to)
+    validation_to = validation_to or train_to
+    if validation_from is None:
+        raise InputError("--validation-to needs --validation-from")
+    if validation_to < validation_from:
+        raise InputError(f"--validation-to {validation_to} is before --validation-from {validation_from}")
+    if validation_to > train_to:
+        raise InputError(f"the validation window {validation_from}..{validation_to} must end by the training "
+                         f"window's last date {train_to} (its labels must be known when the model is trained)")
     fit_to = validation_from - dt.timedelta(days=gap_days + 1)
-    return None if fit_to < train_from else (fit_to, validation_from, train_to)
+    return Split(fit_to - (train_to - train_from), fit_to, validation_from, validation_to)
 
 
 def label_counts(df: DataFrame) -> tuple[int, int]:
@@ -281,12 +357,47 @@ def validation_scores(validation_df: DataFrame, models: Mapping[str, tuple[Any, 
     return {name: pdf[name].to_numpy(dtype=np.float64) for name in pdf.columns}
 
 
+def register_stacker(registry_root: str, stacker, stacked: Mapping[str, Any], risk_of, *, test_df: DataFrame, dataset: Dataset,
+                     models: Mapping[str, tuple[Any, list]], versions: Mapping[str, str], window: Mapping[str, Any],
+                     conf: Mapping, snapshots: Mapping[str, Any], promoted: list, challengers: list) -> str:
+    """Register the stacked risk (kind ``stacker``: its weights, threshold and the detector versions
+    it combines), judged on the test window like a detector; its version. ``risk_of(stacker, scores,
+    thresholds)``: the stacked risk of detector scores, as scoring computes it.
+    """
+    import dataclasses
+
+    stacker = dataclasses.replace(stacker, versions=tuple(sorted((k, versions[k]) for k in models)))
+    scores = validation_scores(test_df.where(F.col("label").isNotNull()), models)
+    labels = scores.pop("label")
+    risk = risk_of(stacker, scores, {k: models[k][0].threshold for k in scores})
+    table = array_table(risk, labels)
+    metrics = {"auc_roc": auc_roc(table), "average_precision": average_precision(table),
+               **table_threshold_metrics(table, stacker.threshold)}
+    choice = stacked["threshold_choice"]
+    info = registry.register(
+        registry_root, STACKER, stacker, metrics=metrics, params={**stacker.as_dict(), "validation": stacked},
+        data_window=window, metric=conf["registry"]["metric"], tolerance=conf["registry"]["tolerance"],
+        extra={"dataset": dataset.name, "event_id": dataset.event_id}, snapshots=snapshots,
+        save=lambda model, path: write_text(join(path, STACKER_FILE), json.dumps(model.as_dict(), indent=2)))
+    weights = ", ".join(f"{k} {w:+.3f}" for k, w in zip(stacker.detectors, stacker.weights, strict=True))
+    log("train", f"stacker {info['version']}: weights {weights}, intercept {stacker.intercept:+.3f}; "
+                 f"{describe_choice(choice)}; validation AP {stacked['average_precision']:.3f} (detectors: "
+                 + ", ".join(f"{k} {v:.3f}" for k, v in stacked["detectors_average_precision"].items())
+                 + f"); test AUC {metrics['auc_roc']:.3f}, AP {metrics['average_precision']:.3f}, precision at "
+                   f"its threshold {_num(metrics['precision'])}")
+    if info["promoted"]:
+        promoted.append(f"{STACKER}={info['version']}")
+    else:
+        challengers.append(f"{STACKER}={info['version']} ({' / '.join(info['reasons'])})")
+    return info["version"]
+
+
 def _validation_detector(detector):
     """The logistic model whose validation scores chose the threshold (before the refit)."""
     if detector.validation_pipeline is None:
         return detector
     return type(detector)(detector.validation_pipeline, detector.feature_cols, detector.threshold,
-                          detector.label_col, detector.time_col)
+                          detector.label_col, detector.time_col, steps=list(detector.validation_steps))
 
 
 def _num(value, fmt: str = ".3f") -> str:
@@ -308,7 +419,7 @@ def train_detectors(spark: SparkSession, config: Mapping, *, source: str, regist
                     model: Optional[str] = None, given: Mapping[str, Optional[dt.date]],
                     remote: Optional[RemoteTrainer] = None,
                     combine: Optional[Combiner] = None, as_of: Optional[str] = None,
-                    labels: Optional[str] = None) -> RunSummary | int:
+                    labels: Optional[str] = None, stack: Optional[StackerFitter] = None) -> RunSummary | int:
     """Train, evaluate and register the detectors of ``config["dataset"]``; what the run did.
 
     ``config`` is the whole config because the data set's feature columns depend on its
@@ -318,7 +429,9 @@ def train_detectors(spark: SparkSession, config: Mapping, *, source: str, regist
     ``combine``: the combined flag of the validation rows (module docstring; default
     :func:`any_over_threshold`). ``as_of``: which snapshot of the feature table ``source`` to
     read (models/snapshots.py; None: its latest version); ``labels``: the labels table's path,
-    whose version is recorded when it is a Delta table. Returns a RunSummary with status ``challenger`` when a version
+    whose version is recorded when it is a Delta table. ``stack``: fits the stacked risk on the
+    validation window (jobs/train.py ``stacker_fitter``; None: no stacker), registered as kind
+    ``stacker`` with the detector versions it combines. Returns a RunSummary with status ``challenger`` when a version
     was not promoted (``extra``: promoted and challenger versions, with the reasons).
     """
     dataset = dataset_named(config["dataset"])
@@ -355,13 +468,19 @@ def train_detectors(spark: SparkSession, config: Mapping, *, source: str, regist
         return remote(train_df=train_df, test_df=test_df, feature_cols=feature_cols, kinds=kinds, window=window,
                       registry_root=registry_root)
     rule = threshold_rule(conf["threshold"], conf["logistic"])
-    days = conf["logistic"]["validation_days"]
-    split = validation_window(train_from, train_to, days, gap_days)
-    validation_df = between(table, split[1], split[2]) if split else None
+    split = validation_window(train_from, train_to, conf["logistic"]["validation_days"], gap_days,
+                              validation_from=given.get("validation_from"), validation_to=given.get("validation_to"))
+    days = split.days if split else conf["logistic"]["validation_days"]
+    validation_df = between(table, split.validation_from, split.validation_to) if split else None
+    fit_df = between(table, split.fit_from, split.fit_to) if split else None
+    if split:
+        window.update(split.as_dict())
+        log("train", f"selection: fit {split.fit_from}..{split.fit_to}, validation {split.validation_from}.."
+                     f"{split.validation_to}; refit on {train_from}..{train_to}")
     labelled, positives = label_counts(validation_df) if validation_df is not None else (0, 0)
     min_recall = conf["gates"]["min_recall"] if conf["gates"]["min_recall"] is not None else rule.min_recall
     summary = RunSummary(job="train", dataset=dataset.name, dates=[str(train_from), str(test_to)])
-    promoted, challengers, validators, thresholds = [], [], {}, {}
+    promoted, challengers, validators, thresholds, fitted_models = [], [], {}, {}, {}
     expected = None
     for kind in kinds:
         cols = inputs.get(kind, feature_cols)
@@ -372,16 +491,18 @@ def train_detectors(spark: SparkSession, config: Mapping, *, source: str, regist
                 validators[kind] = fitted
             elif kind == "rcf" and positives:
                 fitted, params, validators[kind] = fit_rcf_on_validation(
-                    train_df, between(table, train_from, split[0]), validation_df, cols, conf["rcf"], rule, days)
+                    train_df, fit_df, validation_df, cols, conf["rcf"], rule, days)
             elif kind == "rcf":
                 fitted, params = fit_rcf(train_df, cols, conf["rcf"])
                 params["validation"] = {"threshold_choice": unsupervised_choice(
                     fitted, validation_df, cols, conf["rcf"], days), "n_positive": positives}
                 validators[kind] = fitted
             else:
-                fitted, params = fit_logistic(train_df, cols, conf["logistic"], gap_days, rule)
+                fitted, params = fit_logistic(train_df, cols, conf["logistic"], gap_days, rule,
+                                              fit_df=fit_df, validation_df=validation_df)
                 validators[kind] = _validation_detector(fitted)
         thresholds[kind] = fitted.threshold
+        fitted_models[kind] = fitted
         with step("train", f"evaluating {kind} on {test_from}..{test_to}"):
             metrics = evaluate_candidate(test_df, dataset, kind, fitted, cols, conf["k"])
         choice = params["validation"]["threshold_choice"]
@@ -410,15 +531,25 @@ def train_detectors(spark: SparkSession, config: Mapping, *, source: str, regist
                          f"{'; '.join(info['reasons'])} (python -m jobs models --promote {info['version']} "
                          f"--model {kind} makes it champion)")
     if len(validators) > 1 and validation_df is not None:
+        columns_of = {k: inputs.get(k, feature_cols) for k in validators}
         with step("train", "combined risk on the validation window"):
-            scores = validation_scores(validation_df, {k: (validators[k], inputs.get(k, feature_cols))
-                                                       for k in validators})
+            scores = validation_scores(validation_df, {k: (validators[k], columns_of[k]) for k in validators})
             labels = scores.pop("label")
-            flags = (combine or any_over_threshold)(scores, thresholds)
+            stacker = stacked = None
+            if stack is not None and positives:
+                stacker, stacked, risk_of = stack(scores, labels, thresholds,
+                                         lambda table: choose_threshold(table, rule, days).as_dict())
+            flags = (combine(scores, thresholds, stacker) if combine and stacker is not None
+                     else (combine or any_over_threshold)(scores, thresholds))
             combined = flag_metrics(flags, labels if positives else np.full(len(labels), np.nan), days)
         combined.update(threshold=None, rule="this run's detectors at their thresholds")
         log("train", f"combined: {describe_choice(combined).split('; ', 1)[1]}")
         expected = f"{combined['alerts_per_day']:.1f}"
+        if stacker is not None:
+            summary.versions[STACKER] = register_stacker(
+                registry_root, stacker, stacked, risk_of, test_df=test_df, dataset=dataset,
+                models={k: (fitted_models[k], columns_of[k]) for k in validators}, versions=dict(summary.versions),
+                window=window, conf=conf, snapshots=data.snapshots, promoted=promoted, challengers=challengers)
     train_df.unpersist()
     test_df.unpersist()
     summary.status = "challenger" if challengers else "done"

@@ -81,7 +81,8 @@ def run_evaluation(spark: SparkSession, scoring: ScoringConfig, *, dataset: Data
     scored = scored.where(F.col("label").isNotNull()).persist()
     if scored.limit(1).count() == 0:
         raise InputError(f"no labeled rows in the test window {first}..{last}: nothing to evaluate")
-    thresholds = {"risk": scoring.anomaly_risk}
+    stacked = scoring.risk_method == "stacked" and champions.stacker is not None
+    thresholds = {"risk": champions.stacker.threshold if stacked else scoring.anomaly_risk}
     if champions.rcf is not None:
         thresholds["rcf_score"] = champions.rcf.threshold
     if champions.logistic is not None:
@@ -100,6 +101,10 @@ def run_evaluation(spark: SparkSession, scoring: ScoringConfig, *, dataset: Data
     result = {key: metrics["risk"].get(key) for key in HEADLINE if key in metrics["risk"]}
     result.update({"dataset": dataset.name, "test_from": str(first), "test_to": str(last), "k": k, "report": output,
                    "models": {"rcf": champions.rcf_version, "logistic": champions.logistic_version},
+                   "stacker": champions.stacker_version if stacked else None,
+                   "risk_method": "stacked" if stacked else ("max" if scoring.risk_method == "stacked"
+                                                             else scoring.risk_method),
+                   "risk_threshold": thresholds["risk"],
                    "snapshots": data.snapshots,
                    "detectors": {name: {key: m.get(key) for key in HEADLINE if key in m}
                                  for name, m in metrics.items() if name != "risk"}})

@@ -260,6 +260,8 @@ WINDOW = Matches(r"(?i)\s*0*[1-9]\d*\s*(second|minute|hour|day|week)s?\s*",
 TRIGGER = Matches(r"available-now|\s*\d+(\.\d+)?\s*(ms|millisecond|milliseconds|s|second|seconds|min|minute|"
                   r"minutes)\s*", "an interval like '5 seconds' or 'available-now'")
 CALLABLE = Matches(r"[^:]+:.+", "'module:function'")
+CLASS_WEIGHT = Matches(r"balanced|none|0*[1-9]\d*(\.\d+)?|0*\.\d*[1-9]\d*",
+                       "'balanced', 'none' or a positive-class weight like '10' (quoted)")
 
 
 def rule(*checks: Callable[[str, Any], None]) -> Any:
@@ -512,7 +514,7 @@ class StreamConfig:
 
 @dataclass(frozen=True)
 class ScoringConfig:
-    risk_method: str = rule(OneOf(("max", "noisy_or")))
+    risk_method: str = rule(OneOf(("stacked", "max", "noisy_or")))
     anomaly_risk: float = rule(FRACTION)
     reasons: int = rule(AT_LEAST_0)
     reader: str = rule(OneOf(("auto", "arrow", "spark")))
@@ -556,6 +558,9 @@ class LogisticTrainConfig:
     target_metric: str = rule(OneOf(("precision", "recall")))
     target_value: float = rule(Range(0, 1, lo_open=True))
     class_weight: str = rule(OneOf(("balanced",)))   # a str key: a number cannot be given today
+    class_weights: tuple[str, ...] = rule(Each(CLASS_WEIGHT, distinct=True))
+    binned_features: tuple[str, ...] = rule(Each(NON_EMPTY, distinct=True))
+    bins: tuple[int, ...] = rule(Each(Range(0, 64), min_items=1, distinct=True))
     max_iter: int = rule(AT_LEAST_1)
     reproducible: bool
 
@@ -588,6 +593,8 @@ class TrainConfig:
     train_to: Optional[str] = rule(DATE)
     test_from: Optional[str] = rule(DATE)
     test_to: Optional[str] = rule(DATE)
+    validation_from: Optional[str] = rule(DATE)
+    validation_to: Optional[str] = rule(DATE)
     test_days: int = rule(AT_LEAST_1)
     train_days: Optional[int] = rule(AT_LEAST_1)
     gap_days: Optional[int] = rule(AT_LEAST_0)

@@ -1,6 +1,7 @@
 """The champions a scoring run uses: the current champion of each kind in the model registry."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
@@ -9,6 +10,7 @@ from models.logistic import LogisticDetector
 from models.rcf import RandomCutForestModel
 from runtime import fs
 from scoring.plan import ScoringError
+from scoring.risk import Stacker
 
 
 @dataclass
@@ -27,6 +29,8 @@ class Champions:
     logistic_version: Optional[str] = None
     info: dict = field(default_factory=dict)
     rcf_feature_cols: Optional[list[str]] = None
+    stacker: Any = None            # the stacked risk's champion (scoring/risk.py Stacker), when the registry has one
+    stacker_version: Optional[str] = None
 
     @property
     def versions(self) -> tuple[Optional[str], Optional[str]]:
@@ -34,6 +38,14 @@ class Champions:
 
 
 _LOADERS = {"rcf": RandomCutForestModel.load, "logistic": LogisticDetector.load}
+
+
+STACKER = "stacker"        # the registry kind of the stacked risk (models/training.py registers it)
+
+
+def load_stacker(path: str) -> Stacker:
+    """The stacker saved in a registry version's model folder."""
+    return Stacker.from_dict(json.loads(fs.read_text(fs.join(path, "stacker.json"))))
 
 
 def registry_root(models_path: str, dataset: str) -> str:
@@ -56,7 +68,13 @@ def load_champions(models_path: str, dataset: str, kinds: Sequence[str] = ("rcf"
     rcf_cols = list((rcf_info or {}).get("params", {}).get("feature_cols") or [])
     log_cols = list((log_info or {}).get("params", {}).get("feature_cols") or getattr(logistic, "feature_cols", []))
     feature_cols = list(dict.fromkeys([*log_cols, *rcf_cols]))  # each model's columns, in order, once
+    stacker, stacker_info = None, None
+    if registry.champion(root, STACKER) is not None:
+        stacker, stacker_info = registry.load_version(root, STACKER, loader=load_stacker)
+        if not set(stacker.detectors) <= set(loaded):
+            stacker, stacker_info = None, None  # it combines a detector that has no champion: not usable
     return Champions(
+        stacker=stacker, stacker_version=stacker_info["version"] if stacker_info else None,
         feature_cols=feature_cols,
         rcf=rcf, rcf_version=rcf_info["version"] if rcf_info else None,
         logistic=logistic, logistic_version=log_info["version"] if log_info else None,

@@ -33,9 +33,11 @@ from typing import Any, Callable, Mapping, NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from models.logistic import LinearTerms, probability_array, standardized_values
+from models.logistic import LinearTerms, feature_contributions, probability_array
 from scoring.risk import (
-    combine_risk_array,
+    RISK_METHODS,
+    Stacker,
+    combine_risks,
     detector_reasons,
     logistic_probability_at_risk,
     logistic_risk_array,
@@ -70,8 +72,11 @@ class ScoringPlan:
     """What the Python side needs to score, as plain values (it travels to the executors).
 
     ``logistic_cut``: the probability at which the logistic model alone reaches ``anomaly_risk``
-    (scoring/risk.py ``logistic_probability_at_risk``); the JVM sends a row's logistic inputs
-    exactly where ``logistic_score >= logistic_cut``, and the reasons use them there.
+    (scoring/risk.py ``logistic_probability_at_risk``), or when stacked, at which it alone brings
+    the stacker to its threshold (``Stacker.alone_at``); the JVM sends a row's logistic inputs
+    exactly where ``logistic_score >= logistic_cut``, and the reasons use them there. So a stacked
+    flag is explained by the detectors that drive it (whose term alone would flag), the RCF where
+    none does.
     """
 
     rcf_threshold: Optional[float]
@@ -83,6 +88,18 @@ class ScoringPlan:
     anomaly_risk: float = 0.5
     reasons: int = 3
     rcf_attribution: str = "flagged"
+    stacker: Optional[Stacker] = None   # risk_method "stacked": the registry's stacker (scoring/risk.py)
+
+    @property
+    def alert_risk(self) -> float:
+        """The risk at which a row is flagged: the stacker's threshold when stacked, else ``anomaly_risk``."""
+        return self.stacker.threshold if self.risk_method == "stacked" else self.anomaly_risk
+
+    def own_risk(self, name: str) -> float:
+        """The risk component at which detector ``name`` flags a row on its own and explains it:
+        ``anomaly_risk``, or when stacked the component at which it alone reaches the stacker's threshold.
+        """
+        return self.stacker.alone_at(name) if self.risk_method == "stacked" else self.anomaly_risk
 
     @property
     def inputs(self) -> list[str]:
@@ -92,13 +109,13 @@ class ScoringPlan:
 
     @classmethod
     def of_thresholds(cls, *, rcf: Optional[float] = None, logistic: Optional[float] = None, risk_method: str = "max",
-                      anomaly_risk: float = 0.5, reasons: int = 3) -> ScoringPlan:
+                      anomaly_risk: float = 0.5, reasons: int = 3, stacker: Optional[Stacker] = None) -> ScoringPlan:
         """A plan for detectors known only by their scores and thresholds (a None threshold: no
         such detector), for :func:`score_detector_arrays`.
         """
         return cls(rcf_threshold=rcf, rcf_features=(), logistic_threshold=logistic, logistic_terms=None,
-                   logistic_cut=float("inf"), risk_method=risk_method, anomaly_risk=float(anomaly_risk),
-                   reasons=int(reasons))
+                   logistic_cut=float("inf"), risk_method=_method(risk_method, stacker),
+                   anomaly_risk=float(anomaly_risk), reasons=int(reasons), stacker=stacker)
 
     @classmethod
     def of(cls, champions: Any, *, risk_method: str = "max", anomaly_risk: float = 0.5, reasons: int = 3,
@@ -106,8 +123,9 @@ class ScoringPlan:
         """The plan of ``champions`` (scoring/champions.py ``Champions``) and the scoring options."""
         if rcf_attribution not in ("flagged", "all"):
             raise ValueError(f"rcf_attribution must be 'flagged' or 'all', got {rcf_attribution!r}")
-        if risk_method not in ("max", "noisy_or"):
-            raise ValueError(f"risk_method must be 'max' or 'noisy_or', got {risk_method!r}")
+        if risk_method not in RISK_METHODS:
+            raise ValueError(f"risk_method must be one of {', '.join(RISK_METHODS)}, got {risk_method!r}")
+        stacker = getattr(champions, "stacker", None)
         rcf, logistic = champions.rcf, champions.logistic
         if rcf is None and logistic is None:
             raise ScoringError("no model to score with: the champions hold neither an RCF nor a logistic model")
@@ -116,10 +134,18 @@ class ScoringPlan:
             rcf_features=tuple(champions.rcf_feature_cols or champions.feature_cols) if rcf is not None else (),
             logistic_threshold=logistic.threshold if logistic is not None else None,
             logistic_terms=logistic.terms if logistic is not None else None,
-            logistic_cut=(logistic_probability_at_risk(logistic.threshold, float(anomaly_risk))
-                          if logistic is not None else float("inf")),
-            risk_method=risk_method, anomaly_risk=float(anomaly_risk), reasons=int(reasons),
-            rcf_attribution=rcf_attribution)
+            logistic_cut=(logistic_probability_at_risk(
+                logistic.threshold, float(anomaly_risk) if _method(risk_method, stacker) != "stacked"
+                else stacker.alone_at("logistic")) if logistic is not None else float("inf")),
+            risk_method=_method(risk_method, stacker), anomaly_risk=float(anomaly_risk), reasons=int(reasons),
+            rcf_attribution=rcf_attribution, stacker=stacker)
+
+
+def _method(risk_method: str, stacker: Optional[Stacker]) -> str:
+    """``stacked`` where a stacker is at hand; ``max`` in its place where the registry has none
+    (models trained one detector at a time, or before stacking existed).
+    """
+    return "max" if risk_method == "stacked" and stacker is None else risk_method
 
 
 def score_arrays(plan: ScoringPlan, rcf_score: Optional[np.ndarray], logistic_score: Optional[np.ndarray], *,
@@ -142,7 +168,8 @@ def score_arrays(plan: ScoringPlan, rcf_score: Optional[np.ndarray], logistic_sc
     if plan.reasons <= 0 or not len(flagged):
         return risk, is_anomaly, codes
     with np.errstate(invalid="ignore"):  # a missing score (NaN) flags nothing
-        rcf_own = risk_rcf[flagged] >= plan.anomaly_risk if risk_rcf is not None else np.zeros(len(flagged), bool)
+        rcf_own = (risk_rcf[flagged] >= plan.own_risk("rcf") if risk_rcf is not None
+                   else np.zeros(len(flagged), bool))
         log_own = (logistic_score[flagged] >= plan.logistic_cut if risk_log is not None
                    else np.zeros(len(flagged), bool))
     attribution = contributions = None
@@ -155,8 +182,7 @@ def score_arrays(plan: ScoringPlan, rcf_score: Optional[np.ndarray], logistic_sc
         terms = plan.logistic_terms
         contributions = np.full((len(flagged), len(terms.features)), np.nan)
         if log_own.any():
-            contributions[log_own] = np.asarray(terms.weights) * standardized_values(
-                terms, logistic_inputs_of(flagged[log_own]))
+            contributions[log_own] = feature_contributions(terms, logistic_inputs_of(flagged[log_own]))
     ranked = reason_codes_array(
         n=plan.reasons,
         rcf_attribution=attribution, rcf_features=plan.rcf_features,
@@ -173,8 +199,8 @@ def _risk(plan: ScoringPlan, rcf_score: Optional[np.ndarray], logistic_score: Op
     """``(rcf component, logistic component, risk, is_anomaly)``; a component is None without its detector."""
     risk_rcf = rcf_risk_array(rcf_score, plan.rcf_threshold) if rcf_score is not None else None
     risk_log = logistic_risk_array(logistic_score, plan.logistic_threshold) if logistic_score is not None else None
-    risk = combine_risk_array(risk_rcf, risk_log, method=plan.risk_method)
-    return risk_rcf, risk_log, risk, risk >= plan.anomaly_risk
+    risk = combine_risks({"rcf": risk_rcf, "logistic": risk_log}, method=plan.risk_method, stacker=plan.stacker)
+    return risk_rcf, risk_log, risk, risk >= plan.alert_risk
 
 
 def score_detector_arrays(plan: ScoringPlan, rcf_score: Optional[np.ndarray],

@@ -254,6 +254,9 @@ def test_evaluate_json_prints_one_object_with_the_documented_keys(lake, capsys):
     for key in ("auc_roc", "average_precision", "precision_at_k", "card_precision_at_100"):
         assert 0.0 <= result[key] <= 1.0, key
     assert set(result["detectors"]) == {"rcf_score", "logistic_score"}
+    # the default combined risk is the stacker train fitted, and it ranks at least as well as the best detector
+    assert result["risk_method"] == "stacked" and result["stacker"] == "v0001"
+    assert result["average_precision"] >= max(m["average_precision"] for m in result["detectors"].values())
     assert (lake["root"] / "lake" / "reports" / "evaluation-transactions.html").stat().st_size > 10_000
 
 

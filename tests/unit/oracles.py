@@ -15,7 +15,7 @@ from pyspark.ml.functions import vector_to_array
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from models.logistic import _RAW_VEC, _VEC, SCORE_COL, _check_columns, _imputed, _input, _with_inputs
+from models.logistic import _RAW_VEC, _VEC, SCORE_COL, _check_columns, _imputed, _input_names, _with_inputs
 
 # the fitted pipeline's own output columns
 _TEMP = (_RAW_VEC, _VEC, "_lr_raw", "_lr_probability", "_lr_prediction")
@@ -175,11 +175,11 @@ def transform_with_pipeline(detector, df: DataFrame, *, score_col: str = SCORE_C
     optionally, coefficient x standardized value per feature from its vectors).
     """
     _check_columns(df, detector.feature_cols)
-    scored = detector.pipeline.transform(_with_inputs(df, detector.feature_cols))
+    scored = detector.pipeline.transform(_with_inputs(df, detector.feature_cols, detector.steps))
     scored = scored.withColumn(score_col, vector_to_array(F.col("_lr_probability"))[1])
     if contributions_col:
         coefs = F.array(*[F.lit(float(v)) for v in detector.coefficients().values()])
         scored = scored.withColumn(contributions_col,
                                    F.zip_with(vector_to_array(F.col(_VEC)), coefs, lambda x, w: x * w))
-    return scored.drop(*_TEMP, *[_input(c) for c in detector.feature_cols],
-                       *[_imputed(c) for c in detector.feature_cols])
+    inputs = _input_names(detector.feature_cols, detector.steps)
+    return scored.drop(*_TEMP, *inputs, *[_imputed(c) for c in inputs])

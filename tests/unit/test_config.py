@@ -113,7 +113,7 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
     ("stream.engine", "fast", "auto, incremental or spark"),
     ("stream.kinesis.consumer_type", "Polling", "GetRecords or SubscribeToShard"),
     ("stream.replay.mode", "files", "kinesis or landing"),
-    ("scoring.risk_method", "mean", "max or noisy_or"),
+    ("scoring.risk_method", "mean", "stacked, max or noisy_or"),
     ("scoring.reader", "pandas", "auto, arrow or spark"),
     ("scoring.writer", "arrow", "auto or spark"),
     ("scoring.rcf_attribution", "none", "flagged or all"),

@@ -88,3 +88,29 @@ def test_refit_uses_all_days_and_bad_windows_fail(planted_df):
     one_class = planted_df.where("label = 0")
     with pytest.raises(LogisticError):
         train_logistic(one_class, feature_cols=FEATURES, reg_params=(0.0,), validation_days=7, delay_days=3)
+
+
+def test_supervised_edges_find_where_the_label_rate_jumps(spark):
+    from models.logistic import supervised_edges
+
+    rng = np.random.default_rng(2)
+    amount = np.round(rng.gamma(2.0, 40.0, 20_000), 2)
+    label = (amount > 220) | (rng.random(20_000) < 0.01)  # the Handbook's first scenario plus noise
+    df = spark.createDataFrame(pd.DataFrame({"amount": amount, "label": label.astype(np.int32)}))
+    edges = supervised_edges(df, "amount", "label", max_bins=2)
+    below, above = amount[amount <= 220].max(), amount[amount > 220].min()
+    assert edges == [pytest.approx((below + above) / 2)]
+    assert len(supervised_edges(df, "amount", "label", max_bins=6)) <= 5
+    assert supervised_edges(df, "amount", "label", max_bins=0) == []
+
+
+def test_binning_is_chosen_on_validation_and_kept_with_the_model(planted_df, tmp_path):
+    detector = train_logistic(planted_df, feature_cols=FEATURES, reg_params=(0.0,), validation_days=5, delay_days=2,
+                              binned_features=["x1"], bins=(0, 2))
+    assert {s["bins"] for s in detector.validation["selection"]} == {0, 2}
+    # a step at the planted 0.85 separates the classes better than a slope: binning is chosen
+    assert detector.params["bins"] == 2
+    (name, edge), = detector.steps
+    assert name == "x1" and edge == pytest.approx(0.85, abs=0.03)
+    detector.save(str(tmp_path / "m"))
+    assert LogisticDetector.load(str(tmp_path / "m")).steps == detector.steps

@@ -83,3 +83,54 @@ def test_transform_adds_only_its_columns(detector, frames):
     assert out.columns == [*score_df.columns, "logistic_score", "logistic_flag", "c"]
     flags = {r.id: (r.logistic_flag, r.logistic_score) for r in out.collect()}
     assert all(flag == (score >= 0.5) for flag, score in flags.values())
+
+
+STEPS = [("x1", 0.3), ("x2", 6.0), ("x1", -1.0)]
+
+
+@pytest.fixture(scope="module")
+def stepped(frames):
+    """A model with step terms (feature >= edge indicators) after the features, as binning adds them."""
+    train_df, _ = frames
+    pipeline = fit_pipeline(train_df, FEATURES, "label", reg_param=0.01, steps=STEPS)
+    return LogisticDetector(pipeline=pipeline, feature_cols=FEATURES, threshold=0.5, steps=STEPS)
+
+
+def test_step_terms_keep_the_closed_form_exact(stepped, frames):
+    train_df, score_df = frames
+    terms = stepped.terms
+    assert terms.features == tuple(FEATURES) and terms.steps == ((0, 0.3), (1, 6.0), (0, -1.0))
+    assert len(terms.weights) == len(FEATURES) + len(STEPS)
+    for df in (score_df, train_df):
+        fast = {r.id: r.logistic_score for r in stepped.transform(df).select("id", "logistic_score").collect()}
+        slow = {r.id: r.logistic_score for r in transform_with_pipeline(stepped, df).select("id", "logistic_score")
+                .collect()}
+        assert fast.keys() == slow.keys()
+        for key, expected in slow.items():
+            assert fast[key] == pytest.approx(expected, rel=0, abs=1e-12), key
+
+
+def test_the_numpy_form_with_steps_is_the_jvm_form(stepped, frames):
+    from models.logistic import feature_contributions, probability_array
+
+    _, score_df = frames
+    pdf = stepped.transform(score_df, contributions_col="c").toPandas().sort_values("id")
+    values = pdf[FEATURES].astype(float).to_numpy()
+    numpy_scores = probability_array(stepped.terms, lambda j: values[:, j], len(pdf))
+    assert np.allclose(numpy_scores, pdf["logistic_score"].to_numpy(), rtol=0, atol=1e-15)
+    # reasons rank features: each step's part is added to its feature's (x1 gets two steps)
+    jvm_parts = np.array(pdf["c"].tolist())
+    per_feature = feature_contributions(stepped.terms, values)
+    expected = jvm_parts[:, :len(FEATURES)].copy()
+    expected[:, 0] += jvm_parts[:, 4] + jvm_parts[:, 6]
+    expected[:, 1] += jvm_parts[:, 5]
+    assert np.allclose(per_feature, expected, rtol=0, atol=1e-12)
+
+
+def test_a_saved_stepped_detector_scores_the_same_after_load(stepped, frames, tmp_path):
+    _, score_df = frames
+    stepped.save(str(tmp_path / "m"))
+    again = LogisticDetector.load(str(tmp_path / "m"))
+    assert again.steps == STEPS
+    first = [r.logistic_score for r in stepped.transform(score_df).orderBy("id").collect()]
+    assert [r.logistic_score for r in again.transform(score_df).orderBy("id").collect()] == first
