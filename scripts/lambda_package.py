@@ -9,7 +9,8 @@ test checks they agree), x86_64, handler ``serving.lambda_handler.handler``. The
   ``python -m jobs serve --write-bundle`` from the lake of --conf (``make run`` builds one);
 * the dependencies: numpy, pandas and orjson as manylinux2014 / manylinux_2_28 wheels for CPython
   3.12 (pip ``--platform``; pinned, see WHEELS), and pyspark's Python modules without its jars (the models' classes import
-  pyspark; no JVM starts in Lambda) with py4j. Not numba/llvmlite: with them the unzipped package
+  pyspark; no JVM starts in Lambda) with py4j, and pypa's distutils (setuptools' vendored copy:
+  pyspark 3.5 imports ``distutils.version``, which Python 3.12 no longer has). Not numba/llvmlite: with them the unzipped package
   would pass Lambda's 250 MB limit, so the RCF scores with its plain-Python kernels there. boto3
   is part of the Lambda runtime.
 
@@ -133,6 +134,12 @@ def main() -> int:
                     ignore=shutil.ignore_patterns("jars", "examples", "data", "licenses", "__pycache__", "tests",
                                                   "*.pyc", "bin", "sbin"))
     shutil.copytree(Path(py4j.__file__).parent, stage / "py4j", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    # pyspark 3.5 imports distutils.version (pyspark.ml.image, pyspark.sql.pandas), which Python 3.12
+    # removed: the zip carries pypa's distutils, the copy setuptools vendors as setuptools._distutils
+    import setuptools
+
+    shutil.copytree(Path(setuptools.__file__).parent / "_distutils", stage / "distutils",
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "tests", "command"))
     for junk in stage.rglob("__pycache__"):
         shutil.rmtree(junk, ignore_errors=True)
     for tests in [p for p in stage.glob("*/tests") if p.is_dir()]:
