@@ -52,12 +52,19 @@ def test_a_clean_request_decodes_to_the_stream_decoders_values():
     assert got["label"].tolist() == [1.0]
 
 
-@pytest.mark.parametrize("text", [t for t in TRICKY if t and t.startswith("{")])
+def _json(text) -> bool:
+    try:
+        orjson.loads(text)
+    except (orjson.JSONDecodeError, TypeError):
+        return False       # refused as bad JSON before decoding
+    return True
+
+
+@pytest.mark.parametrize("text", [t for t in TRICKY if t and t.startswith("{") and _json(t)])
 def test_a_record_the_stream_leaves_over_sends_the_request_to_the_stream_decoder(text):
     rng = random.Random(3)
     records, texts = parsed([clean(1, rng), text])
-    if len(records) < 2:
-        pytest.skip("not JSON: refused before decoding")
+    assert len(records) == 2
     _, ok = reference(texts, 256)
     got = clean_events(records, texts, NAMES, 256)
     assert (got is not None) == bool(ok.all()), (text, ok)
