@@ -78,24 +78,24 @@ class TransactionHistory:
         """Positions of the history rows of the batch's customers and terminals (the only rows
         their windows see), sorted.
         """
-        parts = []
+        rows: list[int] = []
         for key in _ENTITIES:
             codes, lists = self._code_of[key], self._rows_of[key]
             for value in set(batch[key].tolist()):
                 code = codes.get(value)
                 if code is not None:
-                    parts.append(lists[code])
-        if not parts:
+                    rows += lists[code]
+        if not rows:
             return np.empty(0, np.int64)
-        return np.unique(np.fromiter((i for part in parts for i in part), np.int64))
+        return np.unique(np.array(rows, np.int64))
 
     def features(self, batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The batch's feature columns (and ``unix_day``), as the batch job computes them."""
         rows = self.rows_of(batch)
         n = len(rows)
-        both = {c: np.concatenate([self._cols[c][rows], np.asarray(batch[c], _DTYPES[c])])
+        both = {c: np.concatenate([self._cols[c].take(rows), np.asarray(batch[c], _DTYPES[c])])
                 for c in ("ts", "amount", "label")}
-        codes = {key: np.concatenate([self._codes[key][rows], self._codes_for(key, batch[key].tolist())])
+        codes = {key: np.concatenate([self._codes[key].take(rows), self._codes_for(key, batch[key].tolist())])
                  for key in _ENTITIES}
         return feature_arrays(both["ts"], both["amount"], both["label"], codes["customer_id"], codes["terminal_id"],
                               np.arange(n, n + len(batch["ts"])), windows_days=self.windows_days,

@@ -44,7 +44,9 @@ MODEL_KINDS = ("rcf", "logistic")   # the SageMaker backend's training kinds (sa
 EMR_CONFIGURATIONS = DEPLOY / "emr-configurations.json"
 BOOTSTRAP_SCRIPT = "install-sagemaker-pyspark.sh"
 LAMBDA_HANDLER = "serving.lambda_handler.handler"
-LAMBDA_RUNTIMES = ("python3.12", "python3.13")   # python3.11: Lambda stops creating it (cfn-lint E2533)
+# The scoring API's zip carries CPython 3.12 wheels (scripts/lambda_package.py RUNTIME; a test checks they
+# agree): another runtime needs another zip. python3.11: Lambda stops creating it (cfn-lint E2533).
+LAMBDA_RUNTIMES = ("python3.12",)
 # (Sid, why) of every statement whose Resource is "*": the API has no resource-level permission.
 STAR_STATEMENTS = {
     "SageMakerList": "sagemaker:ListEndpoints and ListTrainingJobs are list calls: no resource type",
@@ -101,7 +103,7 @@ class FraudAnomalyStack(cdk.Stack):
         cluster = self._cluster(p, artifacts, emr_ec2_role, profile)
         conf_uri = emr_steps.conf_uri(artifacts_uri)
         self._schedule(p, cluster, artifacts_uri)
-        api = self._api(p, lake, artifacts, conf_uri)
+        api, bundle_uri = self._api(p, artifacts)
 
         outputs = {
             "Region": (region, "aws.region"),
@@ -123,6 +125,8 @@ class FraudAnomalyStack(cdk.Stack):
             "SageMakerNames": (p["name_prefix"], "models.sagemaker.name_prefix"),
             "InstanceProfile": (profile.ref, "the EMR nodes' instance profile"),
             "LambdaCode": (p["lambda_key"], "the scoring API's zip in the artifact bucket"),
+            "ServingBundleUri": (bundle_uri, "the scoring API's bundle (serve --write-bundle DIR; aws s3 sync DIR "
+                                 "<this>): the Lambda's SERVING_BUNDLE"),
         }
         for key, (value, description) in outputs.items():
             cdk.CfnOutput(self, key, value=value, description=description)
@@ -166,8 +170,9 @@ class FraudAnomalyStack(cdk.Stack):
                          allowed_values=[str(d) for d in LOG_RETENTION_DAYS])
         lambda_key = param("LambdaCodeKey", "Key of the scoring API's zip in the artifact bucket", "lambda/scoring-api.zip",
                            type="String", min_length=1)
-        runtime = param("LambdaRuntime", "Python of the scoring API's Lambda (the zip's wheels must match it)",
-                        "python3.12", type="String", allowed_values=list(LAMBDA_RUNTIMES))
+        runtime = param("LambdaRuntime", "Python of the scoring API's Lambda (the zip's wheels must match it: "
+                        "make lambda-package builds for python3.12)", LAMBDA_RUNTIMES[0], type="String",
+                        allowed_values=list(LAMBDA_RUNTIMES))
         release = param("EmrReleaseLabel", "EMR release (7.1+: Python 3.11 and aws-kinesis; 7.11+: Delta 3.3.2)",
                         "emr-7.12.0", type="String", allowed_pattern=r"^emr-7\.\d+\.\d+$")
         instance_type = param("EmrInstanceType", "EC2 type of the EMR primary and core nodes", "m5.xlarge", type="String")
@@ -398,28 +403,31 @@ class FraudAnomalyStack(cdk.Stack):
 
     # ------------------------------------------------------------------ scoring API
 
-    def _api(self, p: dict, lake: s3.Bucket, artifacts: s3.Bucket, conf_uri: str) -> apigw.LambdaRestApi:
-        """The scoring API: a Lambda (code: LambdaCodeKey in the artifact bucket) behind a REST API
-        proxy. It reads the config, the model registry and the feature table; it writes nothing.
+    def _api(self, p: dict, artifacts: s3.Bucket) -> tuple[apigw.LambdaRestApi, str]:
+        """(the scoring API, its bundle's S3 URI): a Lambda (code: LambdaCodeKey in the artifact
+        bucket, built by scripts/lambda_package.py for LambdaRuntime) behind a REST API proxy. The
+        handler (serving/lambda_handler.py) reads one thing, the bundle named by ``SERVING_BUNDLE``
+        (champions, history, config: ``python -m jobs serve --write-bundle``), copied to /tmp at a
+        cold start; its role may list and read exactly that prefix and writes nothing.
         """
         project = p["project"]
         function_name = f"{project}-scoring-api"
+        bundle_prefix = f"{project}/serving/{p['dataset']}/bundle"
+        bundle_uri = f"s3://{artifacts.bucket_name}/{bundle_prefix}"
         s = iam.PolicyStatement
         log_group = logs.CfnLogGroup(self, "ApiLogs", log_group_name=f"/aws/lambda/{function_name}",
                                      retention_in_days=30)
         role = self._role("ApiRole", function_name, "lambda.amazonaws.com", [
             s(sid="Logs", actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[f"{log_group.attr_arn}"]),
-            s(sid="ReadConfig", actions=["s3:GetObject"], resources=[artifacts.arn_for_objects(f"{project}/dist/conf/*")]),
-            s(sid="ReadModelsAndFeatures", actions=["s3:GetObject"],
-              resources=[lake.arn_for_objects(f"{project}/models/*"), lake.arn_for_objects(f"{project}/features/*")]),
-            s(sid="ListLake", actions=["s3:ListBucket"], resources=[lake.bucket_arn]),
+            s(sid="ReadBundle", actions=["s3:GetObject"], resources=[artifacts.arn_for_objects(f"{bundle_prefix}/*")]),
+            s(sid="ListBundle", actions=["s3:ListBucket"], resources=[artifacts.bucket_arn],
+              conditions={"StringLike": {"s3:prefix": [f"{bundle_prefix}/*"]}}),
         ])
         function = lambda_.CfnFunction(
             self, "ApiFunction", function_name=function_name, role=role.attr_arn, handler=LAMBDA_HANDLER,
             runtime=p["lambda_runtime"], memory_size=1024, timeout=30, architectures=["x86_64"],
             code=lambda_.CfnFunction.CodeProperty(s3_bucket=artifacts.bucket_name, s3_key=p["lambda_key"]),
-            environment=lambda_.CfnFunction.EnvironmentProperty(variables={
-                "CONF_URI": conf_uri, "DATASET": p["dataset"]}))
+            environment=lambda_.CfnFunction.EnvironmentProperty(variables={"SERVING_BUNDLE": bundle_uri}))
         function.node.add_dependency(log_group)
         fn = lambda_.Function.from_function_attributes(self, "ApiFunctionRef", function_arn=function.attr_arn,
                                                        same_environment=True)
@@ -430,4 +438,4 @@ class FraudAnomalyStack(cdk.Stack):
         for resource in (log_group, role, function):
             resource.cfn_options.condition = self._api_condition
         log_group.add_property_override("RetentionInDays", p["log_days"])
-        return api
+        return api, bundle_uri

@@ -104,6 +104,29 @@ def test_the_star_scan_finds_a_star(template):
     assert {"Sloppy", "Worse"} <= {sid for _, sid in stars(body)}
 
 
+def test_the_lambda_runtime_and_environment_are_what_the_package_and_handler_use(template):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import lambda_package
+
+    body = json.loads(template.read_text())
+    runtime = body["Parameters"]["LambdaRuntime"]
+    assert runtime["Default"] == lambda_package.RUNTIME == "python3.12"
+    assert runtime["AllowedValues"] == [lambda_package.RUNTIME]   # the zip's cp312 wheels run on no other
+    function = body["Resources"]["ApiFunction"]["Properties"]
+    assert function["Runtime"] == {"Ref": "LambdaRuntime"}
+    assert function["Handler"] == "serving.lambda_handler.handler"
+    variables = function["Environment"]["Variables"]
+    assert set(variables) == {"SERVING_BUNDLE"}          # the one variable serving/lambda_handler.py reads
+    assert "SERVING_BUNDLE" in (ROOT / "serving/lambda_handler.py").read_text()
+    uri = json.dumps(variables["SERVING_BUNDLE"])
+    assert uri.startswith('{"Fn::Join": ["", ["s3://", {"Ref": "ArtifactBucket') and '"/serving/"' in uri
+    statements = {st["Sid"]: st for role, _, st in _statements(body) if role == "ApiRole"}
+    assert set(statements) == {"Logs", "ReadBundle", "ListBundle"}
+    read = json.dumps(statements["ReadBundle"]["Resource"])
+    assert statements["ReadBundle"]["Resource"]["Fn::Join"][1][-1] == "/bundle/*" and '"/serving/"' in read
+    assert statements["ListBundle"]["Condition"]["StringLike"]["s3:prefix"][0]["Fn::Join"][1][-1] == "/bundle/*"
+
+
 def test_the_cluster_has_the_bootstrap_action_and_delta_defaults(template):
     cluster = json.loads(template.read_text())["Resources"]["Cluster"]["Properties"]
     configurations = [{"Classification": c["Classification"], "Properties": c["ConfigurationProperties"]}
