@@ -52,6 +52,7 @@ def run(args, config):
 
     conf = config.stream.replay
     mode = args.mode or conf.mode
+    schema_conf = config["schema"][config.dataset]
     chosen = ReplayOptions(
         mode=mode, source=args.input or config.path("raw"),
         fmt=args.format or config["schema"][config.dataset]["format"],
@@ -60,7 +61,8 @@ def run(args, config):
         order_by=conf.order_by if args.order_by is None else args.order_by,
         stream_name=args.stream or conf.stream_name,
         folder=args.output or config.path("stream.landing"), limit=args.limit, last=args.last,
-        shards=config.stream.kinesis.shards if args.shards is None else args.shards)
+        shards=config.stream.kinesis.shards if args.shards is None else args.shards,
+        numeric=tuple(dataset(config.dataset).record_fields(schema_conf)[1]))
     return run_replay(chosen, config["stream"]["replay"], config["aws"], session=lambda: build_session(config))
 
 

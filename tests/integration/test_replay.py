@@ -123,3 +123,33 @@ def test_landing_mode_writes_whole_files_at_the_rate(tmp_path):
     lines = [json.loads(line) for f in files for line in (tmp_path / "landing" / f).read_text().splitlines()]
     assert sorted(x["i"] for x in lines) == list(range(95))
     assert fake_now[0] == pytest.approx(0.9)    # 90 records before the last file, at 100/s
+
+
+def test_replayed_csv_records_carry_the_ids_the_batch_job_reads(tmp_path, spark):
+    """Ids such as 007, 0042 and 1e3 reach the stream as the text the batch validator reads."""
+    from features.datasets import dataset
+    from jobs.replay import main
+    from runtime.config import load_config
+    from runtime.storage import read_raw
+
+    source = tmp_path / "tx.csv"
+    source.write_text("transaction_id,event_time,customer_id,terminal_id,amount,label\n"
+                      "007,2026-03-01 00:00:01,0042,1e3,1000,0\n"
+                      "0042,2026-03-01 00:00:02,007,00,12.50,1\n"
+                      "1e3,2026-03-01 00:00:03,1.0,7,1e3,0\n")
+    code = main(["--conf", "conf/local.yaml", "--dataset", "transactions", "--input", str(source),
+                 "--format", "csv", "--mode", "landing", "--output", str(tmp_path / "landing"),
+                 "--order-by", "event_time", "--rate", "0"])
+    assert code == 0
+    text = "".join((tmp_path / "landing" / f).read_text() for f in sorted(os.listdir(tmp_path / "landing")))
+    lines = [json.loads(line) for line in text.splitlines()]
+
+    config = load_config("conf/local.yaml", overrides=["dataset=transactions"])
+    batch = dataset("transactions").validate(read_raw(spark, str(source), "csv"),
+                                             config["schema"]["transactions"]).valid
+    want = sorted((r.transaction_id, r.customer_id, r.terminal_id) for r in batch.collect())
+    assert len(want) == 3
+    assert sorted((x["transaction_id"], x["customer_id"], x["terminal_id"]) for x in lines) == want
+    # the amount is a JSON number with the file's digits (the stream's decoder wants a number)
+    assert [x["amount"] for x in lines] == [1000, 12.5, 1000.0]
+    assert '"amount":1e3' in text and '"transaction_id":"007"' in text
