@@ -33,8 +33,8 @@ from runtime import fs
 from runtime.errors import InputError
 from runtime.delta import is_delta, sql_string
 from runtime.progress import RunSummary, log, step
-from runtime.storage import (StorageError, date_runs, dates_with_rows, read_raw, read_table, replace_where,
-                             rows_per_date, write_table)
+from runtime.storage import (StorageError, date_runs, dates_with_rows, failure_text, input_format, read_strict,
+                             read_table, replace_where, rows_per_date, write_table)
 
 
 def validation_outcome(validated: Validated, source: str) -> dict[str, int]:
@@ -126,12 +126,17 @@ def build_feature_table(spark: SparkSession, config: Mapping, *, source: str, ou
     dataset = dataset_named(config["dataset"])
     schema_conf = config["schema"][dataset.name]
     try:
-        validated = dataset.validate(read_raw(spark, source, schema_conf["format"]), schema_conf)
+        fmt = input_format(source, schema_conf["format"])
+        raw_df = read_strict(spark, source, fmt, encoding=schema_conf["encoding"])
+        validated = dataset.validate(raw_df, schema_conf)
     except (StorageError, ValueError) as exc:
         raise InputError(str(exc)) from None
     validated.checked.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        counts = validation_outcome(validated, source)
+        try:
+            counts = validation_outcome(validated, source)
+        except Exception as exc:  # a file that fails while its rows are read (a corrupt Parquet page)
+            raise InputError(f"cannot read {fmt} input {source}: {failure_text(exc)}") from None
         dates, empty = dates_to_build(validated.valid, first, last, source, allow_empty) if first else (None, [])
         if empty:
             log("features", f"no valid raw rows on {date_runs(empty)}: those dates are skipped (--allow-empty)")

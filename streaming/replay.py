@@ -12,6 +12,7 @@ from pyspark.sql import SparkSession
 
 from runtime.errors import InputError
 from runtime.progress import RunSummary, log, step
+from runtime.storage import StorageError, input_format
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class ReplayOptions:
 
     mode: str                   # kinesis | landing
     source: str                 # the data set to send
-    fmt: str                    # parquet | csv | json
+    fmt: str                    # parquet | csv | json | delta, or auto (runtime.storage.input_format)
     batch_size: int             # records per PutRecords call or per landing file
     rate: float                 # records per second, 0 for as fast as possible
     key_column: str | None      # the partition key's column
@@ -150,13 +151,17 @@ def run_replay(options: ReplayOptions, replay_conf: Mapping, aws_conf: Mapping, 
 
     spark = session()
     try:
-        records = read_records(spark, options.source, options.fmt, order_by=options.order_by,
+        fmt = input_format(options.source, options.fmt)
+    except StorageError as exc:
+        raise InputError(str(exc)) from None
+    try:
+        records = read_records(spark, options.source, fmt, order_by=options.order_by,
                                key_column=options.key_column, limit=options.limit, last=options.last,
                                numeric=options.numeric, encoding=options.encoding)
     except InputError:
         raise
     except Exception as exc:  # AnalysisException: a missing path, a bad file
-        raise InputError(f"cannot read {options.fmt} input {options.source}: {str(exc).splitlines()[0]}") from None
+        raise InputError(f"cannot read {fmt} input {options.source}: {str(exc).splitlines()[0]}") from None
 
     progress = lambda message: log("replay", message)  # noqa: E731
     if options.mode == "kinesis":
