@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 REASON = "reason"
+EVENT_DATE = "event_date"   # quarantine column: the rejected event's date, null when its time did not parse
 CORRUPT = "_corrupt_record"
 #: Optional input column holding a reason found before validation (the stream's record-level
 #: problems): a row with one is quarantined with exactly that reason.
@@ -51,6 +52,8 @@ class Validated:
             *[F.col(f"_src_{i}").alias(name) for i, name in enumerate(self.source_columns)],
             F.col(REASON),
             F.current_timestamp().alias("quarantined_at"),
+            # the event's date when its time parsed: rebuilding a date replaces that date's rejects
+            F.to_date("event_time").alias(EVENT_DATE),
         )
 
 

@@ -56,6 +56,13 @@ def test_hostile_csv_rows_are_valid_with_their_exact_values_or_quarantined_with_
     # the undecodable lines are kept as read, never merged into one id
     assert len(q[q["reason"].str.startswith("undecodable")]["_corrupt_record"].unique()) == 2
 
+    # a clean copy of the same day under another name: the re-run replaces that date's rejects
+    clean = tmp_path / "events_fixed.csv"
+    clean.write_bytes(HEADER + b"\n".join(line for line, reason in ROWS if reason is None) + b"\n")
+    assert run_features(tmp_path, clean) == 0
+    assert "rows in 3 = valid 3 + quarantined 0" in capsys.readouterr().out
+    assert spark.read.format("delta").load(str(tmp_path / "quarantine")).count() == 0
+
 
 def test_inputs_that_cannot_be_used_fail_naming_the_file(spark, tmp_path, capsys):
     header_only = tmp_path / "header_only.csv"
