@@ -153,3 +153,19 @@ def test_replayed_csv_records_carry_the_ids_the_batch_job_reads(tmp_path, spark)
     # the amount is a JSON number with the file's digits (the stream's decoder wants a number)
     assert [x["amount"] for x in lines] == [1000, 12.5, 1000.0]
     assert '"amount":1e3' in text and '"transaction_id":"007"' in text
+
+
+def test_replayed_json_lines_are_the_source_lines(tmp_path, spark):
+    from jobs.replay import main
+
+    source = tmp_path / "tx.jsonl"
+    lines = ['{"transaction_id": "007", "event_time": "2026-03-01 00:00:02", "customer_id": "c", "amount": 1e3}',
+             '{"transaction_id": "0042", "event_time": "2026-03-01 00:00:01", "customer_id": "c", "amount": 12.50}']
+    source.write_text("\n".join(lines) + "\n\n")
+    code = main(["--conf", "conf/local.yaml", "--dataset", "transactions", "--input", str(source),
+                 "--mode", "landing", "--output", str(tmp_path / "landing"), "--order-by", "event_time",
+                 "--rate", "0"])
+    assert code == 0
+    sent = [line for f in sorted(os.listdir(tmp_path / "landing"))
+            for line in (tmp_path / "landing" / f).read_text().splitlines()]
+    assert sent == [lines[1], lines[0]]
