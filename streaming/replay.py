@@ -107,11 +107,14 @@ def read_records(spark: SparkSession, path: str, fmt: str, *, order_by: str, key
     df, line = read_source(spark, path, fmt, encoding=encoding)
     columns = [c for c in df.columns if c != line]
     if key_column and key_column not in columns:
-        raise InputError(f"partition key column {key_column!r} is not in {path} (it has {', '.join(columns)})")
+        raise InputError(f"partition key column {key_column!r} is not in {path} (it has {', '.join(columns)}): "
+                         "name one with --partition-key COLUMN, or map the entity id "
+                         "(--set schema.<dataset>.columns.<entity id>=<your column>)")
     order = None
     if order_by:
         if order_by not in columns:
-            raise InputError(f"--order-by column {order_by!r} is not in {path}")
+            raise InputError(f"--order-by column {order_by!r} is not in {path} (it has {', '.join(columns)}): "
+                             "--order-by COLUMN, or --order-by '' for the input's order")
         order = F.col(f"`{order_by}`")
         if fmt == "csv":
             inferred = (spark.read.option("header", "true").option("inferSchema", "true")
