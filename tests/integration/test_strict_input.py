@@ -90,3 +90,20 @@ def test_inputs_that_cannot_be_used_fail_naming_the_file(spark, tmp_path, capsys
     assert run_features(tmp_path, folder, "--set", "schema.transactions.format=parquet") == 2
     err = capsys.readouterr().err
     assert "part-99999-corrupt.parquet" in err and "Traceback" not in err
+
+
+def test_json_lines_that_cannot_be_read_exactly_carry_their_problem(spark, tmp_path):
+    from runtime.storage import CORRUPT, PROBLEM, read_strict
+
+    source = tmp_path / "events.jsonl"
+    source.write_bytes(b'{"id": "007", "amount": 1.5}\n'
+                       b'{"id": "a", "amount": 2}\n'
+                       b'{"id": "b", "amount": {"x": 1}}\n'
+                       b'{"id": "c", "amount": \n'
+                       b'{"id": "d\xff", "amount": 3}\n')
+    rows = {r["id"] if r[CORRUPT] is None else r[CORRUPT]: r[PROBLEM] for r in read_strict(spark, str(source), "json").collect()}
+    # an object among numbers makes Spark infer text for amount: "b" is read, the validator rejects it
+    assert rows == {"007": None, "a": None, "b": None,
+                    '{"id": "c", "amount": ': "unparseable JSON record (not a JSON object with the types of the "
+                                             "other lines)",
+                    '{"id": "d\ufffd", "amount": 3}': "undecodable bytes (not valid UTF-8)"}
