@@ -31,6 +31,7 @@ def run_features(tmp_path, source, *extra, quarantine="quarantine"):
     return main(["--conf", "conf/local.yaml", "--dataset", "transactions", "--input", str(source),
                  "--output", str(tmp_path / "features"), "--quarantine", str(tmp_path / quarantine),
                  "--set", f"storage.lake={tmp_path / 'lake'}", "--set", "schema.transactions.columns.label=",
+                 "--set", "features.transactions.windows_days=[1]",  # fewer aggregates: a quicker test
                  *extra])
 
 
