@@ -11,10 +11,13 @@ dates); with ``allow_empty`` the dates that have rows are built.
 
 Both tables are written in ``storage.format`` (Delta by default). The feature table's dates are
 replaced by dynamic partition overwrite: one commit that replaces exactly the dates written.
+The input is read strictly (``runtime.storage.read_strict``: no value coerced, undecodable bytes
+and malformed lines quarantined by name, an empty input or a corrupt file an InputError naming it).
 The quarantine holds the rejects of each input as its last run found them: every run validates
 its whole input, and its rejects replace that input's earlier ones (rows whose ``input_path`` is
-the input as given; with Parquet the whole quarantine is replaced), so running the features
-again never duplicates them. With a labels table (features/labels.py) the features use the late
+the input as given) and every reject dated on a date the run rebuilds (``event_date``; with
+Parquet the whole quarantine is replaced), so running the features again never duplicates them
+nor leaves a fixed file's old rejects behind. With a labels table (features/labels.py) the features use the late
 labels known by each row's time, and the ``label`` column is each event's latest label.
 """
 from __future__ import annotations
@@ -28,13 +31,13 @@ from pyspark.sql import functions as F
 
 from features.datasets import dataset as dataset_named
 from features.labels import read_labels, with_eventual_labels
-from ingest.validation import Validated, count_outcome
+from ingest.validation import EVENT_DATE, Validated, count_outcome
 from runtime import fs
 from runtime.errors import InputError
 from runtime.delta import is_delta, sql_string
 from runtime.progress import RunSummary, log, step
-from runtime.storage import (StorageError, date_runs, dates_with_rows, read_raw, read_table, replace_where,
-                             rows_per_date, write_table)
+from runtime.storage import (StorageError, date_runs, dates_with_rows, failure_text, input_format, read_strict,
+                             read_table, replace_where, rows_per_date, write_table)
 
 
 def validation_outcome(validated: Validated, source: str) -> dict[str, int]:
@@ -48,11 +51,14 @@ def validation_outcome(validated: Validated, source: str) -> dict[str, int]:
 INPUT_PATH = "input_path"   # quarantine column: the input a reject came from, as given
 
 
-def quarantine_rejects(validated: Validated, quarantined: int, path: str, fmt: str, source: str) -> None:
+def quarantine_rejects(validated: Validated, quarantined: int, path: str, fmt: str, source: str,
+                       dates: Sequence[dt.date] = ()) -> None:
     """Make the ``quarantined`` rejected rows of ``source`` its rows in the quarantine table at
-    ``path`` and log the top reasons. Delta: the rows of an earlier run over ``source`` are
-    replaced in one commit (other inputs' rows stay); Parquet: the whole table is replaced.
-    Nothing is written when there is nothing to quarantine and no table yet.
+    ``path`` and log the top reasons. Delta: in one commit, the rows of an earlier run over
+    ``source`` and the rows of ``dates`` (the dates this run rebuilds, from whatever input) are
+    replaced (other rows stay), so a re-run never leaves rejects of a rebuilt date behind;
+    Parquet: the whole table is replaced. Nothing is written when there is nothing to quarantine
+    and no table yet.
     """
     spark = validated.checked.sparkSession
     exists = is_delta(spark, path) if fmt == "delta" else fs.exists(path)
@@ -61,7 +67,11 @@ def quarantine_rejects(validated: Validated, quarantined: int, path: str, fmt: s
     rejects = validated.quarantine.withColumn(INPUT_PATH, F.lit(source))
     with step("features", f"writing {quarantined:,} quarantined rows to {path}"):
         if fmt == "delta":
-            replace_where(rejects, path, f"{INPUT_PATH} = {sql_string(source)}", merge_schema=True)
+            where = f"{INPUT_PATH} = {sql_string(source)}"
+            # a table written before the quarantine had dates is matched by input only
+            if dates and (not exists or EVENT_DATE in read_table(spark, path, "delta").columns):
+                where += f" OR {EVENT_DATE} IN ({', '.join(f'DATE {sql_string(str(d))}' for d in sorted(dates))})"
+            replace_where(rejects, path, where, merge_schema=True)
         else:
             write_table(rejects, path, fmt)
     if quarantined:
@@ -126,17 +136,23 @@ def build_feature_table(spark: SparkSession, config: Mapping, *, source: str, ou
     dataset = dataset_named(config["dataset"])
     schema_conf = config["schema"][dataset.name]
     try:
-        validated = dataset.validate(read_raw(spark, source, schema_conf["format"]), schema_conf)
+        fmt = input_format(source, schema_conf["format"])
+        raw_df = read_strict(spark, source, fmt, encoding=schema_conf["encoding"])
+        validated = dataset.validate(raw_df, schema_conf)
     except (StorageError, ValueError) as exc:
         raise InputError(str(exc)) from None
     validated.checked.persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        counts = validation_outcome(validated, source)
+        try:
+            counts = validation_outcome(validated, source)
+        except Exception as exc:  # a file that fails while its rows are read (a corrupt Parquet page)
+            raise InputError(f"cannot read {fmt} input {source}: {failure_text(exc)}") from None
         dates, empty = dates_to_build(validated.valid, first, last, source, allow_empty) if first else (None, [])
         if empty:
             log("features", f"no valid raw rows on {date_runs(empty)}: those dates are skipped (--allow-empty)")
         fmt = config["storage"]["format"]
-        quarantine_rejects(validated, counts["quarantined"], quarantine, fmt, source)
+        rebuilt = dates if first else list(rows_per_date(validated.valid.select(F.to_date("event_time").alias("date"))))
+        quarantine_rejects(validated, counts["quarantined"], quarantine, fmt, source, rebuilt)
         labels_df = late_labels(spark, labels)
         transform, history_days = dataset.feature_builder(config, labels_df)
         features_df = with_eventual_labels(features_of_dates(validated.valid, transform, history_days, first, last),

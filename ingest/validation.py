@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 REASON = "reason"
+EVENT_DATE = "event_date"   # quarantine column: the rejected event's date, null when its time did not parse
 CORRUPT = "_corrupt_record"
 #: Optional input column holding a reason found before validation (the stream's record-level
 #: problems): a row with one is quarantined with exactly that reason.
@@ -51,24 +52,41 @@ class Validated:
             *[F.col(f"_src_{i}").alias(name) for i, name in enumerate(self.source_columns)],
             F.col(REASON),
             F.current_timestamp().alias("quarantined_at"),
+            # the event's date when its time parsed: rebuilding a date replaces that date's rejects
+            F.to_date("event_time").alias(EVENT_DATE),
         )
 
 
 def _check_columns(df: DataFrame, mapping: Mapping[str, str], required: Sequence[str],
-                   optional: Sequence[str], measures: Sequence[str] = ()) -> dict[str, str]:
-    """Resolve canonical -> source names, raising SchemaError naming every missing column."""
+                   optional: Sequence[str], measures: Sequence[str] = (), *, dataset: str = "<dataset>") -> dict[str, str]:
+    """Resolve canonical -> source names, raising SchemaError naming every missing column and
+    how to map it (``--set schema.<dataset>.columns.<name>=<source column>``, or "" for a column
+    the input may lack).
+    """
     unknown = set(mapping) - set(required) - set(optional)
     if unknown:
         raise SchemaError(f"unknown canonical column(s) in the mapping: {', '.join(sorted(unknown))}")
     resolved = {name: mapping.get(name, name) for name in required}
     resolved.update({name: mapping[name] for name in optional if mapping.get(name)})
-    wanted = list(resolved.items()) + [(m, m) for m in measures]
-    missing = [f"{source} (for {canonical})" if source != canonical else source
-               for canonical, source in wanted if source not in df.columns]
+    missing, hints = [], []
+    for canonical, source in resolved.items():
+        if source in df.columns:
+            continue
+        missing.append(f"{source} (for {canonical})" if source != canonical else source)
+        hint = f"--set schema.{dataset}.columns.{canonical}=<your column>"
+        if canonical in optional:
+            hint += f" (or --set schema.{dataset}.columns.{canonical}= when the input has none)"
+        hints.append(hint)
+    absent = [m for m in measures if m not in df.columns]
+    if absent:
+        missing.extend(f"{m} (a measure)" for m in absent)
+        hints.append(f"--set 'schema.{dataset}.measures=[<your numeric columns>]' (the measures are read "
+                     "under their own names)")
     if missing:
         raise SchemaError(
-            f"input is missing column(s) {', '.join(missing)}; it has: {', '.join(df.columns)}. "
-            "Map your column names under schema.<dataset>.columns in the config."
+            f"input is missing column(s) {', '.join(missing)}; it has: "
+            f"{', '.join(c for c in df.columns if not c.startswith('_'))}. "
+            f"Map them in the config (schema.{dataset}.columns) or on the command line: {'; '.join(hints)}"
         )
     return resolved
 
@@ -99,17 +117,37 @@ def parse_time(source: Column, source_type: T.DataType, timestamp_format: str | 
     return value, reason
 
 
+#: A number as written in a file: digits, an optional fraction and exponent, a sign. Nothing else
+#: (no thousands separators, no "12d" or "0x1p3", which Spark's cast would turn into 12.0 and 8.0).
+NUMBER = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+#: NaN and infinities as Spark's cast reads them: parsed, then rejected by name.
+SPECIAL_NUMBER = r"(?i)^[+-]?(nan|inf|infinity)$"
+THOUSANDS = r"^[+-]?[0-9]{1,3}([,.' _][0-9]{3})+([.,][0-9]+)?$"
+
+
+def strict_number(text: Column) -> Column:
+    """The double ``text`` (trimmed) spells, or null when it is anything but a plain number."""
+    return F.when(text.rlike(NUMBER) | text.rlike(SPECIAL_NUMBER), text.cast("double"))
+
+
 def parse_amount(source: Column, name: str, source_type: T.DataType = T.StringType()) -> tuple[Column, Column]:
-    """(double, reason or null): missing, non-numeric, NaN, infinite and negative values are rejected."""
+    """(double, reason or null): missing, non-numeric, NaN, infinite and negative values are rejected.
+
+    Text must be a plain number: one with thousands separators ("1,234.50") or stray characters
+    is rejected by name rather than read as something else.
+    """
     if isinstance(source_type, T.NumericType):
         value = source.cast("double")
         missing = source.isNull()
+        odd = F.lit(None).cast("string")
     else:
-        value = _text(source).cast("double")
-        missing = source.isNull() | (_text(source) == "")
+        text = _text(source)
+        value = strict_number(text)
+        missing = source.isNull() | (text == "")
+        odd = F.when(text.rlike(THOUSANDS), F.lit(f"thousands separator in {name}"))
     reason = (
         F.when(missing, F.lit(f"missing {name}"))
-        .when(value.isNull(), F.lit(f"non-numeric {name}"))
+        .when(value.isNull(), F.coalesce(odd, F.lit(f"non-numeric {name}")))
         .when(F.isnan(value), F.lit(f"NaN {name}"))
         .when(value.isin(float("inf"), float("-inf")), F.lit(f"infinite {name}"))
         .when(value < 0, F.lit(f"negative {name}"))
@@ -119,7 +157,7 @@ def parse_amount(source: Column, name: str, source_type: T.DataType = T.StringTy
 
 def parse_label(source: Column, name: str = "label") -> tuple[Column, Column]:
     """(int 0/1 or null, reason or null): an absent label is fine, anything but 0/1 is not."""
-    as_double = _text(source).cast("double")
+    as_double = strict_number(_text(source))
     value = as_double.cast("int")
     present = source.isNotNull() & (_text(source) != "")
     reason = F.when(present & (as_double.isNull() | ~as_double.isin(0.0, 1.0)), F.lit(f"invalid {name}"))
@@ -164,7 +202,7 @@ def _finish(df: DataFrame, parsed: dict[str, tuple[Column, Column]], id_name: st
 def validate_telemetry(raw_df: DataFrame, *, columns: Mapping[str, str], measures: Sequence[str],
                        timestamp_format: str | None = None) -> Validated:
     """Canonical telemetry rows and quarantined ones from a user's frame (any column names)."""
-    resolved = _check_columns(raw_df, columns, TELEMETRY_REQUIRED, TELEMETRY_OPTIONAL, measures)
+    resolved = _check_columns(raw_df, columns, TELEMETRY_REQUIRED, TELEMETRY_OPTIONAL, measures, dataset="telemetry")
     types = {f.name: f.dataType for f in raw_df.schema.fields}
     col = {name: F.col(f"`{source}`") for name, source in resolved.items()}
     parsed: dict[str, tuple[Column, Column]] = {}
@@ -195,7 +233,7 @@ def validate_transactions(raw_df: DataFrame, *, columns: Mapping[str, str],
 
     ``dedupe``: see :func:`_finish`.
     """
-    resolved = _check_columns(raw_df, columns, TRANSACTION_REQUIRED, TRANSACTION_OPTIONAL)
+    resolved = _check_columns(raw_df, columns, TRANSACTION_REQUIRED, TRANSACTION_OPTIONAL, dataset="transactions")
     types = {f.name: f.dataType for f in raw_df.schema.fields}
     col = {name: F.col(f"`{source}`") for name, source in resolved.items()}
     parsed: dict[str, tuple[Column, Column]] = {

@@ -1,14 +1,17 @@
 """The `features` job: validate raw events and write the feature table, partitioned by date.
 
-Reads the raw input (schema.<dataset>.format: parquet, csv or json lines; column names mapped by
+Reads the raw input (schema.<dataset>.format: parquet, csv, json lines or delta, by default from
+the input's extension; CSV and JSON in schema.<dataset>.encoding; column names mapped by
 schema.<dataset>.columns), sends every row that fails validation to the quarantine table with a
-reason (unparseable time, missing id, non-numeric / negative / NaN / infinite values, duplicate
-ids), prints rows in = valid + quarantined, then builds the point-in-time features and writes them
+reason (undecodable bytes, too many or too few fields, unparseable time, missing id, non-numeric
+(thousands separators, stray characters) / negative / NaN / infinite values, duplicate ids),
+prints rows in = valid + quarantined, then builds the point-in-time features and writes them
 partitioned by `date`. With --from-date/--to-date only those dates are rebuilt (history before
 them is read as needed); other dates stay as they are. With a labels table (--labels, written by
 the labels job) the terminal features count each late label from the time it became known, and
 the label column is each event's latest label. Both tables are written in storage.format; a
-run's rejects replace the earlier rejects of the same input.
+run's rejects replace the earlier rejects of the same input and of the dates it rebuilds. An empty
+or header-only input, or a corrupt file, stops the run naming the file (exit 2).
 
 Dates with no raw rows: when a date of --from-date..--to-date has no valid raw rows, the job names
 the empty dates, writes nothing (neither features nor quarantine) and exits 3. With --allow-empty
@@ -47,7 +50,7 @@ def run(args, config):
 
 
 main = job_main("features", __doc__, run, options,
-                input_help="raw input (default paths.raw; format from schema.<dataset>.format)",
+                input_help="raw input (default paths.raw; format from schema.<dataset>.format, auto: the extension)",
                 output_help="the feature table (default paths.features), partitioned by date")
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ def options(parser):
                              "(default stream.replay.mode)")
     parser.add_argument("--stream", metavar="NAME", help="Kinesis stream name (default stream.replay.stream_name)")
     parser.add_argument("--format", choices=("parquet", "csv", "json"),
-                        help="input format (default schema.<dataset>.format)")
+                        help="input format (default schema.<dataset>.format; auto: from the input's extension)")
     parser.add_argument("--batch-size", type=int, metavar="N",
                         help="records per PutRecords call (<= 500) or per landing file (default stream.replay.batch_size)")
     parser.add_argument("--rate", type=float, metavar="R",
@@ -52,15 +52,21 @@ def run(args, config):
 
     conf = config.stream.replay
     mode = args.mode or conf.mode
+    schema_conf = config["schema"][config.dataset]
+    mapped = schema_conf["columns"]   # the defaults name canonical columns: use the input's names for them
+
+    def source_name(column):
+        return (mapped.get(column) or column) if column else column
+
     chosen = ReplayOptions(
-        mode=mode, source=args.input or config.path("raw"),
-        fmt=args.format or config["schema"][config.dataset]["format"],
+        mode=mode, source=args.input or config.path("raw"), fmt=args.format or schema_conf["format"],
         batch_size=args.batch_size or conf.batch_size, rate=conf.rate if args.rate is None else args.rate,
-        key_column=args.partition_key or conf.partition_key or dataset(config.dataset).entity,
-        order_by=conf.order_by if args.order_by is None else args.order_by,
+        key_column=args.partition_key or conf.partition_key or source_name(dataset(config.dataset).entity),
+        order_by=source_name(conf.order_by) if args.order_by is None else args.order_by,
         stream_name=args.stream or conf.stream_name,
         folder=args.output or config.path("stream.landing"), limit=args.limit, last=args.last,
-        shards=config.stream.kinesis.shards if args.shards is None else args.shards)
+        shards=config.stream.kinesis.shards if args.shards is None else args.shards,
+        numeric=tuple(dataset(config.dataset).record_fields(schema_conf)[1]), encoding=schema_conf["encoding"])
     return run_replay(chosen, config["stream"]["replay"], config["aws"], session=lambda: build_session(config))
 
 

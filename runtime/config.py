@@ -351,7 +351,23 @@ class GenerateConfig:
 
 
 # read_raw (runtime/storage.py RAW_FORMATS) also reads a Delta table as input.
-_INPUT_FORMAT = OneOf(("parquet", "csv", "json", "delta"))
+_INPUT_FORMAT = OneOf(("auto", "parquet", "csv", "json", "delta"))
+
+
+@dataclass(frozen=True)
+class Charset:
+    """A character encoding Python knows too (Java's names: UTF-8, ISO-8859-1, windows-1252, ...)."""
+
+    def __call__(self, key: str, value: Any) -> None:
+        import codecs
+
+        try:
+            codecs.lookup(value)
+        except (LookupError, TypeError):
+            _fail(key, "a character encoding such as UTF-8, ISO-8859-1 or windows-1252", value)
+
+
+CHARSET = Charset()
 
 
 @dataclass(frozen=True)
@@ -376,6 +392,7 @@ class TransactionsColumns:
 @dataclass(frozen=True)
 class TelemetrySchema:
     format: str = rule(_INPUT_FORMAT)
+    encoding: str = rule(CHARSET)
     timestamp_format: Optional[str]
     columns: TelemetryColumns
     measures: tuple[str, ...] = rule(Each(NON_EMPTY, min_items=1, distinct=True))
@@ -384,6 +401,7 @@ class TelemetrySchema:
 @dataclass(frozen=True)
 class TransactionsSchema:
     format: str = rule(_INPUT_FORMAT)
+    encoding: str = rule(CHARSET)
     timestamp_format: Optional[str]
     columns: TransactionsColumns
 

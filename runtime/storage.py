@@ -9,6 +9,7 @@ from urllib.parse import unquote
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from runtime.errors import NothingToDo
 
@@ -38,6 +39,178 @@ def read_raw(spark: SparkSession, path: str, fmt: str) -> DataFrame:
     except Exception as exc:  # AnalysisException, or a py4j error from a corrupt file
         raise StorageError(f"cannot read {fmt} input {path}: {first_line(exc)}") from None
     return df
+
+
+#: How an input's format is told from its name when ``schema.<dataset>.format`` is "auto"
+#: (a compression suffix such as .gz is looked past).
+INPUT_SUFFIXES = {".csv": "csv", ".json": "json", ".jsonl": "json", ".ndjson": "json", ".parquet": "parquet"}
+_COMPRESSION = (".gz", ".bz2", ".deflate", ".lz4", ".snappy", ".zst")
+
+
+def _suffix_format(name: str) -> str | None:
+    name = name.lower().rstrip("/")
+    for suffix in _COMPRESSION:
+        if name.endswith(suffix) and not name.endswith(".parquet" + suffix):
+            name = name[: -len(suffix)]
+    return next((fmt for suffix, fmt in INPUT_SUFFIXES.items() if name.endswith(suffix)), None)
+
+
+def input_format(path: str, configured: str = "auto") -> str:
+    """The format to read ``path`` in: ``configured`` unless it is "auto"; else the path's
+    extension (.csv; .json, .jsonl, .ndjson: JSON lines; .parquet), else for a folder a Delta
+    table (``_delta_log``) or the extension its data files share. StorageError names the path
+    when none of these tells.
+    """
+    from runtime import fs
+
+    if configured != "auto":
+        return configured
+    fmt = _suffix_format(path)
+    if fmt:
+        return fmt
+    try:
+        if fs.exists(fs.join(path, "_delta_log")):
+            return "delta"
+        names = [f.rsplit("/", 1)[-1] for f in fs.list_files(path, recursive=True)]
+    except Exception as exc:  # an unreachable store: say so rather than guess
+        raise StorageError(f"cannot tell the format of {path}: {first_line(exc)}") from None
+    found = {_suffix_format(n) for n in names if not n.startswith(("_", "."))} - {None}
+    if len(found) == 1:
+        return found.pop()
+    what = f"its files are {', '.join(sorted(found))}" if found else "its name and files have no known extension"
+    raise StorageError(f"cannot tell the format of {path} ({what}): name it .csv, .json/.jsonl or .parquet, "
+                       "or set schema.<dataset>.format (parquet, csv, json or delta)")
+
+
+#: Columns :func:`read_strict` adds to a CSV or JSON input: the raw line of a record that could
+#: not be read as one, the reason why (ingest/validation.py quarantines the row with exactly that
+#: reason) and the file each row came from (kept in the quarantine).
+CORRUPT = "_corrupt_record"
+PROBLEM = "_problem"
+SOURCE_FILE = "_source_file"
+_NO_NULL = "\u0000\u0001"   # a null marker no field holds: empty fields stay "", missing ones null
+
+
+def _byte_lines(encoding: str) -> bool:
+    """Whether lines of text in ``encoding`` end at a newline byte (ASCII-compatible encodings)."""
+    import codecs
+
+    try:
+        return codecs.lookup(encoding).encode("\n")[0] == b"\n"
+    except LookupError:
+        return True   # a Java-only name: Spark says whether it knows it
+
+
+def read_strict(spark: SparkSession, path: str, fmt: str, *, encoding: str = "UTF-8") -> DataFrame:
+    """A user's raw input, read so that no value is silently changed.
+
+    CSV: every column as text. JSON lines: the types Spark infers (a value of another type in
+    some line makes that line unreadable, not null). In both, each line's bytes are decoded in
+    ``encoding`` and a row that cannot be read exactly gets a reason in ``_problem`` (and its
+    line in ``_corrupt_record``): bytes that are not valid ``encoding`` (never replaced by
+    U+FFFD, which would make two distinct ids equal), more or fewer fields than the header
+    (CSV), a line that is not a JSON object of the inferred types (JSON). ``_source_file`` names
+    the file. Parquet: every file's footer is read first, so a corrupt file is named here.
+
+    StorageError names the input when it cannot be read, has no header (an empty CSV) or has no
+    rows (a header only, empty files).
+    """
+    if fmt not in RAW_FORMATS:
+        raise StorageError(f"unknown input format {fmt!r} for {path} (use one of {', '.join(RAW_FORMATS)})")
+    try:
+        if fmt in ("csv", "json"):
+            df = _read_lines(spark, path, fmt, encoding)
+        else:
+            if fmt == "parquet":
+                # mergeSchema reads every file's footer: a corrupt file fails here, by name
+                spark.read.option("mergeSchema", "true").parquet(path).schema  # noqa: B018
+            df = spark.read.format(fmt).load(path)
+        empty = not df.limit(1).count()
+    except StorageError:
+        raise
+    except Exception as exc:  # AnalysisException, or a py4j error from a corrupt file
+        raise StorageError(f"cannot read {fmt} input {path}: {failure_text(exc)}") from None
+    if empty:
+        what = f"a header only ({', '.join(df.columns)})" if fmt == "csv" else "no records"
+        raise StorageError(f"{fmt} input {path} has no rows: {what}")
+    return df
+
+
+def _read_lines(spark: SparkSession, path: str, fmt: str, encoding: str) -> DataFrame:
+    """CSV or JSON lines, one row per non-blank line, with the columns :func:`read_strict` describes."""
+    options = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
+    if fmt == "csv":
+        header = spark.read.option("header", "true").option("inferSchema", "false").option("encoding", encoding)
+        columns = header.csv(path).columns
+        if not columns:
+            raise StorageError(f"csv input {path} is empty: no header line")
+    else:
+        inferred = spark.read.option("encoding", encoding).json(path).schema
+    if not _byte_lines(encoding):
+        # UTF-16/32: Spark's own reader decodes (undecodable bytes cannot be told apart there)
+        reader = spark.read.options(**options, encoding=encoding)
+        if fmt == "csv":
+            schema = ", ".join(f"{_ddl_name(c)} STRING" for c in [*columns, CORRUPT])
+            df = reader.option("header", "true").schema(schema).csv(path)
+        else:
+            df = reader.json(path)
+        if CORRUPT not in df.columns:
+            df = df.withColumn(CORRUPT, F.lit(None).cast("string"))
+        reason = "unreadable CSV row (field count)" if fmt == "csv" else "unparseable JSON record"
+        return df.select("*", F.when(F.col(CORRUPT).isNotNull(), F.lit(reason)).alias(PROBLEM),
+                         F.col("_metadata.file_path").alias(SOURCE_FILE))
+
+    lines = spark.read.text(path).select(F.col("value").cast("binary").alias("_bytes"),
+                                         F.col("_metadata.file_path").alias(SOURCE_FILE))
+    if fmt == "csv":
+        # Spark's CSV reader skips each file's header line likewise (the lines equal to the header)
+        first = lines.select("_bytes").limit(1).collect()
+        if first:
+            lines = lines.where(F.col("_bytes") != F.lit(bytes(first[0][0])))
+    text = F.decode(F.col("_bytes"), encoding)
+    lines = lines.select(text.alias("_line"), (F.encode(text, encoding) != F.col("_bytes")).alias("_undecodable"),
+                         SOURCE_FILE)
+    lines = lines.where(F.trim("_line") != "")
+    undecodable = F.lit(f"undecodable bytes (not valid {encoding})")
+    if fmt == "csv":
+        ddl = ", ".join(f"{_ddl_name(c)} STRING" for c in columns)
+        parsed = F.from_csv("_line", f"{ddl}, {CORRUPT} STRING", options)
+        # only for rows that failed: the fields parsed with one column more tell too many from too few
+        wide = F.from_csv("_line", f"{ddl}, `_one_more` STRING", {"nullValue": _NO_NULL})
+        bad_count = F.when(wide["_one_more"].isNotNull(), F.lit(f"too many fields (the header has {len(columns)})")) \
+            .otherwise(F.lit(f"too few fields (the header has {len(columns)})"))
+        names = columns
+    else:
+        fields = [f for f in inferred.fields if f.name != CORRUPT]
+        schema = T.StructType([*fields, T.StructField(CORRUPT, T.StringType())])
+        parsed = F.from_json("_line", schema, options)
+        bad_count = F.lit("unparseable JSON record (not a JSON object with the types of the other lines)")
+        names = [f.name for f in fields]
+    # parsed once per line (a separate projection: the fields below read the one struct)
+    lines = lines.select("*", parsed.alias("_parsed"))
+    corrupt = F.col(f"_parsed.{CORRUPT}").isNotNull()
+    problem = F.when(F.col("_undecodable"), undecodable).when(corrupt, bad_count)
+    return lines.select(*[F.col("_parsed")[n].alias(n) for n in names],
+                        F.when(corrupt | F.col("_undecodable"), F.col("_line")).alias(CORRUPT),
+                        problem.alias(PROBLEM), SOURCE_FILE)
+
+
+def _ddl_name(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def failure_text(exc: BaseException) -> str:
+    """The line of a read failure that names the file (Spark's "Could not read footer for file"
+    and "Encountered error while reading file"), else its first line.
+    """
+    import re
+
+    text = str(exc)
+    for pattern in (r"[^\n]*(?:reading file|footer for file|for file)[^\n]*", r"[^\n]*(?:file:|s3a?://)[^\n]*"):
+        found = re.search(pattern, text)
+        if found:
+            return found.group(0).strip()[:500]
+    return first_line(exc)
 
 
 def first_line(exc: BaseException) -> str:

@@ -6,12 +6,13 @@ this reads the rows with Spark in order and hands them over.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 from pyspark.sql import SparkSession
 
 from runtime.errors import InputError
 from runtime.progress import RunSummary, log, step
+from runtime.storage import StorageError, input_format
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,7 @@ class ReplayOptions:
 
     mode: str                   # kinesis | landing
     source: str                 # the data set to send
-    fmt: str                    # parquet | csv | json
+    fmt: str                    # parquet | csv | json | delta, or auto (runtime.storage.input_format)
     batch_size: int             # records per PutRecords call or per landing file
     rate: float                 # records per second, 0 for as fast as possible
     key_column: str | None      # the partition key's column
@@ -30,33 +31,105 @@ class ReplayOptions:
     limit: int | None = None
     last: int | None = None     # only the last N records in order_by order
     shards: int | None = None   # mode kinesis: create the stream with this many shards when it does not exist
+    numeric: tuple[str, ...] = ()   # the data set's numeric record fields (JSON numbers in the records)
+    encoding: str = "UTF-8"     # CSV / JSON input: the files' character encoding
+
+
+#: A JSON number as RFC 8259 writes it: such a text in a numeric column goes out as that number,
+#: digit for digit; any other text goes out as a JSON string.
+JSON_NUMBER = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
+
+
+def read_source(spark: SparkSession, path: str, fmt: str, *, encoding: str = "UTF-8"):
+    """(the rows to send, the column each record's JSON text is in or None).
+
+    CSV: every column as the text of the file (no inference: ``007`` stays ``007``, as the batch
+    job reads it). JSON lines: each record is the line itself, parsed (with the batch job's type
+    inference) only for ordering and the partition key. Parquet and Delta: typed as stored.
+    """
+    if fmt == "csv":
+        df = (spark.read.option("header", "true").option("inferSchema", "false")
+              .option("encoding", encoding).csv(path))
+        return df, None
+    if fmt == "json":
+        from pyspark.sql import functions as F
+
+        schema = spark.read.option("encoding", encoding).json(path).schema
+        lines = spark.read.option("encoding", encoding).text(path).where(F.trim("value") != "")
+        parsed = lines.select(F.col("value").alias(_LINE), F.from_json("value", schema).alias("_parsed"))
+        return parsed.select(_LINE, *[F.col(f"_parsed.`{f.name}`").alias(f.name) for f in schema.fields]), _LINE
+    return spark.read.format(fmt).load(path), None
+
+
+_LINE = "_source_line"
+
+
+def record_json(df, numeric: Sequence[str] = ()):
+    """A Column: each row as one JSON object. Typed columns as ``to_json`` writes them; text
+    columns named in ``numeric`` (the data set's numeric record fields) as the JSON number they
+    spell when they spell one (the stream's decoder wants numbers there), else as a JSON string,
+    so a value is never rewritten (``1e3`` stays ``1e3``, ``007`` a string).
+    """
+    import json
+
+    from pyspark.sql import functions as F
+    from pyspark.sql import types as T
+
+    options = {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX", "ignoreNullFields": "true"}
+    types = {f.name: f.dataType for f in df.schema.fields}
+    if not any(isinstance(types[c], T.StringType) for c in numeric if c in types):
+        # Microseconds kept, so the stream sees exactly the times the batch job reads.
+        return F.to_json(F.struct(*[F.col(f"`{c}`") for c in df.columns]), options)
+    parts = []
+    for name in df.columns:
+        col = F.col(f"`{name}`")
+        whole = F.to_json(F.struct(col), options)  # {"name":value} or {} for a null
+        pair = F.regexp_extract(whole, r"^\{(.*)\}$", 1)
+        if name in numeric and isinstance(types[name], T.StringType):
+            text = F.trim(col)
+            pair = F.when(text.rlike(f"^{JSON_NUMBER}$"), F.concat(F.lit(json.dumps(name) + ":"), text)).otherwise(pair)
+        parts.append(F.when(pair != "", pair))
+    return F.concat(F.lit("{"), F.concat_ws(",", *parts), F.lit("}"))
 
 
 def read_records(spark: SparkSession, path: str, fmt: str, *, order_by: str, key_column: str | None,
-                 limit: int | None, last: int | None = None) -> Iterator[tuple[bytes, str | None]]:
-    """Iterator of (JSON bytes, partition key) in order; the whole data set is never collected."""
+                 limit: int | None, last: int | None = None, numeric: Sequence[str] = (),
+                 encoding: str = "UTF-8") -> Iterator[tuple[bytes, str | None]]:
+    """Iterator of (JSON bytes, partition key) in order; the whole data set is never collected.
+
+    Values go out as the source file has them (see :func:`read_source`, :func:`record_json`), so
+    the stream sees the ids the batch job reads from the same file. ``numeric``: the data set's
+    numeric record fields. Ordering a CSV by a column uses the type Spark infers for it (times and
+    numbers in their order, not the text's), the records still carry the text.
+    """
     from pyspark.sql import functions as F
 
-    reader = spark.read
-    if fmt == "csv":
-        # Typed like Parquet input, so numbers go out as JSON numbers.
-        reader = reader.option("header", "true").option("inferSchema", "true")
-    df = reader.format(fmt).load(path)
-    if key_column and key_column not in df.columns:
-        raise InputError(f"partition key column {key_column!r} is not in {path} (it has {', '.join(df.columns)})")
+    df, line = read_source(spark, path, fmt, encoding=encoding)
+    columns = [c for c in df.columns if c != line]
+    if key_column and key_column not in columns:
+        raise InputError(f"partition key column {key_column!r} is not in {path} (it has {', '.join(columns)}): "
+                         "name one with --partition-key COLUMN, or map the entity id "
+                         "(--set schema.<dataset>.columns.<entity id>=<your column>)")
+    order = None
     if order_by:
-        if order_by not in df.columns:
-            raise InputError(f"--order-by column {order_by!r} is not in {path}")
-        df = df.orderBy(order_by)
+        if order_by not in columns:
+            raise InputError(f"--order-by column {order_by!r} is not in {path} (it has {', '.join(columns)}): "
+                             "--order-by COLUMN, or --order-by '' for the input's order")
+        order = F.col(f"`{order_by}`")
+        if fmt == "csv":
+            inferred = (spark.read.option("header", "true").option("inferSchema", "true")
+                        .option("encoding", encoding).csv(path).schema[order_by].dataType)
+            order = order.cast(inferred)
+        df = df.withColumn("_order", order)
+        order = F.col("_order")
+        df = df.orderBy(order)
     if last:
-        if not order_by:
+        if order is None:
             raise InputError("--last needs an order (--order-by COLUMN): the last records of what?")
-        df = df.orderBy(F.col(f"`{order_by}`").desc()).limit(last).orderBy(order_by)
+        df = df.orderBy(order.desc()).limit(last).orderBy(order)
     if limit:
         df = df.limit(limit)
-    # Microseconds kept, so the stream sees exactly the times the batch job reads.
-    json_col = F.to_json(F.struct(*[F.col(f"`{c}`") for c in df.columns]),
-                         {"timestampFormat": "yyyy-MM-dd'T'HH:mm:ss.SSSSSSXXX", "ignoreNullFields": "true"})
+    json_col = F.col(line) if line else record_json(df.select(*[F.col(f"`{c}`") for c in columns]), numeric)
     key = F.col(f"`{key_column}`").cast("string") if key_column else F.lit(None).cast("string")
     rows = df.select(json_col.alias("json"), key.alias("key")).toLocalIterator(prefetchPartitions=True)
     return ((row["json"].encode("utf-8"), row["key"]) for row in rows)
@@ -81,12 +154,17 @@ def run_replay(options: ReplayOptions, replay_conf: Mapping, aws_conf: Mapping, 
 
     spark = session()
     try:
-        records = read_records(spark, options.source, options.fmt, order_by=options.order_by,
-                               key_column=options.key_column, limit=options.limit, last=options.last)
+        fmt = input_format(options.source, options.fmt)
+    except StorageError as exc:
+        raise InputError(str(exc)) from None
+    try:
+        records = read_records(spark, options.source, fmt, order_by=options.order_by,
+                               key_column=options.key_column, limit=options.limit, last=options.last,
+                               numeric=options.numeric, encoding=options.encoding)
     except InputError:
         raise
     except Exception as exc:  # AnalysisException: a missing path, a bad file
-        raise InputError(f"cannot read {options.fmt} input {options.source}: {str(exc).splitlines()[0]}") from None
+        raise InputError(f"cannot read {fmt} input {options.source}: {str(exc).splitlines()[0]}") from None
 
     progress = lambda message: log("replay", message)  # noqa: E731
     if options.mode == "kinesis":

@@ -12,6 +12,7 @@ from test_stream import drain, topic_with_queue, write_landing
 def test_the_streams_alerts_are_the_nightly_jobs_flags_for_the_same_days(spark, lake, tmp_path):
     from jobs import score, stream
     from runtime.config import load_config
+    from runtime.storage import input_format
     from streaming.replay import read_records
 
     args = lake["args"]
@@ -28,7 +29,8 @@ def test_the_streams_alerts_are_the_nightly_jobs_flags_for_the_same_days(spark, 
 
     # those days' raw events as the replay job sends them (JSON, event-time order), in landing files
     window = tmp_path / "window"
-    raw = spark.read.format(config["schema"]["transactions"]["format"]).load(config.path("raw"))
+    raw = spark.read.format(input_format(config.path("raw"), config["schema"]["transactions"]["format"])).load(
+        config.path("raw"))
     raw.where(F.to_date("event_time").between(F.lit(first), F.lit(last))).write.parquet(str(window))
     lines = [payload.decode() for payload, _ in read_records(spark, str(window), "parquet", order_by="event_time",
                                                              key_column=None, limit=None)]

@@ -106,7 +106,7 @@ CONF = Path(__file__).resolve().parents[2] / "conf"
 
 @pytest.mark.parametrize("key, value, allowed", [
     ("storage.format", "orc", "parquet or delta"),
-    ("schema.telemetry.format", "avro", "parquet, csv, json or delta"),
+    ("schema.telemetry.format", "avro", "auto, parquet, csv, json or delta"),
     ("generate.transactions.simulator", "numpy", "spark or handbook"),
     ("summary.export_format", "xml", "csv or json"),
     ("stream.source", "kafka", "landing or kinesis"),
