@@ -25,6 +25,7 @@ from typing import Any, Callable, Optional
 from models import registry
 from models.logistic import LinearTerms
 from models.rcf import Forest
+from scoring.risk import Stacker
 from runtime import fs
 from scoring.champions import Champions, load_champions, registry_root
 
@@ -111,7 +112,9 @@ def save_snapshot(champions: Champions, folder: str) -> None:
     os.makedirs(folder, exist_ok=True)
     meta: dict[str, Any] = {"feature_cols": list(champions.feature_cols),
                             "rcf_feature_cols": champions.rcf_feature_cols,
-                            "rcf": None, "logistic": None}
+                            "rcf": None, "logistic": None, "stacker": None}
+    if champions.stacker is not None:     # the stacked risk's combiner (scoring/risk.py), when the registry has one
+        meta["stacker"] = {"version": champions.stacker_version, "stacker": champions.stacker.as_dict()}
     if champions.rcf is not None:
         meta["rcf"] = {"version": champions.rcf_version, "threshold": float(champions.rcf.threshold)}
         with open(f"{folder}/{FOREST}", "wb") as out:
@@ -137,7 +140,10 @@ def load_snapshot(folder: str) -> Champions:
         t = meta["logistic"]["terms"]
         terms = LinearTerms(**{k: tuple(v) if isinstance(v, list) else v for k, v in t.items()})
         logistic = SimpleNamespace(terms=terms, threshold=meta["logistic"]["threshold"])
+    stacker = meta.get("stacker")
     return Champions(feature_cols=meta["feature_cols"], rcf=rcf,
                      rcf_version=meta["rcf"]["version"] if meta["rcf"] else None,
                      logistic=logistic, logistic_version=meta["logistic"]["version"] if meta["logistic"] else None,
-                     rcf_feature_cols=meta["rcf_feature_cols"])
+                     rcf_feature_cols=meta["rcf_feature_cols"],
+                     stacker=Stacker.from_dict(stacker["stacker"]) if stacker else None,
+                     stacker_version=stacker["version"] if stacker else None)
