@@ -70,10 +70,11 @@ try:   # the alerts against the labels and against the nightly job's flags for t
     nightly = DeltaTable(scores_path).to_pandas(columns=["transaction_id", "is_anomaly"])
     nightly = nightly[nightly["transaction_id"].isin(sink["transaction_id"])]
     batch_flags = set(nightly.loc[nightly["is_anomaly"], "transaction_id"])
-    stream_flags = set(flagged["transaction_id"])
+    # the stream's flags on the events the nightly job scored too (its window may be shorter)
+    stream_flags = set(flagged["transaction_id"]) & set(nightly["transaction_id"])
     print(f"[kinesis] alert precision {frauds:,} frauds / {len(flagged):,} flagged = "
-          f"{frauds / max(len(flagged), 1):.3f}; the nightly job scored {len(nightly):,} of these "
-          f"{len(sink):,} events and flagged {len(batch_flags):,}: {len(stream_flags & batch_flags):,} flagged by both, "
+          f"{frauds / max(len(flagged), 1):.3f}; on the {len(nightly):,} of these {len(sink):,} events the nightly "
+          f"job scored too, it flagged {len(batch_flags):,}: {len(stream_flags & batch_flags):,} flagged by both, "
           f"{len(stream_flags - batch_flags):,} by the stream only, {len(batch_flags - stream_flags):,} by the batch only")
 except Exception as exc:   # a summary line, never the stage's failure
     print(f"[kinesis] alert precision and batch agreement: not available ({type(exc).__name__}: {exc})")
