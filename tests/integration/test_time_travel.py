@@ -150,7 +150,7 @@ def test_after_maintain_train_as_of_the_first_version_trains_the_same_models_aga
     assert code == 0, out
     line = next(text for text in out.splitlines() if text.startswith("[maintain] features "))
     assert "optimize 3 files -> 1; vacuum retention 1 h: 1 files deleted; " \
-           "keeps v1 (logistic v0001, rcf v0001), v2 (logistic v0002)" in line, line
+           "keeps v1 (logistic v0001, rcf v0001, stacker v0001), v2 (logistic v0002)" in line, line
     assert out.strip().splitlines()[-1].startswith("[maintain] status done; dataset transactions; tables ")
     assert not os.path.exists(orphan)
     assert lake["v0_files"] <= _files(lake["first_folder"])          # removed by v1 less than an hour ago
