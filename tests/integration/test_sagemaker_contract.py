@@ -238,21 +238,34 @@ ROOT = Path(__file__).resolve().parents[2]
 SAGEMAKER_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")   # SageMaker's rule for these names
 
 
-def _iam_sagemaker_patterns():
-    policy = json.loads((ROOT / "deploy/iam/emr-role-policy.json").read_text())
-    (statement,) = [s for s in policy["Statement"] if s["Sid"] == "SageMakerTrainingAndHosting"]
-    return statement["Resource"]
+def _resolved(value, template: dict):
+    """A template value with its Refs (pseudo parameters: moto's; parameters: their defaults) and
+    Fn::Join resolved."""
+    if isinstance(value, str):
+        return value
+    if "Ref" in value:
+        pseudo = {"AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT}
+        return pseudo.get(value["Ref"]) or template["Parameters"][value["Ref"]]["Default"]
+    separator, parts = value["Fn::Join"]
+    return separator.join(_resolved(part, template) for part in parts)
+
+
+def _iam_sagemaker_patterns(template_path):
+    """The SageMaker resources the stack's EMR role allows (deploy/cdk, synthesised)."""
+    template = json.loads(template_path.read_text())
+    (policy,) = template["Resources"]["EmrEc2Role"]["Properties"]["Policies"]
+    (statement,) = [s for s in policy["PolicyDocument"]["Statement"] if s.get("Sid") == "SageMakerTrainingAndHosting"]
+    return [_resolved(r, template) for r in statement["Resource"]], template["Parameters"]["SageMakerNamePrefix"]["Default"]
 
 
 @pytest.mark.parametrize("kind", ["rcf", "logistic"])
 def test_training_names_are_at_most_63_characters_and_allowed_by_the_iam_policy(
-    sm_spark, aws_conf, train_df, sm, kind
+    sm_spark, aws_conf, train_df, sm, kind, stack_template
 ):
-    import yaml
-
-    # The prefix the train job builds (sagemaker_backend/stage.py: f"{name_prefix}-{kind}") from
-    # the EMR config's name_prefix; the default RandomNamePolicy made 64-69 characters of it.
-    name_prefix = yaml.safe_load((ROOT / "conf/emr.yaml").read_text())["models"]["sagemaker"]["name_prefix"]
+    # The prefix the train job builds (sagemaker_backend/stage.py: f"{name_prefix}-{kind}") from the
+    # config's name_prefix, which `make stack-conf` takes from the stack (SageMakerNamePrefix); the
+    # default RandomNamePolicy made 64-69 characters of it.
+    patterns, name_prefix = _iam_sagemaker_patterns(stack_template)
     estimator = smb.sagemaker_estimator(
         sm_spark, kind, feature_dim=N_FEATURES, hyperparameters={}, role_arn=ROLE, instance_type="ml.m5.large",
         instance_count=1, max_runtime_s=600, s3_prefix=f"s3://{BUCKET}/names-{kind}", region=REGION,
@@ -268,8 +281,7 @@ def test_training_names_are_at_most_63_characters_and_allowed_by_the_iam_policy(
     for name in (planned.training_job, planned.model, planned.endpoint_config, planned.endpoint):
         assert len(name) <= 63, f"{name} has {len(name)} characters"
         assert SAGEMAKER_NAME.match(name), name
-    # moto's account and region are the ones deploy/names.yaml puts in the policy.
-    patterns = _iam_sagemaker_patterns()
+    # the policy's account and region resolved as moto's
     arns = {
         job["TrainingJobArn"]: "training-job",
         f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:model/{planned.model}": "model",
