@@ -347,8 +347,8 @@ class SnsAlerter:
     def publish(self, events: Sequence[Mapping[str, Any]], scope: str) -> PublishReport:
         """Retry what earlier batches kept, then alert on each event not yet handled under ``scope``."""
         report = PublishReport()
-        self._retry_pending(report)
-        handled = self.ledger.sent_keys(scope) | self.outbox.keys(scope)
+        still_pending = self._retry_pending(report)
+        handled = self.ledger.sent_keys(scope) | still_pending.get(scope, set())
         todo: dict[str, Mapping[str, Any]] = {}
         for event in events:
             key = str(event[self.fields.key])
@@ -359,28 +359,35 @@ class SnsAlerter:
         self._deliver(scope, todo, report, since=None)
         return report
 
-    def _retry_pending(self, report: PublishReport) -> None:
+    def _retry_pending(self, report: PublishReport) -> dict[str, set[str]]:
+        """Send again what the outbox holds; returns the keys still kept there, by scope (one read
+        of the outbox per micro-batch: a re-run batch must not send those again).
+        """
+        still: dict[str, set[str]] = {}
         for path in self.outbox.files():
             held = self.outbox.read(path)
             scope = held["scope"]
-            done = self.ledger.sent_keys(scope)
+            done = self.ledger.sent_keys(scope) | still.get(scope, set())
             todo = {e["key"]: e["event"] for e in held["entries"] if e["key"] not in done}
             before = report.sent
-            self._deliver(scope, todo, report, since=held["since"], errors={e["key"]: e["error"]
-                                                                              for e in held["entries"]})
+            kept = self._deliver(scope, todo, report, since=held["since"], errors={e["key"]: e["error"]
+                                                                                     for e in held["entries"]})
+            still.setdefault(scope, set()).update(kept)
             report.retried += report.sent - before
             self.outbox.remove(path)      # after its keys are in the ledger, dead letters or a newer file
+        return still
 
     def _deliver(self, scope: str, events: Mapping[str, Mapping[str, Any]], report: PublishReport, *,
-                 since: float | None, errors: Mapping[str, str] | None = None) -> None:
+                 since: float | None, errors: Mapping[str, str] | None = None) -> set[str]:
+        """Send ``events`` (key -> event) of ``scope``; returns the keys kept in the outbox."""
         if not events:
-            return
+            return set()
         now = self.wall_clock()
         if since is not None and now - since > self.pending_seconds:
             expired = [(k, e, EXPIRED, f"not sent within {self.pending_seconds:g} s; last error "
                         f"{(errors or {}).get(k, '?')}") for k, e in events.items()]
             self._dead(scope, expired, report)
-            return
+            return set()
         entries = [self._entry(i, key, event) for i, (key, event) in enumerate(events.items())]
         keys_by_id = {entry["Id"]: key for entry, key in zip(entries, events, strict=True)}
         keep: list[dict] = []
@@ -396,6 +403,7 @@ class SnsAlerter:
             report.failures.extend(f"{keys_by_id[i]}: {error}" for i, error in retry.items())
         self.outbox.keep(scope, now if since is None else since, keep)
         report.pending += len(keep)
+        return {e["key"] for e in keep}
 
     def _dead(self, scope: str, rows: list[tuple[str, Mapping[str, Any], str, str]], report: PublishReport) -> None:
         if rows:
