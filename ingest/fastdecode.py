@@ -69,44 +69,24 @@ def decode_clean_transactions(payloads: Sequence, *, schema_conf: Mapping, max_r
     ids = {k: [] for k in _IDS}
     times, amounts, labels, rows = [], [], [], []
     loads = _loads
-    match = _TIME.match
-    key_id, key_customer, key_terminal = (names[k] for k in _IDS)
-    max_chars = max_record_bytes // 4   # a str of at most this many characters is within the byte limit
+    keys = tuple(names[k] for k in (*_IDS, "event_time", "amount", "label"))
     for i, text in enumerate(payloads):
-        if not isinstance(text, str) or not text or text[0] != "{":
-            continue
-        if len(text) > max_chars and len(text.encode("utf-8")) > max_record_bytes:
-            continue
-        if len(text) > 300 and (text.count("[") + text.count("{") > _MAX_OPENINGS or _LONG_NUMBER.search(text)):
+        if not clean_text(text, max_record_bytes):
             continue
         try:
             record = loads(text)
         except ValueError:
             continue
-        if type(record) is not dict:
-            continue
-        values = (record.get(key_id), record.get(key_customer), record.get(key_terminal))
-        if not (_clean_id(values[0]) and _clean_id(values[1]) and _clean_id(values[2])):
-            continue
-        when = record.get(names["event_time"])
-        if type(when) is not str or not match(when):
-            continue
-        amount = record.get(names["amount"])
-        if type(amount) is int:
-            if not 0 <= amount < 2 ** 53:      # exactly a double; huge integers are Spark's to judge
-                continue
-        elif type(amount) is not float or not math.isfinite(amount) or amount < 0:
-            continue
-        label = record.get(names["label"]) if names["label"] else None
-        if label is not None and (type(label) is not int or label not in (0, 1)):
+        values = clean_fields(record, keys)
+        if values is None:
             continue
         clean[i] = True
         rows.append(i)
-        for k, v in zip(_IDS, values, strict=True):
+        for k, v in zip(_IDS, values[:3], strict=True):
             ids[k].append(v)
-        times.append(when)
-        amounts.append(float(amount))
-        labels.append(np.nan if label is None else float(label))
+        times.append(values[3])
+        amounts.append(values[4])
+        labels.append(values[5])
     ts = _epoch_micros(times)
     frame = pd.DataFrame({
         "transaction_id": pd.Series(ids["transaction_id"], dtype=object),
@@ -124,6 +104,44 @@ def decode_clean_transactions(payloads: Sequence, *, schema_conf: Mapping, max_r
 
 
 _NAT = np.iinfo(np.int64).min
+
+
+def clean_text(text, max_record_bytes: int) -> bool:
+    """Whether a payload may be clean at all: a non-empty str starting ``{``, within the byte
+    limit, and far from Jackson's number-length and nesting limits (Spark's to apply).
+    """
+    if not isinstance(text, str) or not text or text[0] != "{":
+        return False
+    if len(text) > max_record_bytes // 4 and len(text.encode("utf-8")) > max_record_bytes:
+        return False      # (a str of at most max_record_bytes // 4 characters is within the limit)
+    return not (len(text) > 300 and (text.count("[") + text.count("{") > _MAX_OPENINGS
+                                     or _LONG_NUMBER.search(text)))
+
+
+def clean_fields(record, keys: Sequence[str]) -> tuple | None:
+    """(id, customer, terminal, event time text, amount, label or NaN) of a parsed record that is
+    clean (module docstring), else None. ``keys``: the source names of those six fields ("" for
+    no label column). The one rule the stream's fast decoder and the scoring API apply.
+    """
+    if type(record) is not dict:
+        return None
+    key_id, key_customer, key_terminal, key_time, key_amount, key_label = keys
+    tid, customer, terminal = record.get(key_id), record.get(key_customer), record.get(key_terminal)
+    if not (_clean_id(tid) and _clean_id(customer) and _clean_id(terminal)):
+        return None
+    when = record.get(key_time)
+    if type(when) is not str or not _TIME.match(when):
+        return None
+    amount = record.get(key_amount)
+    if type(amount) is int:
+        if not 0 <= amount < 2 ** 53:      # exactly a double; huge integers are Spark's to judge
+            return None
+    elif type(amount) is not float or not math.isfinite(amount) or amount < 0:
+        return None
+    label = record.get(key_label) if key_label else None
+    if label is not None and (type(label) is not int or label not in (0, 1)):
+        return None
+    return tid, customer, terminal, when, float(amount), np.nan if label is None else float(label)
 
 
 def _clean_id(value) -> bool:
